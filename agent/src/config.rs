@@ -1,0 +1,167 @@
+//! Command line and environment. Every flag can also be set from the environment; the
+//! names `REDIS_URL`, `PORT` and `IP` are those of `@colyseus/proxy`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use routing::{PluginConfig, RoutingConfig};
+
+/// colyseus-envoy agent: keeps Envoy routing every Colyseus player to the process that
+/// holds their room.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `colyseus_envoy_agent=debug`.
+    #[arg(long, env = "LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Follow Colyseus's Redis presence and keep Envoy's cluster config in step.
+    Sync(SyncArgs),
+    /// Print the Envoy bootstrap (listener, filter, routes, dynamic clusters) as JSON.
+    Bootstrap(BootstrapArgs),
+}
+
+/// Cluster naming and the routing header, shared by the filter and the agent.
+#[derive(Debug, Clone, Args)]
+pub struct RoutingArgs {
+    /// Request header the filter sets to the chosen cluster.
+    #[arg(long, env = "COLYSEUS_ENVOY_HEADER", default_value = routing::plugin::DEFAULT_HEADER)]
+    pub header: String,
+    /// Prefix of each game process's cluster name.
+    #[arg(long, env = "COLYSEUS_ENVOY_CLUSTER_PREFIX", default_value = routing::cluster::DEFAULT_PROCESS_PREFIX)]
+    pub cluster_prefix: String,
+    /// Name of the cluster of all live processes (matchmaking and other requests naming no process).
+    #[arg(long, env = "COLYSEUS_ENVOY_ALL_CLUSTER", default_value = routing::cluster::DEFAULT_ALL_CLUSTER)]
+    pub all_cluster: String,
+}
+
+impl RoutingArgs {
+    pub fn plugin_config(&self) -> PluginConfig {
+        PluginConfig {
+            header: self.header.clone(),
+            cluster_prefix: self.cluster_prefix.clone(),
+            all_cluster: self.all_cluster.clone(),
+        }
+    }
+
+    /// # Errors
+    /// The same checks the filter makes at load time.
+    pub fn validate(&self) -> Result<RoutingConfig, routing::PluginConfigError> {
+        RoutingConfig::try_from(self.plugin_config())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Redis holding Colyseus presence (as for `@colyseus/proxy` and RedisPresence).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Directory Envoy watches for dynamic config (`watched_directory`); must exist.
+    #[arg(long, env = "COLYSEUS_ENVOY_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+    /// Where the agent keeps what it last synced, to survive its own restart during a Redis
+    /// restart. Keep it outside the watched directory. Default: `agent-state.json` next to
+    /// the config directory.
+    #[arg(long, env = "COLYSEUS_ENVOY_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+    /// Address of the agent's private API (/live, /ready, /metrics, /processes).
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_API_ADDR",
+        default_value = "127.0.0.1:9902"
+    )]
+    pub api_addr: SocketAddr,
+    /// Redis set of registrations.
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_NODES_KEY",
+        default_value = "colyseus:nodes"
+    )]
+    pub nodes_key: String,
+    /// Redis pub/sub channel of registration announcements.
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_DISCOVERY_CHANNEL",
+        default_value = "colyseus:nodes:discovery"
+    )]
+    pub discovery_channel: String,
+    /// Port assumed for a registration written without one.
+    #[arg(long, env = "COLYSEUS_ENVOY_DEFAULT_PORT", default_value_t = 2567)]
+    pub default_port: u16,
+    /// Period of the full re-read of the registrations while connected.
+    #[arg(long, env = "COLYSEUS_ENVOY_RESYNC_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+    /// Bound on connecting to Redis and on each Redis command.
+    #[arg(long, env = "COLYSEUS_ENVOY_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
+    /// After a Redis restart, write registrations it lost (of processes that still answer)
+    /// back into Redis. With `false` the emptied Redis is trusted and they are unrouted.
+    #[arg(long, env = "COLYSEUS_ENVOY_RESTORE_LOST_REGISTRATIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub restore_lost_registrations: bool,
+    /// TCP probe timeout for a process Redis lost.
+    #[arg(long, env = "COLYSEUS_ENVOY_PROBE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub probe_timeout: Duration,
+    /// Probes (all failing) before such a process counts as gone.
+    #[arg(long, env = "COLYSEUS_ENVOY_PROBE_ATTEMPTS", default_value_t = 3)]
+    pub probe_attempts: u32,
+    /// Upstream connect timeout of the generated clusters.
+    #[arg(long, env = "COLYSEUS_ENVOY_CONNECT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Connection limit per cluster (each WebSocket holds one upstream connection; Envoy's
+    /// default of 1,024 would cap the players of a process).
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_MAX_CONNECTIONS",
+        default_value_t = 1_000_000
+    )]
+    pub max_connections: u32,
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+}
+
+impl SyncArgs {
+    pub fn state_file(&self) -> PathBuf {
+        self.state_file.clone().unwrap_or_else(|| {
+            let dir = self.config_dir.components().as_path();
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            parent
+                .unwrap_or(std::path::Path::new("."))
+                .join("agent-state.json")
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    /// Address of the public listener (`IP` as in `@colyseus/proxy`).
+    #[arg(long, env = "IP", default_value = "0.0.0.0")]
+    pub ip: IpAddr,
+    /// Port of the public listener (`PORT` as in `@colyseus/proxy`).
+    #[arg(long, env = "PORT", default_value_t = 80)]
+    pub port: u16,
+    /// Envoy's admin address. Keep it on loopback: it can change and stop Envoy.
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_ADMIN_ADDR",
+        default_value = "127.0.0.1:9901"
+    )]
+    pub admin_addr: SocketAddr,
+    /// Directory the agent writes dynamic config to (as `sync --config-dir`).
+    #[arg(long, env = "COLYSEUS_ENVOY_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+    /// The filter's compiled `.wasm` file.
+    #[arg(long, env = "COLYSEUS_ENVOY_FILTER_WASM")]
+    pub filter_wasm: PathBuf,
+    /// Upper bound of a plain HTTP request (matchmaking); WebSockets have none.
+    #[arg(long, env = "COLYSEUS_ENVOY_REQUEST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+}

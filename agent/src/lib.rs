@@ -1,0 +1,26 @@
+//! The colyseus-envoy agent: Colyseus presence in, Envoy config out.
+//!
+//! # Layout
+//! - [`sources`]: read registrations (Redis presence) and convert them; decide nothing.
+//! - [`model`]: pure; registrations and announcements -> the set of routable processes.
+//! - [`sinks`]: desired state -> Envoy (config files in a watched directory today; the sink
+//!   is replaceable, e.g. by a delta-xDS server for fleets of Envoys).
+//! - [`sync`]: the loop tying them together, with the rules that keep routing safe when a
+//!   source fails or Redis restarts empty.
+//! - [`bootstrap`]: renders Envoy's static bootstrap from the same flags.
+//! - [`api`], [`status`], [`metrics`]: the private HTTP API (`/live`, `/ready`, `/metrics`).
+//! - [`probe`], [`state`], [`atomic_file`]: liveness probes, persisted sync state, safe writes.
+//! - [`config`]: command line and environment.
+
+pub mod api;
+pub mod atomic_file;
+pub mod bootstrap;
+pub mod config;
+pub mod metrics;
+pub mod model;
+pub mod probe;
+pub mod sinks;
+pub mod sources;
+pub mod state;
+pub mod status;
+pub mod sync;

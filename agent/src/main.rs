@@ -1,0 +1,172 @@
+//! Entry point: parse flags, set up logging, run a subcommand. Exit 64 (EX_USAGE) on bad
+//! configuration, 1 on runtime failure.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use colyseus_envoy_agent::api;
+use colyseus_envoy_agent::bootstrap::{self, BootstrapSpec};
+use colyseus_envoy_agent::config::{BootstrapArgs, Cli, Command, SyncArgs};
+use colyseus_envoy_agent::probe::ProbeConfig;
+use colyseus_envoy_agent::sinks::envoy_files::{ClusterOptions, EnvoyFilesSink};
+use colyseus_envoy_agent::sources::redis::{RedisPresenceConfig, RedisPresenceSource};
+use colyseus_envoy_agent::status::Status;
+use colyseus_envoy_agent::sync::{SyncConfig, Syncer};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+const EX_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Bootstrap(args) => print_bootstrap(&args),
+        Command::Sync(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    error!(error = %e, "Cannot start the runtime.");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(sync(args))
+        }
+    }
+}
+
+fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
+    let routing = match args.routing.validate() {
+        Ok(r) => r,
+        Err(e) => return usage(&e),
+    };
+    let spec = BootstrapSpec {
+        listen: std::net::SocketAddr::new(args.ip, args.port),
+        admin: args.admin_addr,
+        config_dir: &args.config_dir,
+        filter_wasm: &args.filter_wasm,
+        routing: &routing,
+        request_timeout: args.request_timeout,
+    };
+    match serde_json::to_string_pretty(&bootstrap::render(&spec)) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!(error = %e, "Cannot render the bootstrap.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(e: &dyn std::fmt::Display) -> ExitCode {
+    error!("Invalid configuration: {e}");
+    eprintln!("colyseus-envoy-agent: invalid configuration: {e}");
+    ExitCode::from(EX_USAGE)
+}
+
+async fn sync(args: SyncArgs) -> ExitCode {
+    let routing = match args.routing.validate() {
+        Ok(r) => r,
+        Err(e) => return usage(&e),
+    };
+    if !args.config_dir.is_dir() {
+        return usage(&format!(
+            "--config-dir {} is not a directory",
+            args.config_dir.display()
+        ));
+    }
+    let source = match RedisPresenceSource::new(RedisPresenceConfig {
+        url: args.redis_url.clone(),
+        nodes_key: args.nodes_key.clone(),
+        discovery_channel: args.discovery_channel.clone(),
+        timeout: args.redis_timeout,
+    }) {
+        Ok(s) => s,
+        Err(e) => return usage(&e),
+    };
+    match run_sync(args, routing, source).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_sync(
+    args: SyncArgs,
+    routing: routing::RoutingConfig,
+    source: RedisPresenceSource,
+) -> anyhow::Result<()> {
+    let status = Arc::new(Status::new(routing.names.clone()));
+    let listener = tokio::net::TcpListener::bind(args.api_addr)
+        .await
+        .with_context(|| format!("binding the API to {}", args.api_addr))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api = tokio::spawn(api::serve(
+        listener,
+        status.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let sink = EnvoyFilesSink::new(
+        args.config_dir.clone(),
+        ClusterOptions {
+            names: routing.names.clone(),
+            connect_timeout: args.connect_timeout,
+            max_connections: args.max_connections,
+        },
+    );
+    let config = SyncConfig {
+        default_port: args.default_port,
+        resync_interval: args.resync_interval,
+        restore_lost_registrations: args.restore_lost_registrations,
+        probe: ProbeConfig {
+            timeout: args.probe_timeout,
+            attempts: args.probe_attempts,
+            interval: std::time::Duration::from_millis(300),
+        },
+        state_file: Some(args.state_file()),
+        max_backoff: std::time::Duration::from_secs(5),
+    };
+    info!(redis = %args.redis_url, config_dir = %args.config_dir.display(), api = %args.api_addr, "Agent starting.");
+    let syncer = Syncer::new(source, sink, config, status);
+    let sync_task = tokio::spawn(syncer.run(stopped(stop_rx)));
+    shutdown_signal().await;
+    info!("Shutting down; Envoy keeps the last config.");
+    let _ = stop_tx.send(true);
+    let _ = sync_task.await;
+    api.await.context("API task")?.context("API server")?;
+    Ok(())
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

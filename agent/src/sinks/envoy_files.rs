@@ -1,0 +1,258 @@
+//! Envoy dynamic config as files: `cds.json`, a state-of-the-world `DiscoveryResponse` in the
+//! directory Envoy watches (`path_config_source` with `watched_directory`).
+//!
+//! Rendering is pure and deterministic: the same registry gives byte-identical files, so an
+//! unchanged state is never rewritten. Writing is atomic (temp file, fsync, rename in the same
+//! directory), because Envoy only reloads on a move into the directory and would otherwise
+//! risk reading a half-written file. The file is state-of-the-world: a cluster missing from
+//! it is removed, so the caller must only ever hand over a complete registry.
+
+use std::path::PathBuf;
+
+use routing::ClusterNames;
+use serde_json::{json, Value};
+
+use crate::atomic_file::{self, WriteError};
+use crate::model::{Endpoint, Host, Registry};
+
+/// File name of the cluster discovery file inside the watched directory.
+pub const CDS_FILE: &str = "cds.json";
+
+const CLUSTER_TYPE_URL: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+
+/// Knobs of the generated clusters.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub names: ClusterNames,
+    /// Upstream TCP connect timeout.
+    pub connect_timeout: std::time::Duration,
+    /// Connection circuit breaker per cluster. Every open WebSocket holds one upstream
+    /// connection, and Envoy's default (1,024) would cap players per process.
+    pub max_connections: u32,
+}
+
+/// Renders the CDS file for `registry`: one cluster per process plus the all-processes
+/// cluster. Byte-identical output for identical input.
+pub fn render_cds(registry: &Registry, options: &ClusterOptions) -> Vec<u8> {
+    let mut resources: Vec<Value> = registry
+        .iter()
+        .map(|(pid, endpoint)| {
+            let endpoints = [endpoint];
+            cluster(&options.names.process(pid), &endpoints, options)
+        })
+        .collect();
+    let all: Vec<&Endpoint> = registry.iter().map(|(_, e)| e).collect();
+    resources.push(cluster(options.names.all(), &all, options));
+    let version = format!(
+        "{:016x}",
+        fnv1a(&serde_json::to_vec(&resources).unwrap_or_default())
+    );
+    let doc = json!({ "version_info": version, "resources": resources });
+    // serde_json's map is ordered by key, so the output is deterministic.
+    let mut bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+fn cluster(name: &str, endpoints: &[&Endpoint], options: &ClusterOptions) -> Value {
+    // IP literals need no resolution (STATIC warms at once); names are resolved by Envoy.
+    let any_name = endpoints.iter().any(|e| matches!(e.host, Host::Name(_)));
+    let kind = match (any_name, endpoints.len()) {
+        (false, _) => "STATIC",
+        (true, 1) => "LOGICAL_DNS",
+        (true, _) => "STRICT_DNS",
+    };
+    let lb_endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|e| {
+            let address = match &e.host {
+                Host::Ip(ip) => ip.to_string(),
+                Host::Name(n) => n.clone(),
+            };
+            json!({ "endpoint": { "address": { "socket_address": {
+                "address": address, "port_value": e.port } } } })
+        })
+        .collect();
+    let mut cluster = json!({
+        "@type": CLUSTER_TYPE_URL,
+        "name": name,
+        "type": kind,
+        "connect_timeout": format!("{:.3}s", options.connect_timeout.as_secs_f64()),
+        "lb_policy": "ROUND_ROBIN",
+        "circuit_breakers": { "thresholds": [{
+            "max_connections": options.max_connections,
+            "max_pending_requests": options.max_connections,
+            "max_requests": options.max_connections,
+        }] },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": if lb_endpoints.is_empty() { json!([]) } else { json!([{ "lb_endpoints": lb_endpoints }]) },
+        },
+    });
+    if any_name {
+        cluster["dns_lookup_family"] = json!("V4_PREFERRED");
+    }
+    cluster
+}
+
+/// FNV-1a: a stable content hash for `version_info` (std's hasher may change between
+/// Rust releases; this must not, or every agent upgrade would rewrite the file).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Writes rendered config into Envoy's watched directory, skipping unchanged content.
+#[derive(Debug)]
+pub struct EnvoyFilesSink {
+    dir: PathBuf,
+    options: ClusterOptions,
+    /// Bytes of the file as last written (or found at start), to skip identical writes.
+    last: Option<Vec<u8>>,
+}
+
+impl EnvoyFilesSink {
+    /// A sink writing into `dir`, which must exist. An existing CDS file is read so that a
+    /// restarted agent does not rewrite (and make Envoy reprocess) an identical config.
+    pub fn new(dir: PathBuf, options: ClusterOptions) -> Self {
+        let last = std::fs::read(dir.join(CDS_FILE)).ok();
+        Self { dir, options, last }
+    }
+
+    pub fn cds_path(&self) -> PathBuf {
+        self.dir.join(CDS_FILE)
+    }
+
+    /// Makes Envoy's clusters match `registry`. Returns whether a file was written.
+    ///
+    /// # Errors
+    /// I/O errors; the previous file is left untouched.
+    pub fn apply(&mut self, registry: &Registry) -> Result<bool, WriteError> {
+        let bytes = render_cds(registry, &self.options);
+        if self.last.as_deref() == Some(bytes.as_slice()) {
+            return Ok(false);
+        }
+        atomic_file::write(&self.dir, CDS_FILE, &bytes)?;
+        self.last = Some(bytes);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn options() -> ClusterOptions {
+        ClusterOptions {
+            names: ClusterNames::default(),
+            connect_timeout: Duration::from_millis(2500),
+            max_connections: 100_000,
+        }
+    }
+
+    fn registry(members: &[&str]) -> Registry {
+        Registry::default()
+            .from_members(members.iter().copied(), 2567)
+            .0
+    }
+
+    fn clusters(bytes: &[u8]) -> Vec<Value> {
+        let doc: Value = serde_json::from_slice(bytes).unwrap();
+        doc["resources"].as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn one_cluster_per_process_plus_all() {
+        let out = render_cds(
+            &registry(&["b/127.0.0.1:2", "a/[::1]:1", "c/game-3:3"]),
+            &options(),
+        );
+        let clusters = clusters(&out);
+        let names: Vec<&str> = clusters
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "colyseus-process-a",
+                "colyseus-process-b",
+                "colyseus-process-c",
+                "colyseus-all"
+            ]
+        );
+        assert_eq!(clusters[0]["type"], "STATIC");
+        assert_eq!(
+            clusters[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+                ["address"]["socket_address"]["address"],
+            "::1"
+        );
+        assert_eq!(clusters[2]["type"], "LOGICAL_DNS");
+        assert_eq!(clusters[3]["type"], "STRICT_DNS");
+        assert_eq!(
+            clusters[3]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(clusters[0]["connect_timeout"], "2.500s");
+        assert_eq!(
+            clusters[0]["circuit_breakers"]["thresholds"][0]["max_connections"],
+            100_000
+        );
+    }
+
+    #[test]
+    fn no_process_still_has_the_all_cluster() {
+        let clusters = clusters(&render_cds(&Registry::default(), &options()));
+        assert_eq!(clusters.len(), 1);
+        assert_eq!(clusters[0]["name"], "colyseus-all");
+        assert_eq!(clusters[0]["load_assignment"]["endpoints"], json!([]));
+    }
+
+    #[test]
+    fn deterministic_and_versioned_by_content() {
+        let a = render_cds(&registry(&["a/127.0.0.1:1", "b/127.0.0.1:2"]), &options());
+        let b = render_cds(&registry(&["b/127.0.0.1:2", "a/127.0.0.1:1"]), &options());
+        assert_eq!(a, b);
+        let c = render_cds(&registry(&["a/127.0.0.1:1"]), &options());
+        let version =
+            |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).unwrap()["version_info"].clone();
+        assert_ne!(version(&a), version(&c));
+    }
+
+    #[test]
+    fn sink_writes_atomically_and_skips_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = EnvoyFilesSink::new(dir.path().to_path_buf(), options());
+        let reg = registry(&["a/127.0.0.1:1"]);
+        assert!(sink.apply(&reg).unwrap());
+        assert!(!sink.apply(&reg).unwrap());
+        let on_disk = std::fs::read(sink.cds_path()).unwrap();
+        assert_eq!(on_disk, render_cds(&reg, &options()));
+        // No temp file left behind in the watched directory.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [CDS_FILE]);
+        // A restarted agent finds the file and does not rewrite it.
+        let mut restarted = EnvoyFilesSink::new(dir.path().to_path_buf(), options());
+        assert!(!restarted.apply(&reg).unwrap());
+    }
+
+    #[test]
+    fn failed_write_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = EnvoyFilesSink::new(dir.path().to_path_buf(), options());
+        sink.apply(&registry(&["a/127.0.0.1:1"])).unwrap();
+        let before = std::fs::read(sink.cds_path()).unwrap();
+        // A directory where the temp file should go makes the write fail.
+        std::fs::create_dir(dir.path().join(".cds.json.tmp")).unwrap();
+        assert!(sink.apply(&registry(&["b/127.0.0.1:2"])).is_err());
+        assert_eq!(std::fs::read(sink.cds_path()).unwrap(), before);
+    }
+}

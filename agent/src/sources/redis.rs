@@ -1,0 +1,225 @@
+//! Colyseus's Redis presence: the set `colyseus:nodes` and the channel
+//! `colyseus:nodes:discovery`.
+//!
+//! A [`RedisSession`] is one connection's worth of reading: subscribe first, then read the
+//! whole set (so no announcement falls between the two), then follow announcements until
+//! the connection fails. The caller opens a new session after every failure and re-reads
+//! everything, since pub/sub messages sent while disconnected are lost for good.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubStream};
+use redis::AsyncConnectionConfig;
+
+/// Key names and timeouts of the presence layout.
+#[derive(Debug, Clone)]
+pub struct RedisPresenceConfig {
+    pub url: String,
+    pub nodes_key: String,
+    pub discovery_channel: String,
+    /// Bound on connecting and on each command, so a dead server is noticed.
+    pub timeout: Duration,
+}
+
+/// Why a Redis session failed. Every error ends the session; the caller reconnects.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSourceError {
+    #[error("invalid Redis URL {url:?}: {source}")]
+    Url {
+        url: String,
+        source: redis::RedisError,
+    },
+    #[error("{what} timed out after {timeout:?}")]
+    Timeout {
+        what: &'static str,
+        timeout: Duration,
+    },
+    #[error("{what} failed: {source}")]
+    Redis {
+        what: &'static str,
+        source: redis::RedisError,
+    },
+    #[error("the pub/sub connection closed")]
+    Closed,
+    #[error("INFO server has no run_id")]
+    NoRunId,
+}
+
+/// A full read of the registrations, with the identity of the Redis server it came from.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Redis's `run_id`: changes when the server restarts, which is how a restart that lost
+    /// the data (no persistence) is told apart from registrations really removed.
+    pub run_id: String,
+    /// Raw members, not yet validated.
+    pub members: Vec<Vec<u8>>,
+}
+
+/// Connects to Redis presence.
+#[derive(Debug, Clone)]
+pub struct RedisPresenceSource {
+    client: redis::Client,
+    config: RedisPresenceConfig,
+}
+
+impl RedisPresenceSource {
+    /// # Errors
+    /// An unparsable URL.
+    pub fn new(config: RedisPresenceConfig) -> Result<Self, RedisSourceError> {
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|source| RedisSourceError::Url {
+                url: config.url.clone(),
+                source,
+            })?;
+        Ok(Self { client, config })
+    }
+
+    pub fn config(&self) -> &RedisPresenceConfig {
+        &self.config
+    }
+
+    /// Opens a session: a subscribed pub/sub connection and a command connection.
+    ///
+    /// # Errors
+    /// Connection or subscription failure or timeout.
+    pub async fn connect(&self) -> Result<RedisSession, RedisSourceError> {
+        let timeout = self.config.timeout;
+        let mut pubsub = bounded(
+            timeout,
+            "connecting pub/sub",
+            self.client.get_async_pubsub(),
+        )
+        .await?;
+        bounded(
+            timeout,
+            "subscribing to the discovery channel",
+            pubsub.subscribe(&self.config.discovery_channel),
+        )
+        .await?;
+        let conn_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        let commands = bounded(
+            timeout,
+            "connecting",
+            self.client
+                .get_multiplexed_async_connection_with_config(&conn_config),
+        )
+        .await?;
+        Ok(RedisSession {
+            messages: pubsub.into_on_message(),
+            commands,
+            config: self.config.clone(),
+        })
+    }
+}
+
+/// One live connection to Redis presence.
+pub struct RedisSession {
+    messages: PubSubStream,
+    commands: MultiplexedConnection,
+    config: RedisPresenceConfig,
+}
+
+impl RedisSession {
+    /// Reads the server's identity and the whole registration set.
+    ///
+    /// # Errors
+    /// Command failure or timeout.
+    pub async fn snapshot(&mut self) -> Result<Snapshot, RedisSourceError> {
+        let timeout = self.config.timeout;
+        let (info, members): (String, Vec<Vec<u8>>) = bounded(
+            timeout,
+            "reading INFO and the registration set",
+            redis::pipe()
+                .cmd("INFO")
+                .arg("server")
+                .cmd("SMEMBERS")
+                .arg(&self.config.nodes_key)
+                .query_async(&mut self.commands),
+        )
+        .await?;
+        let run_id = parse_run_id(&info).ok_or(RedisSourceError::NoRunId)?;
+        Ok(Snapshot { run_id, members })
+    }
+
+    /// Waits for the next discovery payload.
+    ///
+    /// # Errors
+    /// [`RedisSourceError::Closed`] when the connection ends.
+    pub async fn next_announcement(&mut self) -> Result<Vec<u8>, RedisSourceError> {
+        match self.messages.next().await {
+            Some(msg) => Ok(msg.get_payload_bytes().to_vec()),
+            None => Err(RedisSourceError::Closed),
+        }
+    }
+
+    /// The next payload if one is already buffered, so bursts become one config write.
+    pub fn try_next_announcement(&mut self) -> Option<Vec<u8>> {
+        use futures_util::FutureExt;
+        self.messages
+            .next()
+            .now_or_never()
+            .flatten()
+            .map(|msg| msg.get_payload_bytes().to_vec())
+    }
+
+    /// Re-adds registrations Redis lost, and announces them the way Colyseus does, so other
+    /// agents reading the same Redis converge on the same state.
+    ///
+    /// # Errors
+    /// Command failure or timeout.
+    pub async fn restore(&mut self, members: &[String]) -> Result<(), RedisSourceError> {
+        let mut pipe = redis::pipe();
+        for member in members {
+            let payload = serde_json::Value::String(format!("add,{member}")).to_string();
+            pipe.cmd("SADD")
+                .arg(&self.config.nodes_key)
+                .arg(member)
+                .ignore();
+            pipe.cmd("PUBLISH")
+                .arg(&self.config.discovery_channel)
+                .arg(payload)
+                .ignore();
+        }
+        bounded(
+            self.config.timeout,
+            "restoring registrations",
+            pipe.query_async::<()>(&mut self.commands),
+        )
+        .await
+    }
+}
+
+/// Extracts `run_id` from `INFO server` output.
+fn parse_run_id(info: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty())
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    what: &'static str,
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, RedisSourceError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(RedisSourceError::Redis { what, source }),
+        Err(_) => Err(RedisSourceError::Timeout { what, timeout }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_id_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:5f1c0e2a\r\ntcp_port:6379\r\n";
+        assert_eq!(parse_run_id(info).as_deref(), Some("5f1c0e2a"));
+        assert_eq!(parse_run_id("# Server\r\n"), None);
+    }
+}

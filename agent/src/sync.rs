@@ -1,0 +1,275 @@
+//! The sync loop: Redis presence in, model updated, Envoy config out.
+//!
+//! Rules that keep routing safe:
+//! - Nothing is written until a full read of Redis succeeded; when Redis is unreachable the
+//!   last good config stays (Envoy keeps it; the agent never writes an empty config because
+//!   a source failed).
+//! - Every (re)connection and every `resync_interval` re-reads the whole set, so missed
+//!   pub/sub messages can never make the config drift.
+//! - With the same Redis `run_id`, the set is the truth: a process missing from it was
+//!   removed, even if its `remove` announcement was lost while disconnected.
+//! - With a new `run_id` (Redis restarted, often without persistence, and Colyseus 0.16
+//!   registers only once) processes missing from the set stay routed while they are probed;
+//!   those that answer are written back into Redis (SADD + the `add` announcement, as
+//!   Colyseus does), those that never answer are dropped.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, error, info, warn};
+
+use crate::model::{parse_announcement, Registry, Rejection};
+use crate::probe::{self, ProbeConfig};
+use crate::sinks::envoy_files::EnvoyFilesSink;
+use crate::sources::redis::{RedisPresenceSource, RedisSession, RedisSourceError};
+use crate::state::{self, SyncedState};
+use crate::status::Status;
+
+const SOURCE: &str = "redis";
+
+/// Behaviour of the sync loop.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Port assumed for members written without one.
+    pub default_port: u16,
+    /// Period of the full re-read while connected.
+    pub resync_interval: Duration,
+    /// Write registrations that Redis lost (restart) back into Redis.
+    pub restore_lost_registrations: bool,
+    pub probe: ProbeConfig,
+    /// Where the last synced state is kept across agent restarts, if anywhere.
+    pub state_file: Option<PathBuf>,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+/// Owns the model and drives the source and the sink.
+pub struct Syncer {
+    source: RedisPresenceSource,
+    sink: EnvoyFilesSink,
+    config: SyncConfig,
+    status: Arc<Status>,
+    registry: Registry,
+    /// `run_id` of the Redis the registry was last synced with.
+    run_id: Option<String>,
+    /// Last state saved to `state_file`, to skip identical writes.
+    saved: Option<SyncedState>,
+    backoff: Duration,
+}
+
+impl Syncer {
+    /// Builds the loop, starting from the persisted state if there is one, which is what
+    /// Envoy routes to right now.
+    pub fn new(
+        source: RedisPresenceSource,
+        sink: EnvoyFilesSink,
+        config: SyncConfig,
+        status: Arc<Status>,
+    ) -> Self {
+        let persisted = config
+            .state_file
+            .as_deref()
+            .map(state::load)
+            .transpose()
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "Ignoring the agent state file; a Redis restart before the first sync may lose registrations.");
+                None
+            })
+            .unwrap_or_default();
+        let (registry, _) = Registry::default().from_members(
+            persisted.members.iter().map(String::as_str),
+            config.default_port,
+        );
+        Self {
+            source,
+            sink,
+            status,
+            registry,
+            run_id: persisted.redis_run_id.clone(),
+            saved: Some(persisted),
+            backoff: Duration::from_millis(100),
+            config,
+        }
+    }
+
+    /// Runs until `shutdown` completes. Redis failures are retried forever with backoff.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let failure = tokio::select! {
+                () = &mut shutdown => return,
+                Err(e) = self.session() => e,
+            };
+            self.status.metrics.redis_up.store(0, Relaxed);
+            self.status
+                .metrics
+                .redis_session_failures
+                .fetch_add(1, Relaxed);
+            warn!(error = %failure, retry_in = ?self.backoff, processes = self.registry.len(), "Redis presence unavailable; keeping the last config.");
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(self.backoff) => {}
+            }
+            self.backoff = (self.backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    /// One connection: full read, then announcements and periodic re-reads until it fails.
+    async fn session(&mut self) -> Result<std::convert::Infallible, RedisSourceError> {
+        let mut session = self.source.connect().await?;
+        self.full_sync(&mut session).await?;
+        info!(
+            processes = self.registry.len(),
+            "Connected to Redis presence."
+        );
+        self.status.metrics.redis_up.store(1, Relaxed);
+        self.backoff = Duration::from_millis(100);
+        let mut resync = tokio::time::interval(self.config.resync_interval);
+        resync.tick().await;
+        loop {
+            tokio::select! {
+                payload = session.next_announcement() => {
+                    let mut changed = self.announce(&payload?);
+                    // Drain a burst so it becomes one config write.
+                    while let Some(more) = session.try_next_announcement() {
+                        changed |= self.announce(&more);
+                    }
+                    if changed {
+                        self.publish();
+                    }
+                }
+                _ = resync.tick() => self.full_sync(&mut session).await?,
+            }
+        }
+    }
+
+    /// Applies one discovery payload; returns whether the registry changed.
+    fn announce(&mut self, payload: &[u8]) -> bool {
+        let applied = parse_announcement(payload, self.config.default_port)
+            .and_then(|a| self.registry.apply(a));
+        match applied {
+            Ok(changed) => changed,
+            Err(rejection) => {
+                self.reject(&rejection);
+                false
+            }
+        }
+    }
+
+    /// Reads the whole set and makes the registry match it (see the module rules).
+    async fn full_sync(&mut self, session: &mut RedisSession) -> Result<(), RedisSourceError> {
+        let snapshot = session.snapshot().await?;
+        self.status.metrics.redis_snapshots.fetch_add(1, Relaxed);
+        let mut members = Vec::with_capacity(snapshot.members.len());
+        for raw in &snapshot.members {
+            match std::str::from_utf8(raw) {
+                Ok(m) => members.push(m),
+                Err(_) => self.reject(&Rejection::BadMember {
+                    member: String::from_utf8_lossy(raw).into_owned(),
+                }),
+            }
+        }
+        let (mut fresh, outcome) = self
+            .registry
+            .from_members(members, self.config.default_port);
+        for rejection in &outcome.rejected {
+            self.reject(rejection);
+        }
+        let restarted = self
+            .run_id
+            .as_ref()
+            .is_some_and(|id| *id != snapshot.run_id);
+        let lost = if restarted {
+            self.registry.missing_from(&fresh)
+        } else {
+            Vec::new()
+        };
+        self.run_id = Some(snapshot.run_id.clone());
+        if restarted {
+            self.status.metrics.redis_restarts.fetch_add(1, Relaxed);
+            warn!(run_id = %snapshot.run_id, in_redis = fresh.len(), lost = lost.len(), "Redis restarted (new run_id).");
+        }
+        if lost.is_empty() || !self.config.restore_lost_registrations {
+            if !lost.is_empty() {
+                error!(
+                    lost = lost.len(),
+                    "Redis lost registrations and restoring is disabled: unrouting them."
+                );
+            }
+            self.registry = fresh;
+            self.publish();
+            return Ok(());
+        }
+        // Keep the lost processes routed while they are probed.
+        fresh.restore(lost.clone());
+        self.registry = fresh;
+        self.publish();
+        let (alive, dead) = probe::partition(lost, self.config.probe).await;
+        for reg in &dead {
+            warn!(process_id = %reg.process_id, address = %reg.endpoint, "Process lost by Redis does not answer; unrouting it.");
+            self.registry.remove(&reg.process_id);
+        }
+        self.status
+            .metrics
+            .registrations_dropped_dead
+            .fetch_add(dead.len() as u64, Relaxed);
+        self.status
+            .metrics
+            .registrations_restored
+            .fetch_add(alive.len() as u64, Relaxed);
+        if !dead.is_empty() {
+            self.publish();
+        }
+        if !alive.is_empty() {
+            let members: Vec<String> = alive.iter().map(|r| r.member()).collect();
+            info!(
+                restored = members.len(),
+                "Writing registrations lost by Redis back."
+            );
+            session.restore(&members).await?;
+        }
+        Ok(())
+    }
+
+    fn reject(&self, rejection: &Rejection) {
+        self.status.metrics.reject(SOURCE, rejection.reason());
+        warn!(
+            source = SOURCE,
+            reason = rejection.reason(),
+            "Skipping input: {rejection}"
+        );
+    }
+
+    /// Writes the registry to the sink and the state file, and exposes it on the API.
+    fn publish(&mut self) {
+        let metrics = &self.status.metrics;
+        match self.sink.apply(&self.registry) {
+            Ok(true) => {
+                metrics.config_writes.fetch_add(1, Relaxed);
+                debug!(processes = self.registry.len(), "Wrote Envoy config.");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                metrics.config_write_failures.fetch_add(1, Relaxed);
+                error!(error = %e, "Cannot write Envoy config; Envoy keeps the previous one.");
+                return;
+            }
+        }
+        metrics.processes.store(self.registry.len() as u64, Relaxed);
+        self.status.set_registry(&self.registry);
+        if let Some(path) = &self.config.state_file {
+            let state = SyncedState {
+                redis_run_id: self.run_id.clone(),
+                members: self.registry.registrations().map(|r| r.member()).collect(),
+            };
+            if self.saved.as_ref() != Some(&state) {
+                match state::save(path, &state) {
+                    Ok(()) => self.saved = Some(state),
+                    Err(e) => warn!(error = %e, "Cannot save the agent state file."),
+                }
+            }
+        }
+    }
+}

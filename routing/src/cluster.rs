@@ -5,7 +5,9 @@
 //! names matching [`ClusterNames::route_guard_regex`], so neither a client nor a bug can
 //! steer a request to a cluster that is not a game process (the agent, Envoy's admin).
 
-use crate::id::{check_id, ProcessId, MAX_ID_LEN};
+#[cfg(doc)]
+use crate::id::MAX_ID_LEN;
+use crate::id::{check_id, ProcessId};
 
 /// Default prefix of a per-process cluster name.
 pub const DEFAULT_PROCESS_PREFIX: &str = "colyseus-process-";
@@ -92,14 +94,15 @@ impl ClusterNames {
             .filter(|id| check_id(id).is_ok())
     }
 
-    /// An RE2 regex matching exactly the names this scheme can produce. The route requires
-    /// the routing header to match it, as a second line of defence behind the filter.
+    /// An RE2 regex matching the names this scheme can produce. The route requires the
+    /// routing header to match it, as a second line of defence behind the filter.
+    ///
+    /// The id length is not bounded here: `{1,64}` compiles to an RE2 program over Envoy's
+    /// default size limit (100) and the config is refused. The filter enforces
+    /// [`MAX_ID_LEN`], and a cluster exists only for a valid id.
     pub fn route_guard_regex(&self) -> String {
         // Name parts use only [A-Za-z0-9_-], none of which is special in RE2.
-        format!(
-            "^(?:{}|{}[A-Za-z0-9_-]{{1,{MAX_ID_LEN}}})$",
-            self.all, self.prefix
-        )
+        format!("^(?:{}|{}[A-Za-z0-9_-]+)$", self.all, self.prefix)
     }
 }
 
@@ -147,7 +150,7 @@ mod tests {
     fn guard_regex_text() {
         assert_eq!(
             ClusterNames::default().route_guard_regex(),
-            "^(?:colyseus-all|colyseus-process-[A-Za-z0-9_-]{1,64})$"
+            "^(?:colyseus-all|colyseus-process-[A-Za-z0-9_-]+)$"
         );
     }
 }

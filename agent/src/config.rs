@@ -111,6 +111,13 @@ pub struct SyncArgs {
     /// Probes (all failing) before such a process counts as gone.
     #[arg(long, env = "COLYSEUS_ENVOY_PROBE_ATTEMPTS", default_value_t = 3)]
     pub probe_attempts: u32,
+    /// Longest time a process that unregistered keeps its own cluster (for its remaining
+    /// rooms); it goes earlier once it stops accepting connections.
+    #[arg(long, env = "COLYSEUS_ENVOY_MAX_DRAIN", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub max_drain: Duration,
+    /// How often draining processes are probed.
+    #[arg(long, env = "COLYSEUS_ENVOY_DRAIN_CHECK_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub drain_check_interval: Duration,
     /// Upstream connect timeout of the generated clusters.
     #[arg(long, env = "COLYSEUS_ENVOY_CONNECT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,

@@ -143,6 +143,8 @@ async fn run_sync(
         },
         state_file: Some(args.state_file()),
         max_backoff: std::time::Duration::from_secs(5),
+        max_drain: args.max_drain,
+        drain_check_interval: args.drain_check_interval,
     };
     info!(redis = %args.redis_url, config_dir = %args.config_dir.display(), api = %args.api_addr, "Agent starting.");
     let syncer = Syncer::new(source, sink, config, status);

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use routing::ProcessId;
 
@@ -198,19 +199,46 @@ pub fn parse_announcement(payload: &[u8], default_port: u16) -> Result<Announcem
     }
 }
 
-/// The routable processes: one endpoint per processId.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Registry {
-    processes: BTreeMap<ProcessId, Endpoint>,
+/// Where a process is in its life, as far as routing goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessState {
+    /// Registered: takes new players (matchmaking) and room connections.
+    Active,
+    /// Unregistered (graceful shutdown) but possibly still serving rooms: no new
+    /// matchmaking, yet room connections still reach it, because Colyseus keeps handing out
+    /// seats in (and reconnections to) its remaining rooms until they are disposed.
+    Draining { since: Instant },
 }
 
-/// What changed when a registry was replaced or updated.
+/// One known process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub endpoint: Endpoint,
+    pub state: ProcessState,
+}
+
+impl Entry {
+    pub fn is_active(&self) -> bool {
+        self.state == ProcessState::Active
+    }
+}
+
+/// The known processes: one endpoint per processId, each active or draining.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registry {
+    processes: BTreeMap<ProcessId, Entry>,
+}
+
+/// What a full read changed besides the registry itself.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
     pub rejected: Vec<Rejection>,
+    /// Processes that were active and are no longer in the set (now draining).
+    pub vanished: Vec<Registration>,
 }
 
 impl Registry {
+    /// Processes known, active or draining.
     pub fn len(&self) -> usize {
         self.processes.len()
     }
@@ -219,29 +247,51 @@ impl Registry {
         self.processes.is_empty()
     }
 
-    pub fn get(&self, process_id: &ProcessId) -> Option<&Endpoint> {
+    pub fn active_len(&self) -> usize {
+        self.processes.values().filter(|e| e.is_active()).count()
+    }
+
+    pub fn get(&self, process_id: &ProcessId) -> Option<&Entry> {
         self.processes.get(process_id)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&ProcessId, &Endpoint)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&ProcessId, &Entry)> {
         self.processes.iter()
     }
 
-    pub fn registrations(&self) -> impl Iterator<Item = Registration> + '_ {
-        self.processes.iter().map(|(p, e)| Registration {
-            process_id: p.clone(),
-            endpoint: e.clone(),
-        })
+    fn registrations_where(&self, active: bool) -> Vec<Registration> {
+        self.processes
+            .iter()
+            .filter(|(_, e)| e.is_active() == active)
+            .map(|(p, e)| Registration {
+                process_id: p.clone(),
+                endpoint: e.endpoint.clone(),
+            })
+            .collect()
     }
 
-    /// Builds the registry from a full read of `colyseus:nodes`. Bad members are rejected.
-    /// A processId listed at several addresses keeps the address `self` routes to now, if it
-    /// is among them (a valid registration is never dropped for a newcomer's conflict);
-    /// otherwise none of them is routed, as there is no telling which one is right.
+    pub fn active(&self) -> Vec<Registration> {
+        self.registrations_where(true)
+    }
+
+    pub fn draining(&self) -> Vec<Registration> {
+        self.registrations_where(false)
+    }
+
+    /// Builds the registry from a full read of `colyseus:nodes`; `self` is the registry
+    /// before the read.
+    ///
+    /// - Bad members are rejected.
+    /// - A processId listed at several addresses keeps the address `self` routes to now, if
+    ///   it is among them (a valid registration is never dropped for a newcomer's
+    ///   conflict); otherwise none of them is routed, as there is no telling which is right.
+    /// - A process of `self` missing from the set starts (or goes on) draining; the caller
+    ///   decides what a vanished process means (removed, or lost by a restarted Redis).
     pub fn from_members<'a>(
         &self,
         members: impl IntoIterator<Item = &'a str>,
         default_port: u16,
+        now: Instant,
     ) -> (Registry, Outcome) {
         let mut outcome = Outcome::default();
         let mut seen: BTreeMap<ProcessId, BTreeSet<Endpoint>> = BTreeMap::new();
@@ -258,7 +308,10 @@ impl Registry {
             let chosen = if endpoints.len() == 1 {
                 endpoints.first().cloned()
             } else {
-                let current = self.get(&process_id).filter(|e| endpoints.contains(e));
+                let current = self
+                    .get(&process_id)
+                    .map(|e| &e.endpoint)
+                    .filter(|e| endpoints.contains(e));
                 outcome.rejected.push(Rejection::Conflict {
                     process_id: process_id.clone(),
                     addresses: join(&endpoints),
@@ -267,8 +320,32 @@ impl Registry {
                 current.cloned()
             };
             if let Some(endpoint) = chosen {
-                next.processes.insert(process_id, endpoint);
+                let entry = Entry {
+                    endpoint,
+                    state: ProcessState::Active,
+                };
+                next.processes.insert(process_id, entry);
             }
+        }
+        for (process_id, entry) in &self.processes {
+            if next.processes.contains_key(process_id) {
+                continue;
+            }
+            let since = match entry.state {
+                ProcessState::Draining { since } => since,
+                ProcessState::Active => {
+                    outcome.vanished.push(Registration {
+                        process_id: process_id.clone(),
+                        endpoint: entry.endpoint.clone(),
+                    });
+                    now
+                }
+            };
+            let draining = Entry {
+                endpoint: entry.endpoint.clone(),
+                state: ProcessState::Draining { since },
+            };
+            next.processes.insert(process_id.clone(), draining);
         }
         (next, outcome)
     }
@@ -276,51 +353,77 @@ impl Registry {
     /// Applies one announcement. Returns whether the registry changed.
     ///
     /// # Errors
-    /// An `add` for a processId already routed elsewhere is a [`Rejection::Conflict`]; the
-    /// routed address is kept.
-    pub fn apply(&mut self, announcement: Announcement) -> Result<bool, Rejection> {
+    /// An `add` for a processId known at another address is a [`Rejection::Conflict`]; the
+    /// known address is kept.
+    pub fn apply(&mut self, announcement: Announcement, now: Instant) -> Result<bool, Rejection> {
         match announcement {
-            Announcement::Add(reg) => match self.processes.get(&reg.process_id) {
-                Some(current) if *current == reg.endpoint => Ok(false),
+            Announcement::Add(reg) => match self.processes.get_mut(&reg.process_id) {
+                Some(current) if current.endpoint == reg.endpoint => {
+                    let changed = !current.is_active();
+                    current.state = ProcessState::Active;
+                    Ok(changed)
+                }
                 Some(current) => Err(Rejection::Conflict {
-                    addresses: format!("{current}, {}", reg.endpoint),
-                    kept: current.to_string(),
+                    addresses: format!("{}, {}", current.endpoint, reg.endpoint),
+                    kept: current.endpoint.to_string(),
                     process_id: reg.process_id,
                 }),
                 None => {
-                    self.processes.insert(reg.process_id, reg.endpoint);
+                    let entry = Entry {
+                        endpoint: reg.endpoint,
+                        state: ProcessState::Active,
+                    };
+                    self.processes.insert(reg.process_id, entry);
                     Ok(true)
                 }
             },
             // A remove names the address too: a stale one for another address is ignored.
-            Announcement::Remove(reg) => {
-                if self.processes.get(&reg.process_id) == Some(&reg.endpoint) {
-                    self.processes.remove(&reg.process_id);
+            Announcement::Remove(reg) => match self.processes.get_mut(&reg.process_id) {
+                Some(current) if current.endpoint == reg.endpoint && current.is_active() => {
+                    current.state = ProcessState::Draining { since: now };
                     Ok(true)
-                } else {
-                    Ok(false)
                 }
-            }
+                _ => Ok(false),
+            },
         }
     }
 
-    /// Adds registrations that are known to be live but missing (after Redis lost them).
+    /// Makes these processes active again (a restarted Redis lost them, yet they live).
     pub fn restore(&mut self, registrations: impl IntoIterator<Item = Registration>) {
         for reg in registrations {
-            self.processes.entry(reg.process_id).or_insert(reg.endpoint);
+            let entry = Entry {
+                endpoint: reg.endpoint,
+                state: ProcessState::Active,
+            };
+            self.processes.insert(reg.process_id, entry);
         }
     }
 
-    /// Drops a process (found dead).
+    /// Forgets a process entirely (it is gone).
     pub fn remove(&mut self, process_id: &ProcessId) {
         self.processes.remove(process_id);
     }
 
-    /// Registrations of `self` that `other` lacks.
-    pub fn missing_from(&self, other: &Registry) -> Vec<Registration> {
-        self.registrations()
-            .filter(|r| other.get(&r.process_id).is_none())
-            .collect()
+    /// Forgets draining processes older than `max_drain`; returns them.
+    pub fn expire_drained(&mut self, now: Instant, max_drain: Duration) -> Vec<Registration> {
+        let expired: Vec<Registration> = self
+            .processes
+            .iter()
+            .filter(|(_, e)| match e.state {
+                ProcessState::Draining { since } => {
+                    now.saturating_duration_since(since) >= max_drain
+                }
+                ProcessState::Active => false,
+            })
+            .map(|(p, e)| Registration {
+                process_id: p.clone(),
+                endpoint: e.endpoint.clone(),
+            })
+            .collect();
+        for reg in &expired {
+            self.processes.remove(&reg.process_id);
+        }
+        expired
     }
 }
 
@@ -428,69 +531,103 @@ mod tests {
         );
     }
 
+    fn read(registry: &Registry, members: &[&str], now: Instant) -> (Registry, Outcome) {
+        registry.from_members(members.iter().copied(), 2567, now)
+    }
+
+    fn pid(s: &str) -> ProcessId {
+        ProcessId::parse(s).unwrap()
+    }
+
     #[test]
     fn full_read_skips_garbage_and_keeps_the_rest() {
-        let (registry, outcome) = Registry::default().from_members(
-            ["a/127.0.0.1:1", "garbage", "b/127.0.0.1:2", "c/undefined:3"],
-            2567,
+        let now = Instant::now();
+        let (registry, outcome) = read(
+            &Registry::default(),
+            &["a/127.0.0.1:1", "garbage", "b/127.0.0.1:2", "c/undefined:3"],
+            now,
         );
-        assert_eq!(registry.len(), 2);
+        assert_eq!(registry.active_len(), 2);
         assert_eq!(outcome.rejected.len(), 2);
+        assert!(outcome.vanished.is_empty());
     }
 
     #[test]
     fn conflicting_addresses_keep_the_routed_one() {
+        let now = Instant::now();
         let members = ["a/127.0.0.1:1", "a/127.0.0.1:9"];
-        let (fresh, outcome) = Registry::default().from_members(members, 2567);
+        let (fresh, outcome) = read(&Registry::default(), &members, now);
         assert!(fresh.is_empty(), "no way to tell which address is right");
         assert_eq!(outcome.rejected[0].reason(), "conflict");
 
-        let (current, _) = Registry::default().from_members(["a/127.0.0.1:1"], 2567);
-        let (next, outcome) = current.from_members(members, 2567);
+        let (current, _) = read(&Registry::default(), &["a/127.0.0.1:1"], now);
+        let (next, outcome) = read(&current, &members, now);
         assert_eq!(next, current);
         assert_eq!(outcome.rejected.len(), 1);
     }
 
     #[test]
-    fn announcements_update_the_registry() {
-        let mut registry = Registry::default();
-        assert_eq!(
-            registry.apply(Announcement::Add(reg("a/127.0.0.1:1"))),
-            Ok(true)
+    fn vanished_processes_drain_then_expire() {
+        let t0 = Instant::now();
+        let (current, _) = read(
+            &Registry::default(),
+            &["a/127.0.0.1:1", "b/127.0.0.1:2"],
+            t0,
         );
+        let (next, outcome) = read(&current, &["a/127.0.0.1:1"], t0);
+        assert_eq!(outcome.vanished, vec![reg("b/127.0.0.1:2")]);
+        assert_eq!(next.active(), vec![reg("a/127.0.0.1:1")]);
+        assert_eq!(next.draining(), vec![reg("b/127.0.0.1:2")]);
+        // A later read keeps the drain's start and reports nothing new.
+        let t1 = t0 + Duration::from_secs(5);
+        let (mut later, outcome) = read(&next, &["a/127.0.0.1:1"], t1);
+        assert!(outcome.vanished.is_empty());
         assert_eq!(
-            registry.apply(Announcement::Add(reg("a/127.0.0.1:1"))),
-            Ok(false)
+            later.get(&pid("b")).unwrap().state,
+            ProcessState::Draining { since: t0 }
         );
-        let conflict = registry.apply(Announcement::Add(reg("a/127.0.0.1:2")));
-        assert_eq!(conflict.unwrap_err().reason(), "conflict");
+        assert!(later.expire_drained(t1, Duration::from_secs(10)).is_empty());
         assert_eq!(
-            registry.get(&reg("a/h:1").process_id).map(|e| e.port),
-            Some(1)
+            later.expire_drained(t0 + Duration::from_secs(10), Duration::from_secs(10)),
+            vec![reg("b/127.0.0.1:2")]
         );
-        // A stale remove for another address does not unroute the live one.
-        assert_eq!(
-            registry.apply(Announcement::Remove(reg("a/127.0.0.1:2"))),
-            Ok(false)
-        );
-        assert_eq!(
-            registry.apply(Announcement::Remove(reg("a/127.0.0.1:1"))),
-            Ok(true)
-        );
-        assert!(registry.is_empty());
+        assert_eq!(later.len(), 1);
+        // Registered again while draining: active again.
+        let (back, _) = read(&next, &["a/127.0.0.1:1", "b/127.0.0.1:2"], t1);
+        assert_eq!(back.active_len(), 2);
     }
 
     #[test]
-    fn restore_fills_only_missing_processes() {
-        let (mut registry, _) = Registry::default().from_members(["a/127.0.0.1:1"], 1);
-        let (old, _) = Registry::default().from_members(["a/127.0.0.1:5", "b/127.0.0.1:2"], 1);
-        let missing = old.missing_from(&registry);
-        assert_eq!(missing, vec![reg("b/127.0.0.1:2")]);
-        registry.restore(missing);
-        assert_eq!(registry.len(), 2);
-        assert_eq!(
-            registry.get(&reg("a/h:1").process_id).map(|e| e.port),
-            Some(1)
+    fn announcements_update_the_registry() {
+        let now = Instant::now();
+        let mut registry = Registry::default();
+        let add = |m: &str| Announcement::Add(reg(m));
+        let remove = |m: &str| Announcement::Remove(reg(m));
+        assert_eq!(registry.apply(add("a/127.0.0.1:1"), now), Ok(true));
+        assert_eq!(registry.apply(add("a/127.0.0.1:1"), now), Ok(false));
+        let conflict = registry.apply(add("a/127.0.0.1:2"), now);
+        assert_eq!(conflict.unwrap_err().reason(), "conflict");
+        assert_eq!(registry.get(&pid("a")).map(|e| e.endpoint.port), Some(1));
+        // A stale remove for another address does not touch the live one.
+        assert_eq!(registry.apply(remove("a/127.0.0.1:2"), now), Ok(false));
+        assert_eq!(registry.apply(remove("a/127.0.0.1:1"), now), Ok(true));
+        assert_eq!(registry.draining(), vec![reg("a/127.0.0.1:1")]);
+        assert_eq!(registry.apply(remove("a/127.0.0.1:1"), now), Ok(false));
+        // Re-registration ends the drain.
+        assert_eq!(registry.apply(add("a/127.0.0.1:1"), now), Ok(true));
+        assert_eq!(registry.active_len(), 1);
+    }
+
+    #[test]
+    fn restore_reactivates_lost_processes() {
+        let now = Instant::now();
+        let (current, _) = read(
+            &Registry::default(),
+            &["a/127.0.0.1:1", "b/127.0.0.1:2"],
+            now,
         );
+        let (mut after_restart, outcome) = read(&current, &["a/127.0.0.1:1"], now);
+        after_restart.restore(outcome.vanished);
+        assert_eq!(after_restart, current);
     }
 }

@@ -14,6 +14,9 @@ pub struct SyncedState {
     pub redis_run_id: Option<String>,
     /// Members as Colyseus writes them, sorted.
     pub members: Vec<String>,
+    /// Processes unregistered but still draining, in the same form.
+    #[serde(default)]
+    pub draining: Vec<String>,
 }
 
 /// Why the state file could not be used.
@@ -84,6 +87,7 @@ mod tests {
         let state = SyncedState {
             redis_run_id: Some("abc".into()),
             members: vec!["p/127.0.0.1:1".into()],
+            draining: vec!["q/127.0.0.1:2".into()],
         };
         save(&path, &state).unwrap();
         assert_eq!(load(&path).unwrap(), state);

@@ -16,6 +16,8 @@ pub struct ProcessView {
     pub process_id: String,
     pub address: String,
     pub cluster: String,
+    /// `active` (takes matchmaking) or `draining` (room connections only).
+    pub state: &'static str,
 }
 
 /// Shared between the sync loop and the API.
@@ -46,10 +48,15 @@ impl Status {
     pub fn set_registry(&self, registry: &Registry) {
         let views = registry
             .iter()
-            .map(|(pid, endpoint)| ProcessView {
+            .map(|(pid, entry)| ProcessView {
                 process_id: pid.to_string(),
-                address: endpoint.to_string(),
+                address: entry.endpoint.to_string(),
                 cluster: self.names.process(pid),
+                state: if entry.is_active() {
+                    "active"
+                } else {
+                    "draining"
+                },
             })
             .collect();
         if let Ok(mut p) = self.processes.write() {

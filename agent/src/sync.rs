@@ -12,15 +12,22 @@
 //!   registers only once) processes missing from the set stay routed while they are probed;
 //!   those that answer are written back into Redis (SADD + the `add` announcement, as
 //!   Colyseus does), those that never answer are dropped.
+//! - A process that unregisters (graceful shutdown) drains: it leaves the all-processes
+//!   cluster at once (no new matchmaking) but keeps its own cluster, because Colyseus goes on
+//!   seating players in, and reconnecting players to, its remaining rooms. Its cluster goes
+//!   when the process stops accepting connections (probed every `drain_check_interval`) or
+//!   after `max_drain`. Open WebSockets are never cut by a config change either way.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::model::{parse_announcement, Registry, Rejection};
+use crate::model::{parse_announcement, Announcement, Registration, Registry, Rejection};
 use crate::probe::{self, ProbeConfig};
 use crate::sinks::envoy_files::EnvoyFilesSink;
 use crate::sources::redis::{RedisPresenceSource, RedisSession, RedisSourceError};
@@ -43,6 +50,10 @@ pub struct SyncConfig {
     pub state_file: Option<PathBuf>,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// Longest time an unregistered process keeps its cluster.
+    pub max_drain: Duration,
+    /// How often draining processes are probed (and expired).
+    pub drain_check_interval: Duration,
 }
 
 /// Owns the model and drives the source and the sink.
@@ -57,6 +68,13 @@ pub struct Syncer {
     /// Last state saved to `state_file`, to skip identical writes.
     saved: Option<SyncedState>,
     backoff: Duration,
+    /// Draining processes found dead by a background probe.
+    dead_tx: mpsc::UnboundedSender<Vec<Registration>>,
+    dead_rx: mpsc::UnboundedReceiver<Vec<Registration>>,
+    probe_in_flight: bool,
+    /// Rejections seen in the previous full read: a bad member that stays in Redis is
+    /// logged and counted once, not on every re-read.
+    known_rejections: BTreeSet<String>,
 }
 
 impl Syncer {
@@ -78,10 +96,23 @@ impl Syncer {
                 None
             })
             .unwrap_or_default();
-        let (registry, _) = Registry::default().from_members(
+        let now = Instant::now();
+        let (mut registry, _) = Registry::default().from_members(
             persisted.members.iter().map(String::as_str),
             config.default_port,
+            now,
         );
+        // Drains in progress when the agent stopped go on (from now: the start is not kept).
+        let (draining, _) = Registry::default().from_members(
+            persisted.draining.iter().map(String::as_str),
+            config.default_port,
+            now,
+        );
+        for reg in draining.active() {
+            let _ = registry.apply(Announcement::Add(reg.clone()), now);
+            let _ = registry.apply(Announcement::Remove(reg), now);
+        }
+        let (dead_tx, dead_rx) = mpsc::unbounded_channel();
         Self {
             source,
             sink,
@@ -91,6 +122,10 @@ impl Syncer {
             saved: Some(persisted),
             backoff: Duration::from_millis(100),
             config,
+            dead_tx,
+            dead_rx,
+            probe_in_flight: false,
+            known_rejections: BTreeSet::new(),
         }
     }
 
@@ -128,6 +163,7 @@ impl Syncer {
         self.backoff = Duration::from_millis(100);
         let mut resync = tokio::time::interval(self.config.resync_interval);
         resync.tick().await;
+        let mut drain_check = tokio::time::interval(self.config.drain_check_interval);
         loop {
             tokio::select! {
                 payload = session.next_announcement() => {
@@ -141,6 +177,8 @@ impl Syncer {
                     }
                 }
                 _ = resync.tick() => self.full_sync(&mut session).await?,
+                _ = drain_check.tick() => self.check_drains(),
+                Some(dead) = self.dead_rx.recv() => self.drop_dead_drains(dead),
             }
         }
     }
@@ -148,7 +186,7 @@ impl Syncer {
     /// Applies one discovery payload; returns whether the registry changed.
     fn announce(&mut self, payload: &[u8]) -> bool {
         let applied = parse_announcement(payload, self.config.default_port)
-            .and_then(|a| self.registry.apply(a));
+            .and_then(|a| self.registry.apply(a, Instant::now()));
         match applied {
             Ok(changed) => changed,
             Err(rejection) => {
@@ -171,38 +209,44 @@ impl Syncer {
                 }),
             }
         }
-        let (mut fresh, outcome) = self
-            .registry
-            .from_members(members, self.config.default_port);
+        let (mut fresh, outcome) =
+            self.registry
+                .from_members(members, self.config.default_port, Instant::now());
+        let mut rejections = BTreeSet::new();
         for rejection in &outcome.rejected {
-            self.reject(rejection);
+            let key = rejection.to_string();
+            if !self.known_rejections.contains(&key) {
+                self.reject(rejection);
+            }
+            rejections.insert(key);
         }
+        self.known_rejections = rejections;
         let restarted = self
             .run_id
             .as_ref()
             .is_some_and(|id| *id != snapshot.run_id);
-        let lost = if restarted {
-            self.registry.missing_from(&fresh)
-        } else {
-            Vec::new()
-        };
         self.run_id = Some(snapshot.run_id.clone());
-        if restarted {
-            self.status.metrics.redis_restarts.fetch_add(1, Relaxed);
-            warn!(run_id = %snapshot.run_id, in_redis = fresh.len(), lost = lost.len(), "Redis restarted (new run_id).");
-        }
-        if lost.is_empty() || !self.config.restore_lost_registrations {
-            if !lost.is_empty() {
-                error!(
-                    lost = lost.len(),
-                    "Redis lost registrations and restoring is disabled: unrouting them."
-                );
+        if !restarted || outcome.vanished.is_empty() {
+            for reg in &outcome.vanished {
+                info!(process_id = %reg.process_id, address = %reg.endpoint, "Process left the registration set; draining it.");
             }
             self.registry = fresh;
             self.publish();
             return Ok(());
         }
-        // Keep the lost processes routed while they are probed.
+        let lost = outcome.vanished;
+        self.status.metrics.redis_restarts.fetch_add(1, Relaxed);
+        warn!(run_id = %snapshot.run_id, in_redis = fresh.active_len(), lost = lost.len(), "Redis restarted (new run_id) and lost registrations.");
+        if !self.config.restore_lost_registrations {
+            error!(
+                lost = lost.len(),
+                "Restoring is disabled: the lost processes drain."
+            );
+            self.registry = fresh;
+            self.publish();
+            return Ok(());
+        }
+        // Keep the lost processes fully routed while they are probed.
         fresh.restore(lost.clone());
         self.registry = fresh;
         self.publish();
@@ -211,19 +255,18 @@ impl Syncer {
             warn!(process_id = %reg.process_id, address = %reg.endpoint, "Process lost by Redis does not answer; unrouting it.");
             self.registry.remove(&reg.process_id);
         }
-        self.status
-            .metrics
+        let metrics = &self.status.metrics;
+        metrics
             .registrations_dropped_dead
             .fetch_add(dead.len() as u64, Relaxed);
-        self.status
-            .metrics
+        metrics
             .registrations_restored
             .fetch_add(alive.len() as u64, Relaxed);
         if !dead.is_empty() {
             self.publish();
         }
         if !alive.is_empty() {
-            let members: Vec<String> = alive.iter().map(|r| r.member()).collect();
+            let members: Vec<String> = alive.iter().map(Registration::member).collect();
             info!(
                 restored = members.len(),
                 "Writing registrations lost by Redis back."
@@ -231,6 +274,50 @@ impl Syncer {
             session.restore(&members).await?;
         }
         Ok(())
+    }
+
+    /// Expires overdue drains and starts a background probe of the others.
+    fn check_drains(&mut self) {
+        let expired = self
+            .registry
+            .expire_drained(Instant::now(), self.config.max_drain);
+        for reg in &expired {
+            info!(process_id = %reg.process_id, "Drain period over; removing the process cluster.");
+        }
+        if !expired.is_empty() {
+            self.publish();
+        }
+        let draining = self.registry.draining();
+        if draining.is_empty() || self.probe_in_flight {
+            return;
+        }
+        self.probe_in_flight = true;
+        let (probe, tx) = (self.config.probe, self.dead_tx.clone());
+        tokio::spawn(async move {
+            let (_, dead) = probe::partition(draining, probe).await;
+            let _ = tx.send(dead);
+        });
+    }
+
+    /// Removes draining processes that stopped accepting connections, unless they were
+    /// registered again meanwhile.
+    fn drop_dead_drains(&mut self, dead: Vec<Registration>) {
+        self.probe_in_flight = false;
+        let mut changed = false;
+        for reg in dead {
+            let still_draining = self
+                .registry
+                .get(&reg.process_id)
+                .is_some_and(|e| !e.is_active() && e.endpoint == reg.endpoint);
+            if still_draining {
+                info!(process_id = %reg.process_id, "Draining process is gone; removing its cluster.");
+                self.registry.remove(&reg.process_id);
+                changed = true;
+            }
+        }
+        if changed {
+            self.publish();
+        }
     }
 
     fn reject(&self, rejection: &Rejection) {
@@ -257,12 +344,16 @@ impl Syncer {
                 return;
             }
         }
-        metrics.processes.store(self.registry.len() as u64, Relaxed);
+        metrics
+            .processes
+            .store(self.registry.active_len() as u64, Relaxed);
         self.status.set_registry(&self.registry);
         if let Some(path) = &self.config.state_file {
+            let members = |regs: Vec<Registration>| regs.iter().map(Registration::member).collect();
             let state = SyncedState {
                 redis_run_id: self.run_id.clone(),
-                members: self.registry.registrations().map(|r| r.member()).collect(),
+                members: members(self.registry.active()),
+                draining: members(self.registry.draining()),
             };
             if self.saved.as_ref() != Some(&state) {
                 match state::save(path, &state) {

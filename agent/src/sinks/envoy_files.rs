@@ -31,17 +31,22 @@ pub struct ClusterOptions {
     pub max_connections: u32,
 }
 
-/// Renders the CDS file for `registry`: one cluster per process plus the all-processes
-/// cluster. Byte-identical output for identical input.
+/// Renders the CDS file for `registry`: one cluster per known process (draining ones too, so
+/// their remaining rooms stay reachable), plus the all-processes cluster of the active ones
+/// (matchmaking never goes to a draining process). Byte-identical output for identical input.
 pub fn render_cds(registry: &Registry, options: &ClusterOptions) -> Vec<u8> {
     let mut resources: Vec<Value> = registry
         .iter()
-        .map(|(pid, endpoint)| {
-            let endpoints = [endpoint];
+        .map(|(pid, entry)| {
+            let endpoints = [&entry.endpoint];
             cluster(&options.names.process(pid), &endpoints, options)
         })
         .collect();
-    let all: Vec<&Endpoint> = registry.iter().map(|(_, e)| e).collect();
+    let all: Vec<&Endpoint> = registry
+        .iter()
+        .filter(|(_, e)| e.is_active())
+        .map(|(_, e)| &e.endpoint)
+        .collect();
     resources.push(cluster(options.names.all(), &all, options));
     let version = format!(
         "{:016x}",
@@ -153,8 +158,9 @@ mod tests {
     }
 
     fn registry(members: &[&str]) -> Registry {
+        let now = std::time::Instant::now();
         Registry::default()
-            .from_members(members.iter().copied(), 2567)
+            .from_members(members.iter().copied(), 2567, now)
             .0
     }
 
@@ -202,6 +208,28 @@ mod tests {
         assert_eq!(
             clusters[0]["circuit_breakers"]["thresholds"][0]["max_connections"],
             100_000
+        );
+    }
+
+    #[test]
+    fn draining_process_keeps_its_cluster_but_leaves_the_all_cluster() {
+        let now = std::time::Instant::now();
+        let both = registry(&["a/127.0.0.1:1", "b/127.0.0.1:2"]);
+        let (one_left, _) = both.from_members(["a/127.0.0.1:1"], 2567, now);
+        let clusters = clusters(&render_cds(&one_left, &options()));
+        let names: Vec<&str> = clusters
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["colyseus-process-a", "colyseus-process-b", "colyseus-all"]
+        );
+        let all = &clusters[2]["load_assignment"]["endpoints"][0]["lb_endpoints"];
+        assert_eq!(all.as_array().unwrap().len(), 1);
+        assert_eq!(
+            all[0]["endpoint"]["address"]["socket_address"]["port_value"],
+            1
         );
     }
 

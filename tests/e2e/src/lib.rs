@@ -1,0 +1,661 @@
+//! Harness for the end-to-end tests: starts real Redis, Colyseus game servers (the example
+//! in `example/`), the agent and Envoy with the built filter, all on 127.0.0.1 with free
+//! ports, and stops each by PID when dropped, even when a test fails.
+//!
+//! Expects `scripts/setup.sh` to have run (Envoy in `.venv`, `node_modules`, release
+//! builds of the agent and the filter).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 2 ms until it returns `Some`, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_owned(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status();
+        assert!(
+            ok.map(|s| s.success()).unwrap_or(false),
+            "kill -{sig} {}",
+            self.name
+        );
+    }
+
+    /// SIGTERM, then waits up to `grace` before SIGKILL.
+    pub fn stop(&mut self, grace: Duration) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        self.signal("TERM");
+        let start = Instant::now();
+        while start.elapsed() < grace {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::File::create(dir.join(format!("{name}.log"))).unwrap()
+}
+
+/// A scratch directory for one test's logs and config; kept if `E2E_KEEP` is set.
+pub fn scratch(test: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("colyseus-envoy-e2e-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+// === Redis ===
+
+pub struct Redis {
+    pub port: u16,
+    pub proc: Proc,
+    dir: PathBuf,
+}
+
+impl Redis {
+    /// Without persistence, as Redis often runs next to Colyseus.
+    pub fn start(dir: &Path) -> Redis {
+        Self::start_on(dir, free_port())
+    }
+
+    pub fn start_on(dir: &Path, port: u16) -> Redis {
+        let proc = Proc::spawn(
+            "redis",
+            Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(log_file(dir, &format!("redis-{port}")))
+                .stderr(Stdio::null()),
+        );
+        let redis = Redis {
+            port,
+            proc,
+            dir: dir.to_owned(),
+        };
+        wait_for("redis", Duration::from_secs(10), || {
+            redis
+                .try_conn()
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok())
+        });
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn try_conn(&self) -> Option<redis::Connection> {
+        redis::Client::open(self.url())
+            .ok()?
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        self.try_conn().expect("redis connection")
+    }
+
+    pub fn members(&self) -> Vec<String> {
+        let mut m: Vec<String> = redis::cmd("SMEMBERS")
+            .arg("colyseus:nodes")
+            .query(&mut self.conn())
+            .unwrap();
+        m.sort();
+        m
+    }
+
+    /// Kills Redis and starts an empty one on the same port: a restart without persistence.
+    pub fn restart_empty(&mut self, down_for: Duration) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        std::thread::sleep(down_for);
+        let fresh = Redis::start_on(&self.dir.clone(), self.port);
+        *self = fresh;
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+}
+
+// === Colyseus game servers ===
+
+pub struct GameServer {
+    pub port: u16,
+    pub process_id: String,
+    pub proc: Proc,
+}
+
+impl GameServer {
+    pub fn start(dir: &Path, redis: &Redis, env: &[(&str, &str)]) -> GameServer {
+        let port = free_port();
+        let mut cmd = Command::new("node");
+        cmd.arg(root().join("example/server.js"))
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("SELF_HOSTNAME", "127.0.0.1")
+            .env("REDIS_URL", redis.url())
+            .stdout(Stdio::piped())
+            .stderr(log_file(dir, &format!("game-{port}")));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut proc = Proc::spawn("game server", &mut cmd);
+        let stdout = proc.child.stdout.take().unwrap();
+        let process_id = read_ready(stdout, Duration::from_secs(30));
+        GameServer {
+            port,
+            process_id,
+            proc,
+        }
+    }
+
+    pub fn member(&self) -> String {
+        format!("{}/127.0.0.1:{}", self.process_id, self.port)
+    }
+}
+
+/// Waits for `READY {"processId":..}`; keeps draining stdout afterwards.
+fn read_ready(stdout: ChildStdout, timeout: Duration) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if let Some(json) = line.strip_prefix("READY ") {
+                let v: serde_json::Value = serde_json::from_str(json).unwrap();
+                let _ = tx.send(v["processId"].as_str().unwrap().to_owned());
+                break;
+            }
+        }
+        for _ in lines {}
+    });
+    rx.recv_timeout(timeout)
+        .expect("game server did not print READY")
+}
+
+// === The proxy: agent + Envoy ===
+
+pub fn envoy_bin() -> PathBuf {
+    root().join(".venv/bin/envoy")
+}
+
+pub fn agent_bin() -> PathBuf {
+    root().join("target/release/colyseus-envoy-agent")
+}
+
+pub fn filter_wasm() -> PathBuf {
+    root().join("target/wasm32-wasip1/release/colyseus_envoy_filter.wasm")
+}
+
+pub struct Proxy {
+    pub port: u16,
+    pub admin_port: u16,
+    pub api_port: u16,
+    pub dir: PathBuf,
+    pub agent: Proc,
+    pub envoy: Proc,
+    redis_url: String,
+}
+
+impl Proxy {
+    pub fn start(dir: &Path, redis: &Redis) -> Proxy {
+        Self::start_with(dir, &redis.url(), &[])
+    }
+
+    pub fn start_with(dir: &Path, redis_url: &str, agent_args: &[&str]) -> Proxy {
+        let (port, admin_port, api_port) = (free_port(), free_port(), free_port());
+        let config_dir = dir.join("envoy-config");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        let bootstrap = Command::new(agent_bin())
+            .args([
+                "bootstrap",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            .arg("--config-dir")
+            .arg(&config_dir)
+            .arg("--filter-wasm")
+            .arg(filter_wasm())
+            .output()
+            .unwrap();
+        assert!(
+            bootstrap.status.success(),
+            "bootstrap: {}",
+            String::from_utf8_lossy(&bootstrap.stderr)
+        );
+        std::fs::write(dir.join("envoy.json"), &bootstrap.stdout).unwrap();
+        let agent = Self::spawn_agent(dir, redis_url, api_port, agent_args);
+        let proxy_api = format!("127.0.0.1:{api_port}");
+        wait_for("agent /ready", Duration::from_secs(20), || {
+            (http_get(&proxy_api, "/ready").ok()?.0 == 200).then_some(())
+        });
+        let envoy = Proc::spawn(
+            "envoy",
+            Command::new(envoy_bin())
+                .arg("-c")
+                .arg(dir.join("envoy.json"))
+                .args([
+                    "--use-dynamic-base-id",
+                    "--log-level",
+                    "warn",
+                    "--concurrency",
+                    "2",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log_file(dir, "envoy")),
+        );
+        let mut proxy = Proxy {
+            port,
+            admin_port,
+            api_port,
+            dir: dir.to_owned(),
+            agent,
+            envoy,
+            redis_url: redis_url.to_owned(),
+        };
+        wait_for("envoy ready", Duration::from_secs(30), || {
+            if !proxy.envoy.is_running() {
+                let log = std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default();
+                panic!("envoy exited at start:\n{log}");
+            }
+            let (status, _, body) = http_get(&proxy.admin(), "/ready").ok()?;
+            (status == 200 && body.starts_with("LIVE")).then_some(())
+        });
+        // Clusters are loaded from the agent's file before Envoy goes LIVE.
+        proxy
+    }
+
+    fn spawn_agent(dir: &Path, redis_url: &str, api_port: u16, extra: &[&str]) -> Proc {
+        Proc::spawn(
+            "agent",
+            Command::new(agent_bin())
+                .args(["sync", "--redis-url", redis_url])
+                .arg("--config-dir")
+                .arg(dir.join("envoy-config"))
+                .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
+                .args(["--resync-interval", "2s", "--probe-timeout", "300ms"])
+                .args(extra)
+                .env("LOG", "info,colyseus_envoy_agent=debug")
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(dir.join("agent.log"))
+                        .unwrap(),
+                ),
+        )
+    }
+
+    /// Restarts the agent process only (Envoy keeps running on the agent's last file).
+    pub fn restart_agent(&mut self, extra: &[&str]) {
+        self.agent.stop(Duration::from_secs(5));
+        self.agent = Self::spawn_agent(&self.dir, &self.redis_url, self.api_port, extra);
+    }
+
+    pub fn public(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn admin(&self) -> String {
+        format!("127.0.0.1:{}", self.admin_port)
+    }
+
+    pub fn api(&self) -> String {
+        format!("127.0.0.1:{}", self.api_port)
+    }
+
+    /// processIds the agent routes as active (matchmaking and rooms) right now.
+    pub fn routed(&self) -> Vec<String> {
+        self.processes_in("active")
+    }
+
+    /// processIds the agent keeps for their rooms only (unregistered, still draining).
+    pub fn draining(&self) -> Vec<String> {
+        self.processes_in("draining")
+    }
+
+    fn processes_in(&self, state: &str) -> Vec<String> {
+        let Ok((200, _, body)) = http_get(&self.api(), "/processes") else {
+            return Vec::new();
+        };
+        let v: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+        let mut ids: Vec<String> = v
+            .iter()
+            .filter(|p| p["state"] == state)
+            .filter_map(|p| p["processId"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Addresses (`ip:port`) of the all-processes cluster's hosts, as Envoy's admin reports.
+    pub fn all_cluster_hosts(&self) -> Vec<String> {
+        let (_, _, body) = http_get(&self.admin(), "/clusters").unwrap();
+        let mut hosts: Vec<String> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("colyseus-all::"))
+            .filter_map(|l| l.split_once("::cx_active::").map(|(h, _)| h.to_owned()))
+            .collect();
+        hosts.sort();
+        hosts
+    }
+
+    pub fn wait_routed(&self, mut expected: Vec<String>, timeout: Duration) {
+        expected.sort();
+        wait_for(
+            &format!("agent routing exactly {expected:?}"),
+            timeout,
+            || (self.routed() == expected).then_some(()),
+        );
+    }
+
+    /// A counter or gauge from Envoy's admin `/stats`.
+    pub fn envoy_stat(&self, name: &str) -> u64 {
+        let (_, _, body) = http_get(&self.admin(), &format!("/stats?filter=^{name}$")).unwrap();
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map_or(0, |v| v.trim().parse().unwrap_or(0))
+    }
+
+    /// A sample of the agent's `/metrics`.
+    pub fn agent_metric(&self, series: &str) -> u64 {
+        let (_, _, body) = http_get(&self.api(), "/metrics").unwrap();
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .map_or(0, |v| v.trim().parse().unwrap_or(0))
+    }
+
+    /// Envoy's CDS update counters must show no refused file.
+    pub fn assert_no_rejected_config(&self) {
+        assert!(self.envoy_stat("cluster_manager.cds.update_success") > 0);
+        assert_eq!(self.envoy_stat("cluster_manager.cds.update_rejected"), 0);
+        assert_eq!(self.envoy_stat("cluster_manager.cds.update_failure"), 0);
+    }
+}
+
+// === HTTP over raw sockets (what a client sends, nothing added) ===
+
+/// One HTTP/1.1 request with `Connection: close`; returns (status, raw headers, body).
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String, String)> {
+    http_request_within(Duration::from_secs(10), addr, method, path, headers)
+}
+
+/// [`http_request`] with a read timeout.
+pub fn http_request_within(
+    timeout: Duration,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" {
+        req.push_str("Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+    } else {
+        req.push_str("\r\n");
+    }
+    stream.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, head.to_owned(), body))
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String, String)> {
+    http_request(addr, "GET", path, &[])
+}
+
+/// Sends a WebSocket upgrade for `path` and returns the response status: 101 means Envoy
+/// routed it to a live upstream that accepted the upgrade.
+pub fn ws_handshake(addr: &str, path: &str) -> std::io::Result<u16> {
+    ws_handshake_with(addr, path, &[])
+}
+
+/// [`ws_handshake`] with extra request headers.
+pub fn ws_handshake_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    stream.write_all(req.as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    Ok(line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0))
+}
+
+// === colyseus.js clients ===
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SwarmResult {
+    pub clients: u64,
+    pub ok: u64,
+    pub errors: Vec<serde_json::Value>,
+    pub by_process: std::collections::BTreeMap<String, u64>,
+    pub rooms: std::collections::BTreeMap<String, String>,
+    pub join_ms: serde_json::Value,
+    pub echo_ms: serde_json::Value,
+}
+
+fn swarm_cmd(endpoint: &str, clients: usize, extra: &[&str]) -> Command {
+    let mut cmd = Command::new("node");
+    cmd.arg(root().join("tests/clients/swarm.js"))
+        .args(["--endpoint", endpoint, "--clients", &clients.to_string()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    cmd
+}
+
+fn parse_swarm(out: &str) -> SwarmResult {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no swarm result in {out:?}"));
+    serde_json::from_str(line).unwrap()
+}
+
+/// Runs real colyseus.js clients to completion (joinOrCreate, hello, echoes, leave).
+pub fn swarm(endpoint: &str, clients: usize, extra: &[&str]) -> SwarmResult {
+    let out = swarm_cmd(endpoint, clients, extra).output().unwrap();
+    parse_swarm(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Clients that join and then stay connected until [`Holding::finish`].
+pub struct Holding {
+    proc: Proc,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Holding {
+    pub fn start(endpoint: &str, clients: usize) -> Holding {
+        let mut proc = Proc::spawn(
+            "swarm",
+            &mut swarm_cmd(
+                endpoint,
+                clients,
+                &["--hold-ms", "-1", "--concurrency", "5"],
+            ),
+        );
+        let mut stdout = BufReader::new(proc.child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = stdout.read_line(&mut line).unwrap();
+            assert!(n > 0, "swarm ended before holding");
+            if line.trim() == "HOLDING" {
+                break;
+            }
+            if line.starts_with('{') {
+                panic!("swarm failed before holding: {line}");
+            }
+        }
+        Holding { proc, stdout }
+    }
+
+    /// Checks every connection is still open, echoes once more on each, and leaves.
+    pub fn finish(mut self) -> SwarmResult {
+        self.proc.signal("USR2");
+        let mut out = String::new();
+        self.stdout.read_to_string(&mut out).unwrap();
+        let _ = self.proc.child.wait();
+        parse_swarm(&out)
+    }
+}
+
+/// Median and max of durations, in milliseconds.
+pub fn median_max(samples: &mut [Duration]) -> (f64, f64) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    (
+        ms(samples[samples.len() / 2]),
+        ms(samples[samples.len() - 1]),
+    )
+}

@@ -1,0 +1,82 @@
+//! Redis restarts empty (no persistence) while Colyseus processes, which register only
+//! once, keep running: live processes stay routed and are written back; dead ones go.
+#![cfg(feature = "e2e")]
+
+use std::time::Duration;
+
+use e2e::*;
+
+#[test]
+fn redis_restart_keeps_live_processes_and_drops_dead_ones() {
+    let dir = scratch("redis-restart");
+    let mut redis = Redis::start(&dir);
+    let a = GameServer::start(&dir, &redis, &[]);
+    let b = GameServer::start(&dir, &redis, &[]);
+    let mut c = GameServer::start(&dir, &redis, &[]);
+    let mut proxy = Proxy::start(&dir, &redis);
+    let everyone = vec![
+        a.process_id.clone(),
+        b.process_id.clone(),
+        c.process_id.clone(),
+    ];
+    proxy.wait_routed(everyone.clone(), Duration::from_secs(10));
+    let mut members = vec![a.member(), b.member(), c.member()];
+    members.sort();
+
+    // 1. Redis restarts empty while players are connected.
+    let held = Holding::start(&proxy.endpoint(), 12);
+    redis.restart_empty(Duration::from_millis(500));
+    // The agent notices the new run_id, probes, and writes the registrations back.
+    wait_for(
+        "registrations restored in Redis",
+        Duration::from_secs(15),
+        || (redis.members() == members).then_some(()),
+    );
+    assert_eq!(proxy.routed(), {
+        let mut e = everyone.clone();
+        e.sort();
+        e
+    });
+    assert!(proxy.agent_metric("colyseus_envoy_redis_restarts_total") >= 1);
+    assert!(proxy.agent_metric("colyseus_envoy_registrations_restored_total") >= 3);
+    let result = held.finish();
+    println!("players held across a Redis restart: {result:?}");
+    assert_eq!(result.ok, 12, "dropped: {:?}", result.errors);
+
+    // 2. Redis goes down, a process dies meanwhile, Redis comes back empty: the dead
+    //    process is dropped, the live ones are kept.
+    redis.kill();
+    c.proc.child.kill().unwrap();
+    let _ = c.proc.child.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    redis.restart_empty(Duration::ZERO);
+    let mut live = vec![a.process_id.clone(), b.process_id.clone()];
+    live.sort();
+    proxy.wait_routed(live.clone(), Duration::from_secs(15));
+    let mut live_members = vec![a.member(), b.member()];
+    live_members.sort();
+    wait_for(
+        "live registrations restored",
+        Duration::from_secs(10),
+        || (redis.members() == live_members).then_some(()),
+    );
+    assert!(proxy.agent_metric("colyseus_envoy_registrations_dropped_dead_total") >= 1);
+
+    // 3. The agent itself restarts while Redis is empty again: its state file still lets it
+    //    tell a lost registration from a removed one.
+    proxy.agent.stop(Duration::from_secs(5));
+    redis.restart_empty(Duration::ZERO);
+    proxy.restart_agent(&[]);
+    wait_for(
+        "restored after agent restart",
+        Duration::from_secs(15),
+        || (redis.members() == live_members).then_some(()),
+    );
+    proxy.wait_routed(live, Duration::from_secs(5));
+
+    // New players still get in after all of that.
+    let result = swarm(&proxy.endpoint(), 20, &["--concurrency", "4"]);
+    println!("new players after the restarts: {result:?}");
+    assert_eq!(result.ok, 20, "{:?}", result.errors);
+    proxy.assert_no_rejected_config();
+}

@@ -1,0 +1,197 @@
+//! Players reach their rooms through Envoy + filter + agent; bad requests get clear answers.
+#![cfg(feature = "e2e")]
+
+use std::time::Duration;
+
+use e2e::*;
+
+#[test]
+fn real_clients_reach_their_rooms_across_processes() {
+    let dir = scratch("spread");
+    let redis = Redis::start(&dir);
+    let servers: Vec<GameServer> = (0..3)
+        .map(|_| GameServer::start(&dir, &redis, &[]))
+        .collect();
+    let proxy = Proxy::start(&dir, &redis);
+    proxy.wait_routed(
+        servers.iter().map(|s| s.process_id.clone()).collect(),
+        Duration::from_secs(10),
+    );
+
+    let result = swarm(
+        &proxy.endpoint(),
+        120,
+        &["--concurrency", "8", "--messages", "5"],
+    );
+    println!("120 clients through the proxy: {result:?}");
+    assert_eq!(result.ok, 120, "errors: {:?}", result.errors);
+    assert!(result.errors.is_empty());
+    // Rooms were created on every process, and each client echoed with its room's process.
+    for s in &servers {
+        assert!(
+            result.by_process.get(&s.process_id).copied().unwrap_or(0) > 0,
+            "no client on {}: {:?}",
+            s.process_id,
+            result.by_process
+        );
+    }
+    assert_eq!(result.by_process.values().sum::<u64>(), 120);
+    proxy.assert_no_rejected_config();
+}
+
+#[test]
+fn bad_and_hostile_requests_get_clear_answers() {
+    let dir = scratch("edges");
+    let redis = Redis::start(&dir);
+    let a = GameServer::start(&dir, &redis, &[]);
+    let b = GameServer::start(&dir, &redis, &[]);
+    let proxy = Proxy::start(&dir, &redis);
+    proxy.wait_routed(
+        vec![a.process_id.clone(), b.process_id.clone()],
+        Duration::from_secs(10),
+    );
+    let public = proxy.public();
+
+    // Malformed room path: the filter answers 400 with JSON, nothing reaches a process.
+    let (status, head, body) = http_get(&public, "/bad.pid/room?sessionId=x").unwrap();
+    assert_eq!(status, 400, "{head}\n{body}");
+    assert!(body.contains("malformed_room_path"), "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+
+    // Unknown process (and the /undefined/ path of colyseus#546): 404 JSON, not a random process.
+    for path in [
+        "/nope12345/room1?sessionId=x",
+        "/undefined/room1?sessionId=x",
+    ] {
+        let (status, _, body) = http_get(&public, path).unwrap();
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body.contains("unknown_process"), "{body}");
+        assert_eq!(ws_handshake(&public, path).unwrap(), 404);
+    }
+
+    // A known process: the upgrade reaches it (Colyseus accepts, then rejects the seat).
+    let path = format!("/{}/someroom?sessionId=x", a.process_id);
+    assert_eq!(ws_handshake(&public, &path).unwrap(), 101);
+
+    // Matchmaking goes to the all-processes cluster and a real process answers.
+    let (status, _, body) =
+        http_request(&public, "POST", "/matchmake/joinOrCreate/echo", &[]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("sessionId"), "{body}");
+
+    // A forged routing header is overwritten: naming the agent, the admin or another process
+    // changes nothing.
+    for forged in [
+        "colyseus-agent",
+        "admin",
+        &format!("colyseus-process-{}", b.process_id),
+    ] {
+        let (status, _, body) = http_request(
+            &public,
+            "POST",
+            "/matchmake/joinOrCreate/echo",
+            &[("x-colyseus-cluster", forged)],
+        )
+        .unwrap();
+        assert_eq!(status, 200, "forged {forged}: {body}");
+        let status = ws_handshake_with(
+            &public,
+            "/nope12345/r?sessionId=x",
+            &[("x-colyseus-cluster", forged)],
+        )
+        .unwrap();
+        assert_eq!(status, 404, "forged {forged} on an unknown process");
+    }
+    // Envoy's admin and the agent's API are not reachable through the public listener: their
+    // paths go to a game process like any other (Colyseus 0.16 leaves them unanswered).
+    for path in ["/stats", "/clusters", "/processes", "/metrics"] {
+        if let Ok((_, _, body)) =
+            http_request_within(Duration::from_secs(1), &public, "GET", path, &[])
+        {
+            assert!(
+                !body.contains("cluster_manager")
+                    && !body.contains("colyseus_envoy_")
+                    && !body.contains("processId"),
+                "{path}: {body}"
+            );
+        }
+    }
+}
+
+#[test]
+fn generated_config_passes_envoy_validate() {
+    let dir = scratch("validate");
+    let config_dir = dir.join("envoy-config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let out = std::process::Command::new(agent_bin())
+        .args(["bootstrap", "--port", "8080"])
+        .arg("--config-dir")
+        .arg(&config_dir)
+        .arg("--filter-wasm")
+        .arg(filter_wasm())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut bootstrap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // Let the agent write a CDS file with every kind of address, from real Redis input.
+    let redis = Redis::start(&dir);
+    let mut conn = redis.conn();
+    for m in [
+        "ipv4a/10.0.0.5:2567",
+        "ipv6b/[::1]:2568",
+        "named/game-3.internal:2569",
+        "noport/10.0.0.6",
+    ] {
+        let _: () = redis::cmd("SADD")
+            .arg("colyseus:nodes")
+            .arg(m)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let api = format!("127.0.0.1:{}", free_port());
+    let _agent = Proc::spawn(
+        "agent",
+        std::process::Command::new(agent_bin())
+            .args(["sync", "--redis-url", &redis.url(), "--api-addr", &api])
+            .arg("--config-dir")
+            .arg(&config_dir),
+    );
+    wait_for("agent ready", Duration::from_secs(20), || {
+        (http_get(&api, "/ready").ok()?.0 == 200).then_some(())
+    });
+    let cds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config_dir.join("cds.json")).unwrap()).unwrap();
+    assert_eq!(cds["resources"].as_array().unwrap().len(), 5);
+
+    // `--mode validate` does not read dynamic files: put the generated clusters in
+    // static_resources so Envoy checks every one of them too.
+    let clusters: Vec<serde_json::Value> = cds["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            c.as_object_mut().unwrap().remove("@type");
+            c
+        })
+        .collect();
+    bootstrap["static_resources"]["clusters"] = serde_json::Value::Array(clusters);
+    let file = dir.join("validate.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&bootstrap).unwrap()).unwrap();
+    let out = std::process::Command::new(envoy_bin())
+        .args(["--mode", "validate", "--use-dynamic-base-id", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "envoy --mode validate failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -159,7 +159,8 @@ fn generated_config_passes_envoy_validate() {
         std::process::Command::new(agent_bin())
             .args(["sync", "--redis-url", &redis.url(), "--api-addr", &api])
             .arg("--config-dir")
-            .arg(&config_dir),
+            .arg(&config_dir)
+            .stderr(std::process::Stdio::null()),
     );
     wait_for("agent ready", Duration::from_secs(20), || {
         (http_get(&api, "/ready").ok()?.0 == 200).then_some(())

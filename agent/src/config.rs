@@ -102,13 +102,13 @@ pub struct SyncArgs {
     #[arg(long, env = "COLYSEUS_ENVOY_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub redis_timeout: Duration,
     /// After a Redis restart, write registrations it lost (of processes that still answer)
-    /// back into Redis. With `false` the emptied Redis is trusted and they are unrouted.
+    /// back into Redis. With `false` the emptied Redis is trusted: they leave matchmaking and drain.
     #[arg(long, env = "COLYSEUS_ENVOY_RESTORE_LOST_REGISTRATIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub restore_lost_registrations: bool,
-    /// TCP probe timeout for a process Redis lost.
+    /// TCP probe timeout, for processes Redis lost and for draining processes.
     #[arg(long, env = "COLYSEUS_ENVOY_PROBE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub probe_timeout: Duration,
-    /// Probes (all failing) before such a process counts as gone.
+    /// Probes (all failing) before a process counts as gone.
     #[arg(long, env = "COLYSEUS_ENVOY_PROBE_ATTEMPTS", default_value_t = 3)]
     pub probe_attempts: u32,
     /// Longest time a process that unregistered keeps its own cluster (for its remaining

@@ -51,6 +51,13 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return usage(&e),
     };
+    // The admin interface can reconfigure and stop Envoy: never expose it.
+    if !args.admin_addr.ip().is_loopback() {
+        return usage(&format!(
+            "--admin-addr {} is not a loopback address",
+            args.admin_addr
+        ));
+    }
     let spec = BootstrapSpec {
         listen: std::net::SocketAddr::new(args.ip, args.port),
         admin: args.admin_addr,
@@ -72,7 +79,6 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
 }
 
 fn usage(e: &dyn std::fmt::Display) -> ExitCode {
-    error!("Invalid configuration: {e}");
     eprintln!("colyseus-envoy-agent: invalid configuration: {e}");
     ExitCode::from(EX_USAGE)
 }

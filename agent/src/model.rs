@@ -270,6 +270,14 @@ impl Registry {
             .collect()
     }
 
+    /// The active process registered at `endpoint`, if any.
+    pub fn active_at(&self, endpoint: &Endpoint) -> Option<&ProcessId> {
+        self.processes
+            .iter()
+            .find(|(_, e)| e.is_active() && e.endpoint == *endpoint)
+            .map(|(p, _)| p)
+    }
+
     pub fn active(&self) -> Vec<Registration> {
         self.registrations_where(true)
     }
@@ -616,6 +624,23 @@ mod tests {
         // Re-registration ends the drain.
         assert_eq!(registry.apply(add("a/127.0.0.1:1"), now), Ok(true));
         assert_eq!(registry.active_len(), 1);
+    }
+
+    #[test]
+    fn finds_the_active_process_at_an_address() {
+        let now = Instant::now();
+        let (current, _) = read(
+            &Registry::default(),
+            &["a/127.0.0.1:1", "b/127.0.0.1:2"],
+            now,
+        );
+        let (next, _) = read(&current, &["a/127.0.0.1:1"], now);
+        assert_eq!(
+            next.active_at(&reg("x/127.0.0.1:1").endpoint),
+            Some(&pid("a"))
+        );
+        // b is draining, not active.
+        assert_eq!(next.active_at(&reg("x/127.0.0.1:2").endpoint), None);
     }
 
     #[test]

@@ -132,6 +132,17 @@ impl Syncer {
     /// Runs until `shutdown` completes. Redis failures are retried forever with backoff.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // Envoy cannot start without the file. Where there is none yet, nothing can be lost
+        // by writing what the agent knows (possibly no process) before Redis answers.
+        if !self.sink.cds_path().exists() {
+            match self.sink.apply(&self.registry) {
+                Ok(_) => info!(
+                    processes = self.registry.len(),
+                    "Wrote the initial Envoy config."
+                ),
+                Err(e) => error!(error = %e, "Cannot write the initial Envoy config."),
+            }
+        }
         loop {
             let failure = tokio::select! {
                 () = &mut shutdown => return,
@@ -234,7 +245,21 @@ impl Syncer {
             self.publish();
             return Ok(());
         }
-        let lost = outcome.vanished;
+        // A lost process whose address a newly registered process now holds was replaced
+        // (its port reused): a probe would reach the newcomer, so do not restore it.
+        let (replaced, lost): (Vec<_>, Vec<_>) = outcome
+            .vanished
+            .into_iter()
+            .partition(|r| fresh.active_at(&r.endpoint).is_some());
+        for reg in &replaced {
+            info!(process_id = %reg.process_id, address = %reg.endpoint, "Lost process's address now belongs to another registration; not restoring it.");
+            fresh.remove(&reg.process_id);
+        }
+        if lost.is_empty() {
+            self.registry = fresh;
+            self.publish();
+            return Ok(());
+        }
         self.status.metrics.redis_restarts.fetch_add(1, Relaxed);
         warn!(run_id = %snapshot.run_id, in_redis = fresh.active_len(), lost = lost.len(), "Redis restarted (new run_id) and lost registrations.");
         if !self.config.restore_lost_registrations {

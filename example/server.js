@@ -15,6 +15,10 @@
  *                      Redis set "colyseus:nodes" and publishes the JSON string
  *                      "add,{processId}/127.0.0.1:{PORT}" on "colyseus:nodes:discovery"
  *                      (and "remove,..." at the start of graceful shutdown).
+ *   PRESENCE        "redis" (default, RedisPresence on REDIS_URL) or "local" (LocalPresence and
+ *                   LocalDriver: the server writes nothing into Redis and does not register
+ *                   itself, like Colyseus 0.17+ or a custom server; DRIVER is then ignored.
+ *                   Register it with `colyseus-envoy-agent register`)
  *   DRIVER          "redis" (default, RedisDriver on REDIS_URL) or "mongoose" (MongooseDriver)
  *   MONGO_URI       MongoDB URI for DRIVER=mongoose (default mongodb://127.0.0.1:27017/colyseus)
  *   MAX_CLIENTS     maxClients of the "echo" room (default 4)
@@ -25,7 +29,8 @@
  *   DEBUG           contains "example" (or "*") => log joins with the client IP to stderr
  *
  * stdout: exactly one line `READY {"processId":"...","port":N}` once the server listens AND
- * is registered in "colyseus:nodes". Everything else goes to stderr.
+ * is registered in "colyseus:nodes" (with PRESENCE=local: once it listens). Everything else
+ * goes to stderr.
  *
  * Room "echo": on join sends "hello" {processId, roomId}; replies to each "echo" message with
  * "echo" {payload, processId, roomId}.
@@ -42,6 +47,7 @@ https.globalAgent = new https.Agent({ keepAlive: false });
 const PORT = parseInt(process.env.PORT || '2567', 10);
 const HOST = process.env.HOST || '127.0.0.1';
 const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
+const PRESENCE = (process.env.PRESENCE || 'redis').toLowerCase();
 const DRIVER = (process.env.DRIVER || 'redis').toLowerCase();
 const MAX_CLIENTS = parseInt(process.env.MAX_CLIENTS || '4', 10);
 const SHUTDOWN_DELAY_MS = parseInt(process.env.SHUTDOWN_DELAY_MS || '0', 10);
@@ -63,11 +69,18 @@ const stderrLogger = {
   trace: (...a) => console.error(...a),
 };
 
-const { Server, Room, matchMaker } = require('@colyseus/core');
+const { Server, Room, matchMaker, LocalPresence, LocalDriver } = require('@colyseus/core');
 const { WebSocketTransport } = require('@colyseus/ws-transport');
 const { RedisPresence } = require('@colyseus/redis-presence');
 
+function makePresence() {
+  if (PRESENCE === 'redis') return new RedisPresence(REDIS_URL);
+  if (PRESENCE === 'local') return new LocalPresence();
+  throw new Error(`unknown PRESENCE "${PRESENCE}" (expected "redis" or "local")`);
+}
+
 function makeDriver() {
+  if (PRESENCE === 'local') return new LocalDriver();
   if (DRIVER === 'redis') {
     const { RedisDriver } = require('@colyseus/redis-driver');
     return new RedisDriver(REDIS_URL);
@@ -124,7 +137,7 @@ class EchoRoom extends Room {
 async function main() {
   const serverOptions = {
     transport: new WebSocketTransport(),
-    presence: new RedisPresence(REDIS_URL),
+    presence: makePresence(),
     driver: makeDriver(),
     greet: false,
     logger: stderrLogger,
@@ -148,11 +161,15 @@ async function main() {
   const selfPort = process.env.SELF_PORT || PORT;
   const member = `${matchMaker.processId}/${process.env.SELF_HOSTNAME}:${selfPort}`;
   const presence = gameServer.presence;
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; PRESENCE === 'redis' && i < 200; i++) {
     if (await presence.sismember('colyseus:nodes', member)) break;
     await new Promise((r) => setTimeout(r, 25));
   }
-  log(`listening on ${HOST}:${PORT}, driver=${DRIVER}, discovery member ${member}`);
+  if (PRESENCE === 'redis') {
+    log(`listening on ${HOST}:${PORT}, driver=${DRIVER}, discovery member ${member}`);
+  } else {
+    log(`listening on ${HOST}:${PORT}, local presence and driver (not registered in Redis)`);
+  }
   process.stdout.write(`READY ${JSON.stringify({ processId: matchMaker.processId, port: PORT })}\n`);
 }
 

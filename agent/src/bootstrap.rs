@@ -97,11 +97,26 @@ fn routes(spec: &BootstrapSpec<'_>) -> Value {
           "route": route_to(Duration::ZERO),
           "request_headers_to_remove": [header] },
         { "match": { "prefix": "/", "headers": [guard] },
-          "route": route_to(spec.request_timeout),
+          "route": with_retries(route_to(spec.request_timeout)),
           "request_headers_to_remove": [header] },
         { "match": { "prefix": "/" },
           "direct_response": { "status": 500, "body": { "inline_string": "{\"error\":\"routing_failed\"}\n" } } },
     ])
+}
+
+/// Plain HTTP requests (matchmaking) that could not even connect are retried on another
+/// process: the request never reached the first one, so nothing runs twice.
+fn with_retries(mut action: Value) -> Value {
+    action["retry_policy"] = json!({
+        "retry_on": "connect-failure,refused-stream",
+        "num_retries": 2,
+        "retry_host_predicate": [{
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate" },
+        }],
+        "host_selection_retry_max_attempts": 3,
+    });
+    action
 }
 
 fn wasm_filter(spec: &BootstrapSpec<'_>) -> Value {
@@ -179,6 +194,8 @@ mod tests {
         let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
         assert_eq!(routes[0]["route"]["timeout"], "0.000s");
         assert_eq!(routes[1]["route"]["timeout"], "15.000s");
+        assert!(routes[0]["route"].get("retry_policy").is_none());
+        assert_eq!(routes[1]["route"]["retry_policy"]["num_retries"], 2);
         assert_eq!(
             routes[1]["match"]["headers"][0]["string_match"]["safe_regex"]["regex"],
             routing.names.route_guard_regex()

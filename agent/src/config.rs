@@ -26,6 +26,9 @@ pub enum Command {
     Sync(SyncArgs),
     /// Print the Envoy bootstrap (listener, filter, routes, dynamic clusters) as JSON.
     Bootstrap(BootstrapArgs),
+    /// Register a game server that does not register itself (Colyseus 0.17+, custom
+    /// servers) in Colyseus 0.16's Redis layout, with a lease so a crash expires by itself.
+    Register(RegisterArgs),
 }
 
 /// Cluster naming and the routing header, shared by the filter and the agent.
@@ -118,6 +121,31 @@ pub struct SyncArgs {
     /// How often draining processes are probed.
     #[arg(long, env = "COLYSEUS_ENVOY_DRAIN_CHECK_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub drain_check_interval: Duration,
+    /// Liveness probe of registered processes: `ipc-or-tcp` (Colyseus's IPC health check
+    /// over Redis, which also catches a hung process; TCP connect for processes that do not
+    /// listen on their IPC channel), `tcp`, or `off`.
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_LIVENESS",
+        value_enum,
+        default_value = "ipc-or-tcp"
+    )]
+    pub liveness: crate::sync::LivenessMode,
+    /// Period of the liveness probes.
+    #[arg(long, env = "COLYSEUS_ENVOY_LIVENESS_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub liveness_interval: Duration,
+    /// Consecutive failed liveness probes before a process counts as dead.
+    #[arg(long, env = "COLYSEUS_ENVOY_DEAD_AFTER_FAILURES", default_value_t = 3)]
+    pub dead_after_failures: u32,
+    /// Least time from a process's first failed probe to declaring it dead: a stall shorter
+    /// than this never unroutes a process (one missed ping is not death, colyseus#968).
+    #[arg(long, env = "COLYSEUS_ENVOY_DEAD_AFTER", default_value = "4s", value_parser = humantime::parse_duration)]
+    pub dead_after: Duration,
+    /// Also remove a dead process from Redis presence (SREM colyseus:nodes, HDEL roomcount,
+    /// `remove` announcement), as Colyseus's own cleanup does. Off by default: a process that
+    /// was only stalled would never register again (Colyseus registers once).
+    #[arg(long, env = "COLYSEUS_ENVOY_EVICT_DEAD_FROM_PRESENCE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub evict_dead_from_presence: bool,
     /// Upstream connect timeout of the generated clusters.
     #[arg(long, env = "COLYSEUS_ENVOY_CONNECT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
@@ -171,4 +199,63 @@ pub struct BootstrapArgs {
     pub request_timeout: Duration,
     #[command(flatten)]
     pub routing: RoutingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// Redis the proxy's agent reads (as for `sync`).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// The game server's processId: the first of the two last path segments of its room
+    /// URLs (`/{processId}/{roomId}`). Alphabet `[A-Za-z0-9_-]`, at most 64 characters.
+    #[arg(long, env = "COLYSEUS_ENVOY_PROCESS_ID")]
+    pub process_id: String,
+    /// Host the proxy reaches the game server at: an IP address or a DNS name (not
+    /// `0.0.0.0`, not `undefined`). An IPv6 address may be given with or without brackets.
+    #[arg(long, env = "COLYSEUS_ENVOY_ADVERTISE_HOST")]
+    pub advertise_host: String,
+    /// The game server's port (registered, and checked locally).
+    #[arg(long, env = "COLYSEUS_ENVOY_PORT")]
+    pub port: u16,
+    /// Lifetime of the registration unless refreshed (every third of it). A registrar that
+    /// dies without deregistering is removed by the sync agent once it runs out. At least 3s.
+    #[arg(long, env = "COLYSEUS_ENVOY_LEASE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+    /// Health check of the local game server: `tcp` (accepts a connection) or `http:/path`
+    /// (`GET /path` gets any HTTP response, whatever its status). Nothing is registered
+    /// before the first success.
+    #[arg(long, env = "COLYSEUS_ENVOY_HEALTH_CHECK", default_value = "tcp")]
+    pub health_check: String,
+    /// `host:port` the health check connects to. Default: `127.0.0.1:{port}`.
+    #[arg(long, env = "COLYSEUS_ENVOY_HEALTH_ADDRESS")]
+    pub health_address: Option<String>,
+    /// Period of the health checks.
+    #[arg(long, env = "COLYSEUS_ENVOY_HEALTH_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+    /// Bound on one health check.
+    #[arg(long, env = "COLYSEUS_ENVOY_HEALTH_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub health_timeout: Duration,
+    /// Consecutive failed checks that deregister the server.
+    #[arg(long, env = "COLYSEUS_ENVOY_UNHEALTHY_THRESHOLD", default_value_t = 3)]
+    pub unhealthy_threshold: u32,
+    /// Consecutive passed checks that register it again after that.
+    #[arg(long, env = "COLYSEUS_ENVOY_HEALTHY_THRESHOLD", default_value_t = 2)]
+    pub healthy_threshold: u32,
+    /// Bound on connecting to Redis and on each command (at most a third of the lease).
+    #[arg(long, env = "COLYSEUS_ENVOY_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
+    /// Redis set of registrations (as for `sync`).
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_NODES_KEY",
+        default_value = "colyseus:nodes"
+    )]
+    pub nodes_key: String,
+    /// Redis pub/sub channel of registration announcements (as for `sync`).
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_DISCOVERY_CHANNEL",
+        default_value = "colyseus:nodes:discovery"
+    )]
+    pub discovery_channel: String,
 }

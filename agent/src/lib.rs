@@ -10,15 +10,20 @@
 //! - [`bootstrap`]: renders Envoy's static bootstrap from the same flags.
 //! - [`api`], [`status`], [`metrics`]: the private HTTP API (`/live`, `/ready`, `/metrics`).
 //! - [`probe`], [`state`], [`atomic_file`]: liveness probes, persisted sync state, safe writes.
+//! - [`registrar`]: `register`, the sidecar that registers a server that does not
+//!   register itself, with a lease ([`lease`]: its Redis keys).
 //! - [`config`]: command line and environment.
 
 pub mod api;
 pub mod atomic_file;
 pub mod bootstrap;
 pub mod config;
+pub mod lease;
+pub mod liveness;
 pub mod metrics;
 pub mod model;
 pub mod probe;
+pub mod registrar;
 pub mod sinks;
 pub mod sources;
 pub mod state;

@@ -9,11 +9,12 @@ use clap::Parser;
 use colyseus_envoy_agent::api;
 use colyseus_envoy_agent::bootstrap::{self, BootstrapSpec};
 use colyseus_envoy_agent::config::{BootstrapArgs, Cli, Command, SyncArgs};
+use colyseus_envoy_agent::liveness;
 use colyseus_envoy_agent::probe::ProbeConfig;
 use colyseus_envoy_agent::sinks::envoy_files::{ClusterOptions, EnvoyFilesSink};
 use colyseus_envoy_agent::sources::redis::{RedisPresenceConfig, RedisPresenceSource};
 use colyseus_envoy_agent::status::Status;
-use colyseus_envoy_agent::sync::{SyncConfig, Syncer};
+use colyseus_envoy_agent::sync::{LivenessConfig, SyncConfig, Syncer};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -43,6 +44,31 @@ fn main() -> ExitCode {
             };
             runtime.block_on(sync(args))
         }
+        Command::Register(args) => register(&args),
+    }
+}
+
+/// The registrar sidecar: checks its flags before anything starts (exit 64), then runs
+/// until SIGTERM/SIGINT and deregisters (exit 0). Redis failures are retried, not fatal.
+fn register(args: &colyseus_envoy_agent::config::RegisterArgs) -> ExitCode {
+    use colyseus_envoy_agent::registrar::{self, RegistrarConfig};
+    let config = match RegistrarConfig::try_from(args) {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "Cannot start the runtime.");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(registrar::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => usage(&e),
     }
 }
 
@@ -151,6 +177,15 @@ async fn run_sync(
         max_backoff: std::time::Duration::from_secs(5),
         max_drain: args.max_drain,
         drain_check_interval: args.drain_check_interval,
+        liveness: LivenessConfig {
+            mode: args.liveness,
+            interval: args.liveness_interval,
+            policy: liveness::Policy {
+                failures: args.dead_after_failures,
+                window: args.dead_after,
+            },
+            evict_from_presence: args.evict_dead_from_presence,
+        },
     };
     info!(redis = %args.redis_url, config_dir = %args.config_dir.display(), api = %args.api_addr, "Agent starting.");
     let syncer = Syncer::new(source, sink, config, status);

@@ -10,6 +10,14 @@ use std::sync::Mutex;
 pub struct Metrics {
     /// Routable processes in the current config.
     pub processes: AtomicU64,
+    /// Registered processes failing their liveness probe (not routed).
+    pub processes_dead: AtomicU64,
+    /// Processes declared dead by the liveness probe.
+    pub processes_died: AtomicU64,
+    /// Dead processes that answered again.
+    pub processes_recovered: AtomicU64,
+    /// Registrar leases found expired (and unregistered).
+    pub leases_expired: AtomicU64,
     /// 1 while a Redis session is up.
     pub redis_up: AtomicU64,
     /// Full reads of the registration set.
@@ -46,68 +54,94 @@ impl Metrics {
 
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
+        let series: [(&str, &str, &str, &AtomicU64); 13] = [
+            (
+                "colyseus_envoy_processes",
+                "gauge",
+                "Routable game processes (active).",
+                &self.processes,
+            ),
+            (
+                "colyseus_envoy_processes_dead",
+                "gauge",
+                "Registered processes failing liveness (not routed).",
+                &self.processes_dead,
+            ),
+            (
+                "colyseus_envoy_processes_died_total",
+                "counter",
+                "Processes declared dead by liveness probes.",
+                &self.processes_died,
+            ),
+            (
+                "colyseus_envoy_processes_recovered_total",
+                "counter",
+                "Dead processes that answered again.",
+                &self.processes_recovered,
+            ),
+            (
+                "colyseus_envoy_leases_expired_total",
+                "counter",
+                "Registrar leases that expired (sidecar died).",
+                &self.leases_expired,
+            ),
+            (
+                "colyseus_envoy_redis_up",
+                "gauge",
+                "1 while the Redis presence session is up.",
+                &self.redis_up,
+            ),
+            (
+                "colyseus_envoy_redis_snapshots_total",
+                "counter",
+                "Full reads of the registration set.",
+                &self.redis_snapshots,
+            ),
+            (
+                "colyseus_envoy_redis_session_failures_total",
+                "counter",
+                "Redis sessions lost.",
+                &self.redis_session_failures,
+            ),
+            (
+                "colyseus_envoy_redis_restarts_total",
+                "counter",
+                "Redis restarts noticed by run_id.",
+                &self.redis_restarts,
+            ),
+            (
+                "colyseus_envoy_registrations_restored_total",
+                "counter",
+                "Lost registrations of live processes kept.",
+                &self.registrations_restored,
+            ),
+            (
+                "colyseus_envoy_registrations_dropped_dead_total",
+                "counter",
+                "Lost registrations of dead processes dropped.",
+                &self.registrations_dropped_dead,
+            ),
+            (
+                "colyseus_envoy_config_writes_total",
+                "counter",
+                "Envoy config files written.",
+                &self.config_writes,
+            ),
+            (
+                "colyseus_envoy_config_write_failures_total",
+                "counter",
+                "Envoy config writes that failed.",
+                &self.config_write_failures,
+            ),
+        ];
         let mut out = String::new();
-        let mut one = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
+        for (name, kind, help, value) in series {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                v.load(Relaxed)
+                value.load(Relaxed)
             );
-        };
-        one(
-            "colyseus_envoy_processes",
-            "gauge",
-            "Routable game processes.",
-            &self.processes,
-        );
-        one(
-            "colyseus_envoy_redis_up",
-            "gauge",
-            "1 while the Redis presence session is up.",
-            &self.redis_up,
-        );
-        one(
-            "colyseus_envoy_redis_snapshots_total",
-            "counter",
-            "Full reads of the registration set.",
-            &self.redis_snapshots,
-        );
-        one(
-            "colyseus_envoy_redis_session_failures_total",
-            "counter",
-            "Redis sessions lost.",
-            &self.redis_session_failures,
-        );
-        one(
-            "colyseus_envoy_redis_restarts_total",
-            "counter",
-            "Redis restarts noticed by run_id.",
-            &self.redis_restarts,
-        );
-        one(
-            "colyseus_envoy_registrations_restored_total",
-            "counter",
-            "Lost registrations of live processes kept.",
-            &self.registrations_restored,
-        );
-        one(
-            "colyseus_envoy_registrations_dropped_dead_total",
-            "counter",
-            "Lost registrations of dead processes dropped.",
-            &self.registrations_dropped_dead,
-        );
-        one(
-            "colyseus_envoy_config_writes_total",
-            "counter",
-            "Envoy config files written.",
-            &self.config_writes,
-        );
-        one(
-            "colyseus_envoy_config_write_failures_total",
-            "counter",
-            "Envoy config writes that failed.",
-            &self.config_write_failures,
-        );
+        }
         out.push_str(
             "# HELP colyseus_envoy_rejected_inputs_total Inputs skipped, by source and reason.\n",
         );

@@ -208,6 +208,9 @@ pub enum ProcessState {
     /// matchmaking, yet room connections still reach it, because Colyseus keeps handing out
     /// seats in (and reconnections to) its remaining rooms until they are disposed.
     Draining { since: Instant },
+    /// Registered, but failing its liveness probe (crashed or hung): no clusters at all.
+    /// Active again as soon as it answers; forgotten when it unregisters.
+    Dead { since: Instant },
 }
 
 /// One known process.
@@ -220,6 +223,15 @@ pub struct Entry {
 impl Entry {
     pub fn is_active(&self) -> bool {
         self.state == ProcessState::Active
+    }
+
+    pub fn is_draining(&self) -> bool {
+        matches!(self.state, ProcessState::Draining { .. })
+    }
+
+    /// Whether the process has its own cluster (active or draining; not dead).
+    pub fn is_routable(&self) -> bool {
+        !matches!(self.state, ProcessState::Dead { .. })
     }
 }
 
@@ -259,10 +271,10 @@ impl Registry {
         self.processes.iter()
     }
 
-    fn registrations_where(&self, active: bool) -> Vec<Registration> {
+    fn registrations_where(&self, pred: impl Fn(&Entry) -> bool) -> Vec<Registration> {
         self.processes
             .iter()
-            .filter(|(_, e)| e.is_active() == active)
+            .filter(|(_, e)| pred(e))
             .map(|(p, e)| Registration {
                 process_id: p.clone(),
                 endpoint: e.endpoint.clone(),
@@ -279,11 +291,38 @@ impl Registry {
     }
 
     pub fn active(&self) -> Vec<Registration> {
-        self.registrations_where(true)
+        self.registrations_where(Entry::is_active)
     }
 
     pub fn draining(&self) -> Vec<Registration> {
-        self.registrations_where(false)
+        self.registrations_where(Entry::is_draining)
+    }
+
+    /// Processes whose liveness is watched: registered ones (active or dead).
+    pub fn registered(&self) -> Vec<Registration> {
+        self.registrations_where(|e| !e.is_draining())
+    }
+
+    /// Marks a registered process dead. Returns whether it was active.
+    pub fn mark_dead(&mut self, process_id: &ProcessId, now: Instant) -> bool {
+        match self.processes.get_mut(process_id) {
+            Some(e) if e.is_active() => {
+                e.state = ProcessState::Dead { since: now };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Marks a dead process active again. Returns whether it was dead.
+    pub fn mark_alive(&mut self, process_id: &ProcessId) -> bool {
+        match self.processes.get_mut(process_id) {
+            Some(e) if matches!(e.state, ProcessState::Dead { .. }) => {
+                e.state = ProcessState::Active;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Builds the registry from a full read of `colyseus:nodes`; `self` is the registry
@@ -328,11 +367,12 @@ impl Registry {
                 current.cloned()
             };
             if let Some(endpoint) = chosen {
-                let entry = Entry {
-                    endpoint,
-                    state: ProcessState::Active,
+                // Only the liveness probe brings a dead process back.
+                let state = match self.get(&process_id) {
+                    Some(e) if e.endpoint == endpoint && !e.is_draining() => e.state,
+                    _ => ProcessState::Active,
                 };
-                next.processes.insert(process_id, entry);
+                next.processes.insert(process_id, Entry { endpoint, state });
             }
         }
         for (process_id, entry) in &self.processes {
@@ -341,6 +381,8 @@ impl Registry {
             }
             let since = match entry.state {
                 ProcessState::Draining { since } => since,
+                // Dead and unregistered: nothing left to route to.
+                ProcessState::Dead { .. } => continue,
                 ProcessState::Active => {
                     outcome.vanished.push(Registration {
                         process_id: process_id.clone(),
@@ -387,10 +429,17 @@ impl Registry {
             },
             // A remove names the address too: a stale one for another address is ignored.
             Announcement::Remove(reg) => match self.processes.get_mut(&reg.process_id) {
-                Some(current) if current.endpoint == reg.endpoint && current.is_active() => {
-                    current.state = ProcessState::Draining { since: now };
-                    Ok(true)
-                }
+                Some(current) if current.endpoint == reg.endpoint => match current.state {
+                    ProcessState::Active => {
+                        current.state = ProcessState::Draining { since: now };
+                        Ok(true)
+                    }
+                    ProcessState::Dead { .. } => {
+                        self.processes.remove(&reg.process_id);
+                        Ok(true)
+                    }
+                    ProcessState::Draining { .. } => Ok(false),
+                },
                 _ => Ok(false),
             },
         }
@@ -421,7 +470,7 @@ impl Registry {
                 ProcessState::Draining { since } => {
                     now.saturating_duration_since(since) >= max_drain
                 }
-                ProcessState::Active => false,
+                ProcessState::Active | ProcessState::Dead { .. } => false,
             })
             .map(|(p, e)| Registration {
                 process_id: p.clone(),
@@ -641,6 +690,33 @@ mod tests {
         );
         // b is draining, not active.
         assert_eq!(next.active_at(&reg("x/127.0.0.1:2").endpoint), None);
+    }
+
+    #[test]
+    fn dead_processes_lose_routing_until_they_answer() {
+        let now = Instant::now();
+        let (mut registry, _) = read(
+            &Registry::default(),
+            &["a/127.0.0.1:1", "b/127.0.0.1:2"],
+            now,
+        );
+        assert!(registry.mark_dead(&pid("a"), now));
+        assert!(!registry.mark_dead(&pid("a"), now));
+        assert!(!registry.get(&pid("a")).unwrap().is_routable());
+        assert_eq!(registry.registered().len(), 2);
+        // A re-read of the set does not resurrect it.
+        let (mut next, _) = read(&registry, &["a/127.0.0.1:1", "b/127.0.0.1:2"], now);
+        assert!(!next.get(&pid("a")).unwrap().is_routable());
+        assert!(next.mark_alive(&pid("a")));
+        assert_eq!(next.active_len(), 2);
+        // Dead and then unregistered: forgotten, no drain.
+        next.mark_dead(&pid("b"), now);
+        let (after, outcome) = read(&next, &["a/127.0.0.1:1"], now);
+        assert!(after.get(&pid("b")).is_none());
+        assert!(outcome.vanished.is_empty());
+        next.apply(Announcement::Remove(reg("b/127.0.0.1:2")), now)
+            .unwrap();
+        assert!(next.get(&pid("b")).is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use routing::ClusterNames;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
-use crate::model::Registry;
+use crate::model::{ProcessState, Registry};
 
 /// One routed process, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -16,7 +16,8 @@ pub struct ProcessView {
     pub process_id: String,
     pub address: String,
     pub cluster: String,
-    /// `active` (takes matchmaking) or `draining` (room connections only).
+    /// `active` (takes matchmaking), `draining` (room connections only) or `dead`
+    /// (registered but not answering: not routed).
     pub state: &'static str,
 }
 
@@ -52,10 +53,10 @@ impl Status {
                 process_id: pid.to_string(),
                 address: entry.endpoint.to_string(),
                 cluster: self.names.process(pid),
-                state: if entry.is_active() {
-                    "active"
-                } else {
-                    "draining"
+                state: match entry.state {
+                    ProcessState::Active => "active",
+                    ProcessState::Draining { .. } => "draining",
+                    ProcessState::Dead { .. } => "dead",
                 },
             })
             .collect();

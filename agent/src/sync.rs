@@ -27,10 +27,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use crate::liveness::{self, Tracker, Verdict};
 use crate::model::{parse_announcement, Announcement, Registration, Registry, Rejection};
 use crate::probe::{self, ProbeConfig};
 use crate::sinks::envoy_files::EnvoyFilesSink;
-use crate::sources::redis::{RedisPresenceSource, RedisSession, RedisSourceError};
+use crate::sources::redis::{
+    Message, RedisPresenceSource, RedisSession, RedisSourceError, IPC_PREFIX,
+};
 use crate::state::{self, SyncedState};
 use crate::status::Status;
 
@@ -54,6 +57,30 @@ pub struct SyncConfig {
     pub max_drain: Duration,
     /// How often draining processes are probed (and expired).
     pub drain_check_interval: Duration,
+    pub liveness: LivenessConfig,
+}
+
+/// How registered processes are watched for death.
+#[derive(Debug, Clone, Copy)]
+pub struct LivenessConfig {
+    pub mode: LivenessMode,
+    /// Period of the probes; an IPC ping unanswered by the next round failed.
+    pub interval: Duration,
+    pub policy: liveness::Policy,
+    /// Also remove a dead process from Redis presence, as Colyseus's own cleanup does.
+    pub evict_from_presence: bool,
+}
+
+/// The probe used for liveness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LivenessMode {
+    /// Colyseus's IPC health check over Redis (sees a hung process too); a TCP connect for
+    /// processes that do not listen on their IPC channel.
+    IpcOrTcp,
+    /// A TCP connect to the process only.
+    Tcp,
+    /// No liveness probing: a registered process is always routed.
+    Off,
 }
 
 /// Owns the model and drives the source and the sink.
@@ -72,6 +99,13 @@ pub struct Syncer {
     dead_tx: mpsc::UnboundedSender<Vec<Registration>>,
     dead_rx: mpsc::UnboundedReceiver<Vec<Registration>>,
     probe_in_flight: bool,
+    /// Liveness: probe history, pings awaiting an answer, results of TCP probes.
+    tracker: Tracker,
+    pending_pings: std::collections::HashMap<String, routing::ProcessId>,
+    ping_prefix: String,
+    ping_seq: u64,
+    alive_tx: mpsc::UnboundedSender<(routing::ProcessId, bool)>,
+    alive_rx: mpsc::UnboundedReceiver<(routing::ProcessId, bool)>,
     /// Rejections seen in the previous full read: a bad member that stays in Redis is
     /// logged and counted once, not on every re-read.
     known_rejections: BTreeSet<String>,
@@ -113,7 +147,19 @@ impl Syncer {
             let _ = registry.apply(Announcement::Remove(reg), now);
         }
         let (dead_tx, dead_rx) = mpsc::unbounded_channel();
+        let (alive_tx, alive_rx) = mpsc::unbounded_channel();
+        // Unique per agent run, so several agents on one Redis ignore each other's answers.
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+            ^ u128::from(std::process::id());
         Self {
+            tracker: Tracker::new(config.liveness.policy),
+            pending_pings: std::collections::HashMap::new(),
+            ping_prefix: format!("{IPC_PREFIX}{:x}-", nonce & 0xffff_ffff_ffff),
+            ping_seq: 0,
+            alive_tx,
+            alive_rx,
             source,
             sink,
             status,
@@ -175,13 +221,16 @@ impl Syncer {
         let mut resync = tokio::time::interval(self.config.resync_interval);
         resync.tick().await;
         let mut drain_check = tokio::time::interval(self.config.drain_check_interval);
+        let mut liveness = tokio::time::interval(self.config.liveness.interval);
+        // Answers to pings sent on a previous connection cannot be told from silence.
+        self.pending_pings.clear();
         loop {
             tokio::select! {
-                payload = session.next_announcement() => {
-                    let mut changed = self.announce(&payload?);
-                    // Drain a burst so it becomes one config write.
-                    while let Some(more) = session.try_next_announcement() {
-                        changed |= self.announce(&more);
+                message = session.next_message() => {
+                    let mut changed = self.on_message(&mut session, message?).await?;
+                    // Take a burst at once so it becomes one config write.
+                    while let Some(more) = session.try_next_message() {
+                        changed |= self.on_message(&mut session, more).await?;
                     }
                     if changed {
                         self.publish();
@@ -189,7 +238,136 @@ impl Syncer {
                 }
                 _ = resync.tick() => self.full_sync(&mut session).await?,
                 _ = drain_check.tick() => self.check_drains(),
+                _ = liveness.tick() => self.liveness_round(&mut session).await?,
                 Some(dead) = self.dead_rx.recv() => self.drop_dead_drains(dead),
+                Some((pid, ok)) = self.alive_rx.recv() => {
+                    if self.liveness_result(&mut session, &pid, ok).await? {
+                        self.publish();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one pub/sub message; returns whether the registry changed.
+    async fn on_message(
+        &mut self,
+        session: &mut RedisSession,
+        message: Message,
+    ) -> Result<bool, RedisSourceError> {
+        match message {
+            Message::Announcement(payload) => Ok(self.announce(&payload)),
+            Message::IpcReply { request_id } => match self.pending_pings.remove(&request_id) {
+                Some(pid) => self.liveness_result(session, &pid, true).await,
+                // A late answer (e.g. a process resumed after a stall), or another agent's.
+                None => Ok(false),
+            },
+        }
+    }
+
+    /// Unregisters members whose registrar lease expired, counts unanswered pings of the
+    /// previous round as failures, and probes every registered process again.
+    async fn liveness_round(&mut self, session: &mut RedisSession) -> Result<(), RedisSourceError> {
+        for member in session.expired_leases().await? {
+            warn!(%member, "Registrar lease expired (sidecar gone without deregistering); unregistering.");
+            session.expire_lease(&member).await?;
+            self.status.metrics.leases_expired.fetch_add(1, Relaxed);
+        }
+        let mode = self.config.liveness.mode;
+        if mode == LivenessMode::Off {
+            return Ok(());
+        }
+        let mut changed = false;
+        let unanswered: Vec<routing::ProcessId> =
+            self.pending_pings.drain().map(|(_, pid)| pid).collect();
+        for pid in unanswered {
+            changed |= self.liveness_result(session, &pid, false).await?;
+        }
+        let registered = self.registry.registered();
+        self.tracker
+            .retain(|p| registered.iter().any(|r| r.process_id == *p));
+        let mut tcp = Vec::new();
+        if mode == LivenessMode::IpcOrTcp && !registered.is_empty() {
+            let pings: Vec<(String, String)> = registered
+                .iter()
+                .map(|r| {
+                    self.ping_seq += 1;
+                    let id = format!("{}{}", self.ping_prefix, self.ping_seq);
+                    (r.process_id.to_string(), id)
+                })
+                .collect();
+            let receivers = session.ping(&pings).await?;
+            for ((reg, (_, id)), n) in registered.iter().zip(pings).zip(receivers) {
+                if n > 0 {
+                    self.pending_pings.insert(id, reg.process_id.clone());
+                } else {
+                    tcp.push(reg.clone());
+                }
+            }
+        } else {
+            tcp = registered;
+        }
+        for reg in tcp {
+            let (tx, probe) = (self.alive_tx.clone(), self.config.probe);
+            let once = ProbeConfig {
+                attempts: 1,
+                ..probe
+            };
+            tokio::spawn(async move {
+                let ok = probe::tcp_alive(&reg.endpoint, once).await;
+                let _ = tx.send((reg.process_id, ok));
+            });
+        }
+        if changed {
+            self.publish();
+        }
+        Ok(())
+    }
+
+    /// Applies one liveness probe result; returns whether the registry changed.
+    async fn liveness_result(
+        &mut self,
+        session: &mut RedisSession,
+        pid: &routing::ProcessId,
+        ok: bool,
+    ) -> Result<bool, RedisSourceError> {
+        let Some(entry) = self.registry.get(pid) else {
+            return Ok(false);
+        };
+        if entry.is_draining() {
+            return Ok(false);
+        }
+        let member = Registration {
+            process_id: pid.clone(),
+            endpoint: entry.endpoint.clone(),
+        }
+        .member();
+        let now = Instant::now();
+        match self.tracker.record(pid, ok, now) {
+            Verdict::Died => {
+                self.registry.mark_dead(pid, now);
+                self.status.metrics.processes_died.fetch_add(1, Relaxed);
+                warn!(process_id = %pid, failures = self.tracker.failures(pid), "Process is not answering; unrouting it until it does.");
+                if self.config.liveness.evict_from_presence {
+                    info!(process_id = %pid, "Evicting the dead process from Redis presence.");
+                    session.evict(&member, pid.as_str()).await?;
+                }
+                Ok(true)
+            }
+            Verdict::Recovered => {
+                self.registry.mark_alive(pid);
+                self.status
+                    .metrics
+                    .processes_recovered
+                    .fetch_add(1, Relaxed);
+                info!(process_id = %pid, "Process answers again; routing it.");
+                Ok(true)
+            }
+            Verdict::Unchanged => {
+                if !ok {
+                    debug!(process_id = %pid, failures = self.tracker.failures(pid), "Liveness probe failed.");
+                }
+                Ok(false)
             }
         }
     }
@@ -333,7 +511,7 @@ impl Syncer {
             let still_draining = self
                 .registry
                 .get(&reg.process_id)
-                .is_some_and(|e| !e.is_active() && e.endpoint == reg.endpoint);
+                .is_some_and(|e| e.is_draining() && e.endpoint == reg.endpoint);
             if still_draining {
                 info!(process_id = %reg.process_id, "Draining process is gone; removing its cluster.");
                 self.registry.remove(&reg.process_id);

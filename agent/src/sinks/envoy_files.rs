@@ -31,12 +31,13 @@ pub struct ClusterOptions {
     pub max_connections: u32,
 }
 
-/// Renders the CDS file for `registry`: one cluster per known process (draining ones too, so
-/// their remaining rooms stay reachable), plus the all-processes cluster of the active ones
+/// Renders the CDS file for `registry`: one cluster per live process (draining ones too, so
+/// their remaining rooms stay reachable; dead ones not), plus the all-processes cluster of the active ones
 /// (matchmaking never goes to a draining process). Byte-identical output for identical input.
 pub fn render_cds(registry: &Registry, options: &ClusterOptions) -> Vec<u8> {
     let mut resources: Vec<Value> = registry
         .iter()
+        .filter(|(_, entry)| entry.is_routable())
         .map(|(pid, entry)| {
             let endpoints = [&entry.endpoint];
             cluster(&options.names.process(pid), &endpoints, options)
@@ -47,7 +48,19 @@ pub fn render_cds(registry: &Registry, options: &ClusterOptions) -> Vec<u8> {
         .filter(|(_, e)| e.is_active())
         .map(|(_, e)| &e.endpoint)
         .collect();
-    resources.push(cluster(options.names.all(), &all, options));
+    let mut all_cluster = cluster(options.names.all(), &all, options);
+    // Matchmaking may go to any process: stop sending it to one that fails to connect or
+    // errors repeatedly, long before the agent's liveness verdict (the route also retries
+    // connect failures on another host).
+    all_cluster["outlier_detection"] = json!({
+        "consecutive_gateway_failure": 2,
+        "enforcing_consecutive_gateway_failure": 100,
+        "consecutive_5xx": 5,
+        "interval": "1s",
+        "base_ejection_time": "5s",
+        "max_ejection_percent": 50,
+    });
+    resources.push(all_cluster);
     let version = format!(
         "{:016x}",
         fnv1a(&serde_json::to_vec(&resources).unwrap_or_default())
@@ -197,6 +210,11 @@ mod tests {
         );
         assert_eq!(clusters[2]["type"], "LOGICAL_DNS");
         assert_eq!(clusters[3]["type"], "STRICT_DNS");
+        assert_eq!(
+            clusters[3]["outlier_detection"]["consecutive_gateway_failure"],
+            2
+        );
+        assert!(clusters[0].get("outlier_detection").is_none());
         assert_eq!(
             clusters[3]["load_assignment"]["endpoints"][0]["lb_endpoints"]
                 .as_array()

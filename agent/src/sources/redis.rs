@@ -12,6 +12,21 @@ use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubStream};
 use redis::AsyncConnectionConfig;
 
+use crate::lease;
+
+/// Prefix of the request ids of this agent's liveness pings; Colyseus answers each on
+/// `ipc:{requestId}`, and the agent subscribes to `ipc:{IPC_PREFIX}*`.
+pub const IPC_PREFIX: &str = "colyseus-envoy-";
+
+/// What arrives on the pub/sub connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A payload of the discovery channel.
+    Announcement(Vec<u8>),
+    /// A process answered the liveness ping with this request id.
+    IpcReply { request_id: String },
+}
+
 /// Key names and timeouts of the presence layout.
 #[derive(Debug, Clone)]
 pub struct RedisPresenceConfig {
@@ -97,6 +112,12 @@ impl RedisPresenceSource {
             pubsub.subscribe(&self.config.discovery_channel),
         )
         .await?;
+        bounded(
+            timeout,
+            "subscribing to liveness replies",
+            pubsub.psubscribe(format!("ipc:{IPC_PREFIX}*")),
+        )
+        .await?;
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout);
@@ -144,25 +165,141 @@ impl RedisSession {
         Ok(Snapshot { run_id, members })
     }
 
-    /// Waits for the next discovery payload.
+    /// Waits for the next pub/sub message.
     ///
     /// # Errors
     /// [`RedisSourceError::Closed`] when the connection ends.
-    pub async fn next_announcement(&mut self) -> Result<Vec<u8>, RedisSourceError> {
+    pub async fn next_message(&mut self) -> Result<Message, RedisSourceError> {
         match self.messages.next().await {
-            Some(msg) => Ok(msg.get_payload_bytes().to_vec()),
+            Some(msg) => Ok(convert(&msg)),
             None => Err(RedisSourceError::Closed),
         }
     }
 
-    /// The next payload if one is already buffered, so bursts become one config write.
-    pub fn try_next_announcement(&mut self) -> Option<Vec<u8>> {
+    /// The next message if one is already buffered, so bursts become one config write.
+    pub fn try_next_message(&mut self) -> Option<Message> {
         use futures_util::FutureExt;
         self.messages
             .next()
             .now_or_never()
             .flatten()
-            .map(|msg| msg.get_payload_bytes().to_vec())
+            .map(|msg| convert(&msg))
+    }
+
+    /// Sends Colyseus's IPC health check (`["healthcheck", id, []]` on `p:{processId}`,
+    /// Colyseus 0.15.16+) for each `(processId, requestId)`, in one round trip. Returns, for
+    /// each, how many subscribers received it: 0 means
+    /// no process listens on that channel (gone, not connected to this Redis, or a server
+    /// that does not speak Colyseus IPC).
+    ///
+    /// # Errors
+    /// Command failure or timeout.
+    pub async fn ping(&mut self, pings: &[(String, String)]) -> Result<Vec<u64>, RedisSourceError> {
+        let mut pipe = redis::pipe();
+        for (process_id, request_id) in pings {
+            let payload = serde_json::json!(["healthcheck", request_id, []]).to_string();
+            pipe.cmd("PUBLISH")
+                .arg(format!("p:{process_id}"))
+                .arg(payload);
+        }
+        bounded(
+            self.config.timeout,
+            "publishing liveness pings",
+            pipe.query_async(&mut self.commands),
+        )
+        .await
+    }
+
+    /// Members registered by a registrar sidecar (`colyseus-envoy-agent register`) whose
+    /// lease has expired: the sidecar died without deregistering.
+    ///
+    /// # Errors
+    /// Command failure or timeout.
+    pub async fn expired_leases(&mut self) -> Result<Vec<String>, RedisSourceError> {
+        let timeout = self.config.timeout;
+        let leased: Vec<String> = bounded(
+            timeout,
+            "reading leased registrations",
+            redis::cmd("SMEMBERS")
+                .arg(lease::LEASED_SET)
+                .query_async(&mut self.commands),
+        )
+        .await?;
+        if leased.is_empty() {
+            return Ok(leased);
+        }
+        let mut pipe = redis::pipe();
+        for member in &leased {
+            pipe.cmd("EXISTS").arg(lease::lease_key(member));
+        }
+        let exists: Vec<bool> = bounded(
+            timeout,
+            "reading leases",
+            pipe.query_async(&mut self.commands),
+        )
+        .await?;
+        Ok(leased
+            .into_iter()
+            .zip(exists)
+            .filter_map(|(m, alive)| (!alive).then_some(m))
+            .collect())
+    }
+
+    /// Unregisters a member whose lease expired, as its sidecar would have on shutdown.
+    /// Several agents may do this at once; it is idempotent.
+    ///
+    /// # Errors
+    /// Command failure or timeout.
+    pub async fn expire_lease(&mut self, member: &str) -> Result<(), RedisSourceError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SREM")
+            .arg(&self.config.nodes_key)
+            .arg(member)
+            .ignore()
+            .cmd("SREM")
+            .arg(lease::LEASED_SET)
+            .arg(member)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(&self.config.discovery_channel)
+            .arg(lease::announcement("remove", member))
+            .ignore();
+        bounded(
+            self.config.timeout,
+            "expiring a lease",
+            pipe.query_async::<()>(&mut self.commands),
+        )
+        .await
+    }
+
+    /// Removes a dead process's presence the way Colyseus cleans up after a dead process:
+    /// out of the registration set and the `roomcount` hash, with a `remove` announcement.
+    ///
+    /// # Errors
+    /// Command failure or timeout.
+    pub async fn evict(&mut self, member: &str, process_id: &str) -> Result<(), RedisSourceError> {
+        let payload = serde_json::Value::String(format!("remove,{member}")).to_string();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SREM")
+            .arg(&self.config.nodes_key)
+            .arg(member)
+            .ignore()
+            .cmd("HDEL")
+            .arg("roomcount")
+            .arg(process_id)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(&self.config.discovery_channel)
+            .arg(payload)
+            .ignore();
+        bounded(
+            self.config.timeout,
+            "evicting a dead process from presence",
+            pipe.query_async::<()>(&mut self.commands),
+        )
+        .await
     }
 
     /// Re-adds registrations Redis lost, and announces them the way Colyseus does, so other
@@ -189,6 +326,19 @@ impl RedisSession {
             pipe.query_async::<()>(&mut self.commands),
         )
         .await
+    }
+}
+
+fn convert(msg: &redis::Msg) -> Message {
+    let channel = msg.get_channel_name();
+    match channel
+        .strip_prefix("ipc:")
+        .filter(|id| id.starts_with(IPC_PREFIX))
+    {
+        Some(request_id) => Message::IpcReply {
+            request_id: request_id.to_owned(),
+        },
+        None => Message::Announcement(msg.get_payload_bytes().to_vec()),
     }
 }
 

@@ -659,3 +659,42 @@ pub fn median_max(samples: &mut [Duration]) -> (f64, f64) {
         ms(samples[samples.len() - 1]),
     )
 }
+
+// === The registrar sidecar (`colyseus-envoy-agent register`) ===
+
+/// Starts `colyseus-envoy-agent register` with `args` (after `register`), logging to
+/// `registrar.log` in `dir` (appended, so restarts keep the earlier lines).
+pub fn start_registrar(dir: &Path, args: &[&str]) -> Proc {
+    Proc::spawn(
+        "registrar",
+        Command::new(agent_bin())
+            .arg("register")
+            .args(args)
+            .env("LOG", "info,colyseus_envoy_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("registrar.log"))
+                    .unwrap(),
+            ),
+    )
+}
+
+impl Redis {
+    /// Members of any set.
+    pub fn set_members(&self, key: &str) -> Vec<String> {
+        let mut m: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(key)
+            .query(&mut self.conn())
+            .unwrap();
+        m.sort();
+        m
+    }
+
+    /// Remaining time to live of `key` in ms (`-2`: no such key, `-1`: no expiry).
+    pub fn pttl(&self, key: &str) -> i64 {
+        redis::cmd("PTTL").arg(key).query(&mut self.conn()).unwrap()
+    }
+}

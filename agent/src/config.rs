@@ -146,6 +146,13 @@ pub struct SyncArgs {
     /// was only stalled would never register again (Colyseus registers once).
     #[arg(long, env = "COLYSEUS_ENVOY_EVICT_DEAD_FROM_PRESENCE", default_value_t = false, action = clap::ArgAction::Set)]
     pub evict_dead_from_presence: bool,
+    /// Envoy's active health check of each process: `tcp`, `http:/path` (e.g.
+    /// `http:/__healthcheck` for Colyseus 0.17 or `@colyseus/tools`) or `off`.
+    #[arg(long, env = "COLYSEUS_ENVOY_HEALTH_CHECK", default_value = "tcp")]
+    pub health_check: String,
+    /// Interval of Envoy's active health check; a host is unhealthy after 3 failures.
+    #[arg(long, env = "COLYSEUS_ENVOY_HEALTH_CHECK_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub health_check_interval: Duration,
     /// Upstream connect timeout of the generated clusters.
     #[arg(long, env = "COLYSEUS_ENVOY_CONNECT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,

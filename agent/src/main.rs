@@ -11,7 +11,7 @@ use colyseus_envoy_agent::bootstrap::{self, BootstrapSpec};
 use colyseus_envoy_agent::config::{BootstrapArgs, Cli, Command, SyncArgs};
 use colyseus_envoy_agent::liveness;
 use colyseus_envoy_agent::probe::ProbeConfig;
-use colyseus_envoy_agent::sinks::envoy_files::{ClusterOptions, EnvoyFilesSink};
+use colyseus_envoy_agent::sinks::envoy_files::{ClusterOptions, EnvoyFilesSink, HealthCheck};
 use colyseus_envoy_agent::sources::redis::{RedisPresenceConfig, RedisPresenceSource};
 use colyseus_envoy_agent::status::Status;
 use colyseus_envoy_agent::sync::{LivenessConfig, SyncConfig, Syncer};
@@ -129,7 +129,11 @@ async fn sync(args: SyncArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return usage(&e),
     };
-    match run_sync(args, routing, source).await {
+    let health_check = match HealthCheck::parse(&args.health_check, args.health_check_interval) {
+        Ok(h) => h,
+        Err(e) => return usage(&e),
+    };
+    match run_sync(args, routing, source, health_check).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -142,6 +146,7 @@ async fn run_sync(
     args: SyncArgs,
     routing: routing::RoutingConfig,
     source: RedisPresenceSource,
+    health_check: HealthCheck,
 ) -> anyhow::Result<()> {
     let status = Arc::new(Status::new(routing.names.clone()));
     let listener = tokio::net::TcpListener::bind(args.api_addr)
@@ -162,6 +167,7 @@ async fn run_sync(
             names: routing.names.clone(),
             connect_timeout: args.connect_timeout,
             max_connections: args.max_connections,
+            health_check,
         },
     );
     let config = SyncConfig {

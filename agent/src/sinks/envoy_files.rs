@@ -29,6 +29,72 @@ pub struct ClusterOptions {
     /// Connection circuit breaker per cluster. Every open WebSocket holds one upstream
     /// connection, and Envoy's default (1,024) would cap players per process.
     pub max_connections: u32,
+    /// Envoy's own active health check of every process.
+    pub health_check: HealthCheck,
+}
+
+/// Envoy's active health check of game processes. It sees a process whose port stops
+/// answering within `interval` x 3, independently of the agent and of Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    Off,
+    /// TCP connect.
+    Tcp {
+        interval: std::time::Duration,
+    },
+    /// HTTP GET of a path (e.g. `/__healthcheck` on Colyseus 0.17 or with
+    /// `@colyseus/tools`); any 2xx is healthy.
+    Http {
+        path: String,
+        interval: std::time::Duration,
+    },
+}
+
+impl HealthCheck {
+    /// Parses `off`, `tcp` or `http:/path`.
+    ///
+    /// # Errors
+    /// Anything else, as a message for the command line.
+    pub fn parse(spec: &str, interval: std::time::Duration) -> Result<Self, String> {
+        match spec {
+            "off" => Ok(Self::Off),
+            "tcp" => Ok(Self::Tcp { interval }),
+            _ => match spec.strip_prefix("http:") {
+                Some(path) if path.starts_with('/') && !path.contains(char::is_whitespace) => {
+                    Ok(Self::Http {
+                        path: path.to_owned(),
+                        interval,
+                    })
+                }
+                _ => Err(format!(
+                    "health check {spec:?} is not `off`, `tcp` or `http:/path`"
+                )),
+            },
+        }
+    }
+
+    /// The cluster fields: the check, and no panic routing, so a one-host cluster whose
+    /// host fails really stops sending to it.
+    fn apply(&self, cluster: &mut Value) {
+        let (interval, check) = match self {
+            Self::Off => return,
+            Self::Tcp { interval } => (interval, ("tcp_health_check", json!({}))),
+            Self::Http { path, interval } => {
+                (interval, ("http_health_check", json!({ "path": path })))
+            }
+        };
+        let mut hc = json!({
+            "timeout": "1s",
+            "interval": format!("{:.3}s", interval.as_secs_f64()),
+            "unhealthy_threshold": 3,
+            "healthy_threshold": 1,
+        });
+        hc[check.0] = check.1;
+        cluster["health_checks"] = json!([hc]);
+        cluster["common_lb_config"] = json!({ "healthy_panic_threshold": { "value": 0.0 } });
+        // A host the agent removed goes at once, even while it still passes checks.
+        cluster["ignore_health_on_host_removal"] = json!(true);
+    }
 }
 
 /// Renders the CDS file for `registry`: one cluster per live process (draining ones too, so
@@ -110,6 +176,7 @@ fn cluster(name: &str, endpoints: &[&Endpoint], options: &ClusterOptions) -> Val
     if any_name {
         cluster["dns_lookup_family"] = json!("V4_PREFERRED");
     }
+    options.health_check.apply(&mut cluster);
     cluster
 }
 
@@ -167,6 +234,9 @@ mod tests {
             names: ClusterNames::default(),
             connect_timeout: Duration::from_millis(2500),
             max_connections: 100_000,
+            health_check: HealthCheck::Tcp {
+                interval: Duration::from_secs(2),
+            },
         }
     }
 
@@ -249,6 +319,34 @@ mod tests {
             all[0]["endpoint"]["address"]["socket_address"]["port_value"],
             1
         );
+    }
+
+    #[test]
+    fn health_checks() {
+        let out = render_cds(&registry(&["a/127.0.0.1:1"]), &options());
+        let c = &clusters(&out)[0];
+        assert_eq!(c["health_checks"][0]["interval"], "2.000s");
+        assert_eq!(c["health_checks"][0]["tcp_health_check"], json!({}));
+        assert_eq!(
+            c["common_lb_config"]["healthy_panic_threshold"]["value"],
+            0.0
+        );
+        let d = Duration::from_secs(5);
+        assert_eq!(HealthCheck::parse("off", d), Ok(HealthCheck::Off));
+        assert_eq!(
+            HealthCheck::parse("http:/__healthcheck", d),
+            Ok(HealthCheck::Http {
+                path: "/__healthcheck".into(),
+                interval: d
+            })
+        );
+        for bad in ["http:", "http:x", "udp", "http:/a b"] {
+            assert!(HealthCheck::parse(bad, d).is_err(), "{bad}");
+        }
+        let mut o = options();
+        o.health_check = HealthCheck::Off;
+        let c = &clusters(&render_cds(&registry(&["a/127.0.0.1:1"]), &o))[0];
+        assert!(c.get("health_checks").is_none());
     }
 
     #[test]

@@ -123,6 +123,9 @@ fn parse_address(address: &str, default_port: u16) -> Result<Endpoint, &'static 
             p => Some(p.strip_prefix(':').ok_or("junk after IPv6 address")?),
         };
         let ip: std::net::Ipv6Addr = v6.parse().map_err(|_| "invalid IPv6 address")?;
+        if ip.is_unspecified() {
+            return Err("unspecified address ([::]) is not reachable");
+        }
         (Host::Ip(IpAddr::V6(ip)), port)
     } else {
         let (host, port) = match address.rsplit_once(':') {
@@ -539,6 +542,7 @@ mod tests {
             "p/undefined:2567",
             "p/:2567",
             "p/0.0.0.0:2567",
+            "p/[::]:2567",
             "p/10.0.0.1:0",
             "p/10.0.0.1:65536",
             "p/10.0.0.1:port",

@@ -196,3 +196,34 @@ fn generated_config_passes_envoy_validate() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn ipv6_processes_are_routed() {
+    let dir = scratch("ipv6");
+    let redis = Redis::start(&dir);
+    let v6 = GameServer::start(&dir, &redis, &[("HOST", "::1"), ("SELF_HOSTNAME", "[::1]")]);
+    let v4 = GameServer::start(&dir, &redis, &[]);
+    let member = format!("{}/[::1]:{}", v6.process_id, v6.port);
+    assert!(redis.members().contains(&member), "{:?}", redis.members());
+    let proxy = Proxy::start(&dir, &redis);
+    proxy.wait_routed(
+        vec![v6.process_id.clone(), v4.process_id.clone()],
+        Duration::from_secs(10),
+    );
+    let (_, _, processes) = http_get(&proxy.api(), "/processes").unwrap();
+    assert!(
+        processes.contains(&format!("\"[::1]:{}\"", v6.port)),
+        "{processes}"
+    );
+
+    let result = swarm(&proxy.endpoint(), 24, &["--concurrency", "4"]);
+    println!("IPv6 + IPv4 processes: {:?}", result.by_process);
+    assert_eq!(result.ok, 24, "{:?}", result.errors);
+    assert!(
+        result.by_process.contains_key(&v6.process_id),
+        "{:?}",
+        result.by_process
+    );
+    let path = format!("/{}/someroom?sessionId=x", v6.process_id);
+    assert_eq!(ws_handshake(&proxy.public(), &path).unwrap(), 101);
+}

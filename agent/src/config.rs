@@ -61,6 +61,25 @@ impl RoutingArgs {
     }
 }
 
+/// Where Colyseus's presence layout lives in Redis; the same for `sync` and `register`.
+#[derive(Debug, Clone, Args)]
+pub struct PresenceKeys {
+    /// Redis set of registrations.
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_NODES_KEY",
+        default_value = "colyseus:nodes"
+    )]
+    pub nodes_key: String,
+    /// Redis pub/sub channel of registration announcements.
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_DISCOVERY_CHANNEL",
+        default_value = "colyseus:nodes:discovery"
+    )]
+    pub discovery_channel: String,
+}
+
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     /// Redis holding Colyseus presence (as for `@colyseus/proxy` and RedisPresence).
@@ -81,20 +100,8 @@ pub struct SyncArgs {
         default_value = "127.0.0.1:9902"
     )]
     pub api_addr: SocketAddr,
-    /// Redis set of registrations.
-    #[arg(
-        long,
-        env = "COLYSEUS_ENVOY_NODES_KEY",
-        default_value = "colyseus:nodes"
-    )]
-    pub nodes_key: String,
-    /// Redis pub/sub channel of registration announcements.
-    #[arg(
-        long,
-        env = "COLYSEUS_ENVOY_DISCOVERY_CHANNEL",
-        default_value = "colyseus:nodes:discovery"
-    )]
-    pub discovery_channel: String,
+    #[command(flatten)]
+    pub presence: PresenceKeys,
     /// Port assumed for a registration written without one.
     #[arg(long, env = "COLYSEUS_ENVOY_DEFAULT_PORT", default_value_t = 2567)]
     pub default_port: u16,
@@ -251,18 +258,6 @@ pub struct RegisterArgs {
     /// Bound on connecting to Redis and on each command (at most a third of the lease).
     #[arg(long, env = "COLYSEUS_ENVOY_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub redis_timeout: Duration,
-    /// Redis set of registrations (as for `sync`).
-    #[arg(
-        long,
-        env = "COLYSEUS_ENVOY_NODES_KEY",
-        default_value = "colyseus:nodes"
-    )]
-    pub nodes_key: String,
-    /// Redis pub/sub channel of registration announcements (as for `sync`).
-    #[arg(
-        long,
-        env = "COLYSEUS_ENVOY_DISCOVERY_CHANNEL",
-        default_value = "colyseus:nodes:discovery"
-    )]
-    pub discovery_channel: String,
+    #[command(flatten)]
+    pub presence: PresenceKeys,
 }

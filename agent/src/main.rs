@@ -122,8 +122,8 @@ async fn sync(args: SyncArgs) -> ExitCode {
     }
     let source = match RedisPresenceSource::new(RedisPresenceConfig {
         url: args.redis_url.clone(),
-        nodes_key: args.nodes_key.clone(),
-        discovery_channel: args.discovery_channel.clone(),
+        nodes_key: args.presence.nodes_key.clone(),
+        discovery_channel: args.presence.discovery_channel.clone(),
         timeout: args.redis_timeout,
     }) {
         Ok(s) => s,

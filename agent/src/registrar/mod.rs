@@ -146,8 +146,8 @@ impl TryFrom<&RegisterArgs> for RegistrarConfig {
         Ok(Self {
             registration,
             redis_url: args.redis_url.clone(),
-            nodes_key: args.nodes_key.clone(),
-            discovery_channel: args.discovery_channel.clone(),
+            nodes_key: args.presence.nodes_key.clone(),
+            discovery_channel: args.presence.discovery_channel.clone(),
             lease_ttl: args.lease_ttl,
             redis_timeout: args.redis_timeout,
             health: HealthConfig {

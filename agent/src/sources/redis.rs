@@ -279,7 +279,7 @@ impl RedisSession {
     /// # Errors
     /// Command failure or timeout.
     pub async fn evict(&mut self, member: &str, process_id: &str) -> Result<(), RedisSourceError> {
-        let payload = serde_json::Value::String(format!("remove,{member}")).to_string();
+        let payload = lease::announcement("remove", member);
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("SREM")
@@ -310,7 +310,7 @@ impl RedisSession {
     pub async fn restore(&mut self, members: &[String]) -> Result<(), RedisSourceError> {
         let mut pipe = redis::pipe();
         for member in members {
-            let payload = serde_json::Value::String(format!("add,{member}")).to_string();
+            let payload = lease::announcement("add", member);
             pipe.cmd("SADD")
                 .arg(&self.config.nodes_key)
                 .arg(member)

@@ -23,6 +23,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod model;
 pub mod probe;
+pub mod redis_call;
 pub mod registrar;
 pub mod sinks;
 pub mod sources;

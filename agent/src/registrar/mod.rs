@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 use crate::config::RegisterArgs;
 use crate::lease;
 use crate::model::{parse_member, Host, Registration, Rejection};
+use crate::redis_call::{bounded, RedisCallError};
 use health::{Decision, HealthCheck, HealthCheckError, HealthTracker};
 
 /// Shortest lease accepted: heartbeats every second, so a slow Redis round trip or two
@@ -228,21 +229,6 @@ fn check_address(address: &str) -> Result<String, ConfigError> {
     Ok(address.to_owned())
 }
 
-/// Why a Redis operation failed. Never fatal: the registrar retries.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
-    #[error("{what} timed out after {timeout:?}")]
-    Timeout {
-        what: &'static str,
-        timeout: Duration,
-    },
-    #[error("{what} failed: {source}")]
-    Redis {
-        what: &'static str,
-        source: redis::RedisError,
-    },
-}
-
 /// The registration in Redis: register, heartbeat, deregister. Reconnects lazily after
 /// any failure.
 pub struct RedisLease {
@@ -279,7 +265,7 @@ impl RedisLease {
         })
     }
 
-    async fn connection(&mut self) -> Result<MultiplexedConnection, LeaseError> {
+    async fn connection(&mut self) -> Result<MultiplexedConnection, RedisCallError> {
         if let Some(conn) = &self.conn {
             return Ok(conn.clone());
         }
@@ -302,7 +288,7 @@ impl RedisLease {
         &mut self,
         what: &'static str,
         pipe: &redis::Pipeline,
-    ) -> Result<T, LeaseError> {
+    ) -> Result<T, RedisCallError> {
         let mut conn = self.connection().await?;
         let result = bounded(self.timeout, what, pipe.query_async(&mut conn)).await;
         if result.is_err() {
@@ -315,7 +301,7 @@ impl RedisLease {
     ///
     /// # Errors
     /// Redis unreachable, failing or too slow.
-    pub async fn register(&mut self) -> Result<(), LeaseError> {
+    pub async fn register(&mut self) -> Result<(), RedisCallError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("SADD")
@@ -340,7 +326,7 @@ impl RedisLease {
     ///
     /// # Errors
     /// Redis unreachable, failing or too slow.
-    pub async fn heartbeat(&mut self) -> Result<bool, LeaseError> {
+    pub async fn heartbeat(&mut self) -> Result<bool, RedisCallError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         self.set_lease(&mut pipe);
@@ -371,7 +357,7 @@ impl RedisLease {
     ///
     /// # Errors
     /// Redis unreachable, failing or too slow.
-    pub async fn deregister(&mut self) -> Result<(), LeaseError> {
+    pub async fn deregister(&mut self) -> Result<(), RedisCallError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("SREM")
@@ -414,18 +400,6 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-async fn bounded<T>(
-    timeout: Duration,
-    what: &'static str,
-    fut: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, LeaseError> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(LeaseError::Redis { what, source }),
-        Err(_) => Err(LeaseError::Timeout { what, timeout }),
-    }
 }
 
 /// Doubling retry delay, from 250 ms up to `max`.

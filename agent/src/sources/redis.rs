@@ -13,6 +13,7 @@ use redis::aio::{MultiplexedConnection, PubSubStream};
 use redis::AsyncConnectionConfig;
 
 use crate::lease;
+use crate::redis_call::{bounded, RedisCallError};
 
 /// Prefix of the request ids of this agent's liveness pings; Colyseus answers each on
 /// `ipc:{requestId}`, and the agent subscribes to `ipc:{IPC_PREFIX}*`.
@@ -45,16 +46,8 @@ pub enum RedisSourceError {
         url: String,
         source: redis::RedisError,
     },
-    #[error("{what} timed out after {timeout:?}")]
-    Timeout {
-        what: &'static str,
-        timeout: Duration,
-    },
-    #[error("{what} failed: {source}")]
-    Redis {
-        what: &'static str,
-        source: redis::RedisError,
-    },
+    #[error(transparent)]
+    Call(#[from] RedisCallError),
     #[error("the pub/sub connection closed")]
     Closed,
     #[error("INFO server has no run_id")]
@@ -208,6 +201,7 @@ impl RedisSession {
             pipe.query_async(&mut self.commands),
         )
         .await
+        .map_err(Into::into)
     }
 
     /// Members registered by a registrar sidecar (`colyseus-envoy-agent register`) whose
@@ -271,6 +265,7 @@ impl RedisSession {
             pipe.query_async::<()>(&mut self.commands),
         )
         .await
+        .map_err(Into::into)
     }
 
     /// Removes a dead process's presence the way Colyseus cleans up after a dead process:
@@ -300,6 +295,7 @@ impl RedisSession {
             pipe.query_async::<()>(&mut self.commands),
         )
         .await
+        .map_err(Into::into)
     }
 
     /// Re-adds registrations Redis lost, and announces them the way Colyseus does, so other
@@ -326,6 +322,7 @@ impl RedisSession {
             pipe.query_async::<()>(&mut self.commands),
         )
         .await
+        .map_err(Into::into)
     }
 }
 
@@ -348,18 +345,6 @@ fn parse_run_id(info: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix("run_id:"))
         .map(|id| id.trim().to_owned())
         .filter(|id| !id.is_empty())
-}
-
-async fn bounded<T>(
-    timeout: Duration,
-    what: &'static str,
-    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, RedisSourceError> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(RedisSourceError::Redis { what, source }),
-        Err(_) => Err(RedisSourceError::Timeout { what, timeout }),
-    }
 }
 
 #[cfg(test)]

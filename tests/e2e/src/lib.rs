@@ -111,6 +111,15 @@ fn log_file(dir: &Path, name: &str) -> std::fs::File {
     std::fs::File::create(dir.join(format!("{name}.log"))).unwrap()
 }
 
+/// `{name}.log` in `dir`, appended to (a restarted process keeps the earlier lines).
+fn append_log(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .unwrap()
+}
+
 /// A scratch directory for one test's logs and config; kept if `E2E_KEEP` is set.
 pub fn scratch(test: &str) -> PathBuf {
     let dir =
@@ -366,13 +375,7 @@ impl Proxy {
                 .args(extra)
                 .env("LOG", "info,colyseus_envoy_agent=debug")
                 .stdout(Stdio::null())
-                .stderr(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(dir.join("agent.log"))
-                        .unwrap(),
-                ),
+                .stderr(append_log(dir, "agent")),
         )
     }
 
@@ -672,13 +675,7 @@ pub fn start_registrar(dir: &Path, args: &[&str]) -> Proc {
             .args(args)
             .env("LOG", "info,colyseus_envoy_agent=debug")
             .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join("registrar.log"))
-                    .unwrap(),
-            ),
+            .stderr(append_log(dir, "registrar")),
     )
 }
 

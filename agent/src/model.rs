@@ -115,7 +115,7 @@ pub fn parse_member(member: &str, default_port: u16) -> Result<Registration, Rej
 }
 
 /// Parses `host`, `host:port`, `[v6]` or `[v6]:port`.
-fn parse_address(address: &str, default_port: u16) -> Result<Endpoint, &'static str> {
+pub(crate) fn parse_address(address: &str, default_port: u16) -> Result<Endpoint, &'static str> {
     let (host, port) = if let Some(rest) = address.strip_prefix('[') {
         let (v6, after) = rest.split_once(']').ok_or("unclosed '[' in IPv6 address")?;
         let port = match after {

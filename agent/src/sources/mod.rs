@@ -1,3 +1,5 @@
 //! Where registrations come from. Each source reads and converts; it decides nothing.
 
 pub mod redis;
+/// `@colyseus/traefik` (Colyseus 0.17+): its `traefik/...` Redis keys, parsed (pure, no I/O).
+pub mod traefik;

@@ -1,8 +1,12 @@
 //! Envoy's bootstrap, rendered from the same flags the agent syncs with, so the filter, the
 //! routes and the generated clusters always agree on names. Pure.
 //!
-//! The listener is static on purpose: a listener change would close every open WebSocket.
-//! Only clusters are dynamic (the agent's CDS file).
+//! The listeners are static on purpose: a listener change would close every open WebSocket.
+//! Only clusters (the agent's CDS file) and the TLS certificate (a file SDS secret, reloaded
+//! when the certificate files are replaced) are dynamic.
+//!
+//! The edge settings follow Envoy's "Configuring Envoy as an edge proxy" guidance; each is
+//! commented where it is set.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,15 +17,90 @@ use serde_json::{json, Value};
 
 use crate::sinks::envoy_files::CDS_FILE;
 
+/// Name of the SDS secret holding the public certificate.
+pub const TLS_SECRET: &str = "public_tls";
+
 /// Everything the bootstrap depends on.
 #[derive(Debug, Clone)]
 pub struct BootstrapSpec<'a> {
+    /// The plain-HTTP listener; with TLS it only redirects to HTTPS (and answers the health
+    /// path), as `@colyseus/proxy` does with `SSL_KEY`/`SSL_CERT`.
     pub listen: SocketAddr,
+    pub tls: Option<TlsSpec<'a>>,
     pub admin: SocketAddr,
     pub config_dir: &'a Path,
     pub filter_wasm: &'a Path,
     pub routing: &'a RoutingConfig,
     pub request_timeout: Duration,
+    /// Idle timeout of a stream, WebSockets included (`SOCKET_TIMEOUT`).
+    pub stream_idle_timeout: Duration,
+    /// Path answered 200 by Envoy itself (`HEALTH_CHECK_PATH`).
+    pub health_path: Option<HealthPath>,
+    /// Limit of open downstream connections, over all listeners.
+    pub max_downstream_connections: u64,
+}
+
+/// TLS termination.
+#[derive(Debug, Clone)]
+pub struct TlsSpec<'a> {
+    pub listen: SocketAddr,
+    /// The SDS file naming the certificate and key files (see [`tls_secret`]).
+    pub secret_file: &'a Path,
+    /// Directory of the certificate files: a file moved into it reloads the certificate.
+    pub cert_dir: &'a Path,
+}
+
+/// `@colyseus/proxy`'s `HEALTH_CHECK_PATH`: an exact path, or with a leading `*` a suffix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthPath {
+    Exact(String),
+    Suffix(String),
+}
+
+impl HealthPath {
+    /// # Errors
+    /// An empty path, or one that is neither `/...` nor `*...`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        match spec.strip_prefix('*') {
+            Some(suffix) if !suffix.is_empty() => Ok(Self::Suffix(suffix.to_owned())),
+            None if spec.starts_with('/') => Ok(Self::Exact(spec.to_owned())),
+            _ => Err(format!(
+                "health check path {spec:?} must start with / (exact) or * (suffix)"
+            )),
+        }
+    }
+
+    fn route_match(&self) -> Value {
+        match self {
+            Self::Exact(path) => json!({ "path": path }),
+            Self::Suffix(suffix) => {
+                json!({ "safe_regex": { "regex": format!(".*{}", re2_escape(suffix)) } })
+            }
+        }
+    }
+}
+
+fn re2_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The SDS file content for the public certificate. Envoy watches the files it names.
+pub fn tls_secret(cert: &Path, key: &Path) -> Value {
+    json!({ "resources": [{
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        "name": TLS_SECRET,
+        "tls_certificate": {
+            "certificate_chain": { "filename": cert },
+            "private_key": { "filename": key },
+        },
+    }] })
 }
 
 /// Renders the bootstrap as JSON (which Envoy reads as YAML too).
@@ -38,26 +117,142 @@ pub fn render(spec: &BootstrapSpec<'_>) -> Value {
                 },
             },
         },
-        "static_resources": { "listeners": [{
-            "name": "public_http",
-            "address": socket(spec.listen),
-            "filter_chains": [{ "filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": http_connection_manager(spec),
-            }] }],
+        "static_resources": { "listeners": listeners(spec) },
+        // Edge guidance: bound the downstream connections Envoy accepts in total.
+        "overload_manager": { "resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                "max_active_downstream_connections": spec.max_downstream_connections,
+            },
         }] },
     })
 }
 
-fn http_connection_manager(spec: &BootstrapSpec<'_>) -> Value {
+fn listeners(spec: &BootstrapSpec<'_>) -> Value {
+    let listener = |name: &str, addr: SocketAddr, hcm: Value, tls: Option<Value>| {
+        let mut chain = json!({ "filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": hcm,
+        }] });
+        if let Some(tls) = tls {
+            chain["transport_socket"] = tls;
+        }
+        json!({
+            "name": name,
+            "address": socket(addr),
+            // Edge guidance: small per-connection buffers bound memory per client.
+            "per_connection_buffer_limit_bytes": 32768,
+            "filter_chains": [chain],
+        })
+    };
+    match &spec.tls {
+        None => json!([listener(
+            "public_http",
+            spec.listen,
+            http_connection_manager(spec, "public"),
+            None
+        )]),
+        Some(tls) => json!([
+            listener(
+                "public_https",
+                tls.listen,
+                http_connection_manager(spec, "public_https"),
+                Some(tls_socket(tls))
+            ),
+            listener(
+                "public_http",
+                spec.listen,
+                redirect_manager(spec, tls.listen.port()),
+                None
+            ),
+        ]),
+    }
+}
+
+fn tls_socket(tls: &TlsSpec<'_>) -> Value {
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": {
+                // WebSockets ride HTTP/1.1 upgrades.
+                "alpn_protocols": ["http/1.1"],
+                "tls_certificate_sds_secret_configs": [{
+                    "name": TLS_SECRET,
+                    "sds_config": {
+                        "resource_api_version": "V3",
+                        "path_config_source": {
+                            "path": tls.secret_file,
+                            "watched_directory": { "path": tls.cert_dir },
+                        },
+                    },
+                }],
+            },
+        },
+    })
+}
+
+/// The plain-HTTP listener next to TLS: the health path, and a redirect for the rest.
+fn redirect_manager(spec: &BootstrapSpec<'_>, https_port: u16) -> Value {
+    let mut redirect = json!({ "https_redirect": true });
+    if https_port != 443 {
+        redirect["port_redirect"] = json!(https_port);
+    }
+    let mut routes: Vec<Value> = spec.health_path.iter().map(health_route).collect();
+    routes.push(json!({ "match": { "prefix": "/" }, "redirect": redirect }));
     json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "public",
+        "stat_prefix": "public_http_redirect",
+        "codec_type": "AUTO",
+        "request_headers_timeout": "10s",
+        "route_config": { "name": "redirect", "virtual_hosts": [{ "name": "redirect", "domains": ["*"], "routes": routes }] },
+        "http_filters": [router_filter()],
+    })
+}
+
+fn health_route(path: &HealthPath) -> Value {
+    json!({
+        "match": path.route_match(),
+        "direct_response": { "status": 200, "body": { "inline_string": "ok\n" } },
+    })
+}
+
+fn router_filter() -> Value {
+    json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
+    })
+}
+
+fn http_connection_manager(spec: &BootstrapSpec<'_>, stat_prefix: &str) -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": stat_prefix,
         "codec_type": "AUTO",
         "upgrade_configs": [{ "upgrade_type": "websocket" }],
+        // Edge guidance: paths are normalized before the filter and routes see them.
         "normalize_path": true,
         "merge_slashes": true,
+        // Edge guidance: Envoy is the edge; the client's address is appended to
+        // x-forwarded-for (which Colyseus reads) and no downstream hop is trusted.
         "use_remote_address": true,
+        "xff_num_trusted_hops": 0,
+        // Edge guidance: timeouts for slow or idle clients. The stream idle timeout also
+        // closes an idle WebSocket (`SOCKET_TIMEOUT`); Colyseus pings every few seconds.
+        "request_headers_timeout": "10s",
+        "stream_idle_timeout": seconds(spec.stream_idle_timeout),
+        "common_http_protocol_options": {
+            "idle_timeout": "900s",
+            "headers_with_underscores_action": "REJECT_REQUEST",
+        },
+        // Edge guidance: bounded headers and HTTP/2 windows.
+        "max_request_headers_kb": 32,
+        "http2_protocol_options": {
+            "max_concurrent_streams": 100,
+            "initial_stream_window_size": 65536,
+            "initial_connection_window_size": 1048576,
+        },
         "route_config": {
             "name": "colyseus",
             "virtual_hosts": [{ "name": "colyseus", "domains": ["*"], "routes": routes(spec) }],
@@ -66,13 +261,7 @@ fn http_connection_manager(spec: &BootstrapSpec<'_>) -> Value {
             local_reply("NC", 404, "unknown_process", "no live game process has the processId in this path"),
             local_reply("UH", 503, "no_process_available", "no live game process can take this request"),
         ] },
-        "http_filters": [
-            wasm_filter(spec),
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
-            },
-        ],
+        "http_filters": [wasm_filter(spec), router_filter()],
     })
 }
 
@@ -91,17 +280,19 @@ fn routes(spec: &BootstrapSpec<'_>) -> Value {
             "timeout": seconds(timeout),
         })
     };
-    json!([
+    let mut routes: Vec<Value> = spec.health_path.iter().map(health_route).collect();
+    routes.extend([
         // WebSockets live as long as the player: no request timeout.
-        { "match": { "prefix": "/", "headers": [guard.clone(), websocket] },
+        json!({ "match": { "prefix": "/", "headers": [guard.clone(), websocket] },
           "route": route_to(Duration::ZERO),
-          "request_headers_to_remove": [header] },
-        { "match": { "prefix": "/", "headers": [guard] },
+          "request_headers_to_remove": [header] }),
+        json!({ "match": { "prefix": "/", "headers": [guard] },
           "route": with_retries(route_to(spec.request_timeout)),
-          "request_headers_to_remove": [header] },
-        { "match": { "prefix": "/" },
-          "direct_response": { "status": 500, "body": { "inline_string": "{\"error\":\"routing_failed\"}\n" } } },
-    ])
+          "request_headers_to_remove": [header] }),
+        json!({ "match": { "prefix": "/" },
+          "direct_response": { "status": 500, "body": { "inline_string": "{\"error\":\"routing_failed\"}\n" } } }),
+    ]);
+    json!(routes)
 }
 
 /// Plain HTTP requests (matchmaking) that could not even connect are retried on another
@@ -174,11 +365,15 @@ mod tests {
         let routing = RoutingConfig::try_from(PluginConfig::default()).unwrap();
         let spec = BootstrapSpec {
             listen: "0.0.0.0:80".parse().unwrap(),
+            tls: None,
             admin: "127.0.0.1:9901".parse().unwrap(),
             config_dir: Path::new("/var/lib/colyseus-envoy/envoy"),
             filter_wasm: Path::new("/opt/filter.wasm"),
             routing: &routing,
             request_timeout: Duration::from_secs(15),
+            stream_idle_timeout: Duration::from_secs(30),
+            health_path: None,
+            max_downstream_connections: 1000,
         };
         let b = render(&spec);
         assert_eq!(
@@ -206,5 +401,85 @@ mod tests {
         let parsed =
             RoutingConfig::try_from(PluginConfig::from_json(plugin.as_bytes()).unwrap()).unwrap();
         assert_eq!(parsed, routing);
+    }
+
+    fn spec_with<'a>(
+        routing: &'a RoutingConfig,
+        tls: Option<TlsSpec<'a>>,
+        health_path: Option<HealthPath>,
+    ) -> BootstrapSpec<'a> {
+        BootstrapSpec {
+            listen: "0.0.0.0:80".parse().unwrap(),
+            tls,
+            admin: "127.0.0.1:9901".parse().unwrap(),
+            config_dir: Path::new("/d"),
+            filter_wasm: Path::new("/f.wasm"),
+            routing,
+            request_timeout: Duration::from_secs(15),
+            stream_idle_timeout: Duration::from_secs(300),
+            health_path,
+            max_downstream_connections: 1000,
+        }
+    }
+
+    #[test]
+    fn tls_listener_and_redirect() {
+        let routing = RoutingConfig::try_from(PluginConfig::default()).unwrap();
+        let tls = TlsSpec {
+            listen: "0.0.0.0:8443".parse().unwrap(),
+            secret_file: Path::new("/etc/tls-secret.json"),
+            cert_dir: Path::new("/etc/certs"),
+        };
+        let health = HealthPath::parse("/health").ok();
+        let b = render(&spec_with(&routing, Some(tls), health));
+        let listeners = b["static_resources"]["listeners"].as_array().unwrap();
+        assert_eq!(listeners[0]["name"], "public_https");
+        assert_eq!(
+            listeners[0]["address"]["socket_address"]["port_value"],
+            8443
+        );
+        let sds = &listeners[0]["filter_chains"][0]["transport_socket"]["typed_config"]
+            ["common_tls_context"]["tls_certificate_sds_secret_configs"][0];
+        assert_eq!(sds["name"], TLS_SECRET);
+        assert_eq!(
+            sds["sds_config"]["path_config_source"]["watched_directory"]["path"],
+            "/etc/certs"
+        );
+        let redirect = &listeners[1]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(redirect[0]["match"]["path"], "/health");
+        assert_eq!(redirect[1]["redirect"]["https_redirect"], true);
+        assert_eq!(redirect[1]["redirect"]["port_redirect"], 8443);
+        let secret = tls_secret(Path::new("/c.pem"), Path::new("/k.pem"));
+        assert_eq!(secret["resources"][0]["name"], TLS_SECRET);
+        assert_eq!(
+            secret["resources"][0]["tls_certificate"]["private_key"]["filename"],
+            "/k.pem"
+        );
+    }
+
+    #[test]
+    fn health_paths() {
+        assert_eq!(HealthPath::parse("/h"), Ok(HealthPath::Exact("/h".into())));
+        assert_eq!(
+            HealthPath::parse("*/h.z"),
+            Ok(HealthPath::Suffix("/h.z".into()))
+        );
+        assert!(HealthPath::parse("*").is_err());
+        assert!(HealthPath::parse("h").is_err());
+        assert_eq!(
+            HealthPath::Suffix("/a.b(c)".into()).route_match()["safe_regex"]["regex"],
+            ".*/a\\.b\\(c\\)"
+        );
+        let routing = RoutingConfig::try_from(PluginConfig::default()).unwrap();
+        let b = render(&spec_with(
+            &routing,
+            None,
+            HealthPath::parse("*/healthz").ok(),
+        ));
+        let routes = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(routes[0]["direct_response"]["status"], 200);
+        assert_eq!(routes.as_array().unwrap().len(), 4);
     }
 }

@@ -211,8 +211,61 @@ pub struct BootstrapArgs {
     /// Upper bound of a plain HTTP request (matchmaking); WebSockets have none.
     #[arg(long, env = "COLYSEUS_ENVOY_REQUEST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+    /// TLS certificate chain (PEM), as `@colyseus/proxy`'s `SSL_CERT`. With `--tls-key`,
+    /// Envoy serves HTTPS/WSS on `--tls-port` and `--port` only redirects to it. Replacing
+    /// the files (moved into their directory) reloads them without dropping connections.
+    #[arg(long, env = "SSL_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM), as `@colyseus/proxy`'s `SSL_KEY`.
+    #[arg(long, env = "SSL_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Port of the HTTPS listener.
+    #[arg(long, env = "COLYSEUS_ENVOY_TLS_PORT", default_value_t = 443)]
+    pub tls_port: u16,
+    /// Where to write the SDS file naming the certificate files (default: `tls-secret.json`
+    /// next to the config directory).
+    #[arg(long, env = "COLYSEUS_ENVOY_TLS_SECRET_FILE")]
+    pub tls_secret_file: Option<PathBuf>,
+    /// Path Envoy itself answers with 200, as `@colyseus/proxy`'s `HEALTH_CHECK_PATH`; a
+    /// leading `*` makes it a suffix (`*/health` matches any path ending in `/health`).
+    #[arg(long, env = "HEALTH_CHECK_PATH")]
+    pub health_path: Option<String>,
+    /// Idle timeout of any stream, WebSockets included, as `@colyseus/proxy`'s
+    /// `SOCKET_TIMEOUT`: a plain number is milliseconds (`30000`), or a duration (`5m`).
+    #[arg(long, env = "SOCKET_TIMEOUT", default_value = "5m", value_parser = parse_socket_timeout)]
+    pub socket_timeout: Duration,
+    /// Most downstream connections Envoy holds open at once (WebSockets included).
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_MAX_DOWNSTREAM_CONNECTIONS",
+        default_value_t = 100_000
+    )]
+    pub max_downstream_connections: u64,
     #[command(flatten)]
     pub routing: RoutingArgs,
+}
+
+impl BootstrapArgs {
+    pub fn tls_secret_file(&self) -> PathBuf {
+        self.tls_secret_file
+            .clone()
+            .unwrap_or_else(|| sibling_of(&self.config_dir, "tls-secret.json"))
+    }
+}
+
+/// `name` in the parent of `dir` (or the current directory).
+fn sibling_of(dir: &std::path::Path, name: &str) -> PathBuf {
+    let dir = dir.components().as_path();
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    parent.unwrap_or(std::path::Path::new(".")).join(name)
+}
+
+/// `SOCKET_TIMEOUT` as `@colyseus/proxy` reads it (milliseconds), or a humantime duration.
+fn parse_socket_timeout(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(ms) => Ok(Duration::from_millis(ms)),
+        Err(_) => humantime::parse_duration(s).map_err(|e| e.to_string()),
+    }
 }
 
 #[derive(Debug, Args)]

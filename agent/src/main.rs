@@ -1,13 +1,15 @@
 //! Entry point: parse flags, set up logging, run a subcommand. Exit 64 (EX_USAGE) on bad
 //! configuration, 1 on runtime failure.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use colyseus_envoy_agent::api;
-use colyseus_envoy_agent::bootstrap::{self, BootstrapSpec};
+use colyseus_envoy_agent::atomic_file;
+use colyseus_envoy_agent::bootstrap::{self, BootstrapSpec, HealthPath, TlsSpec};
 use colyseus_envoy_agent::config::{BootstrapArgs, Cli, Command, SyncArgs};
 use colyseus_envoy_agent::liveness;
 use colyseus_envoy_agent::probe::ProbeConfig;
@@ -84,13 +86,47 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
             args.admin_addr
         ));
     }
+    let health_path = match args
+        .health_path
+        .as_deref()
+        .map(HealthPath::parse)
+        .transpose()
+    {
+        Ok(h) => h,
+        Err(e) => return usage(&e),
+    };
+    let secret_file = args.tls_secret_file();
+    let cert_dir;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let (cert, key) = match (cert.canonicalize(), key.canonicalize()) {
+                (Ok(c), Ok(k)) => (c, k),
+                _ => return usage(&"--tls-cert and --tls-key must name existing files"),
+            };
+            cert_dir = cert.parent().map(Path::to_path_buf).unwrap_or_default();
+            if let Err(e) = write_tls_secret(&secret_file, &cert, &key) {
+                error!(error = %e, "Cannot write the TLS secret file.");
+                return ExitCode::FAILURE;
+            }
+            Some(TlsSpec {
+                listen: std::net::SocketAddr::new(args.ip, args.tls_port),
+                secret_file: &secret_file,
+                cert_dir: &cert_dir,
+            })
+        }
+        _ => None,
+    };
     let spec = BootstrapSpec {
         listen: std::net::SocketAddr::new(args.ip, args.port),
+        tls,
         admin: args.admin_addr,
         config_dir: &args.config_dir,
         filter_wasm: &args.filter_wasm,
         routing: &routing,
         request_timeout: args.request_timeout,
+        stream_idle_timeout: args.socket_timeout,
+        health_path,
+        max_downstream_connections: args.max_downstream_connections,
     };
     match serde_json::to_string_pretty(&bootstrap::render(&spec)) {
         Ok(text) => {
@@ -102,6 +138,21 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes the SDS file naming the certificate files (atomically: Envoy may be reading it).
+fn write_tls_secret(file: &Path, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the TLS secret file path has no file name")?;
+    let bytes = serde_json::to_vec_pretty(&bootstrap::tls_secret(cert, key))?;
+    atomic_file::write(dir, name, &bytes)?;
+    Ok(())
 }
 
 fn usage(e: &dyn std::fmt::Display) -> ExitCode {

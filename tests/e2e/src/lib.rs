@@ -120,13 +120,34 @@ fn append_log(dir: &Path, name: &str) -> std::fs::File {
         .unwrap()
 }
 
-/// A scratch directory for one test's logs and config; kept if `E2E_KEEP` is set.
-pub fn scratch(test: &str) -> PathBuf {
+/// A scratch directory for one test's logs and config. Removed when the test passes; kept
+/// when it fails (its path is printed) or when `E2E_KEEP` is set.
+pub fn scratch(test: &str) -> Scratch {
     let dir =
         std::env::temp_dir().join(format!("colyseus-envoy-e2e-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
+}
+
+/// See [`scratch`]. Declare it first in a test, so it is dropped after the processes.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("E2E_KEEP").is_some() {
+            eprintln!("test files kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 // === Redis ===
@@ -298,6 +319,16 @@ impl Proxy {
     }
 
     pub fn start_with(dir: &Path, redis_url: &str, agent_args: &[&str]) -> Proxy {
+        Self::start_full(dir, redis_url, agent_args, &[])
+    }
+
+    /// With extra flags for `agent sync` and for `agent bootstrap`.
+    pub fn start_full(
+        dir: &Path,
+        redis_url: &str,
+        agent_args: &[&str],
+        bootstrap_args: &[&str],
+    ) -> Proxy {
         let (port, admin_port, api_port) = (free_port(), free_port(), free_port());
         let config_dir = dir.join("envoy-config");
         std::fs::create_dir_all(&config_dir).unwrap();
@@ -310,6 +341,7 @@ impl Proxy {
                 &port.to_string(),
             ])
             .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            .args(bootstrap_args)
             .arg("--config-dir")
             .arg(&config_dir)
             .arg("--filter-wasm")
@@ -471,6 +503,56 @@ impl Proxy {
         assert_eq!(self.envoy_stat("cluster_manager.cds.update_rejected"), 0);
         assert_eq!(self.envoy_stat("cluster_manager.cds.update_failure"), 0);
     }
+}
+
+// === TLS test certificates (openssl) ===
+
+/// A self-signed certificate for 127.0.0.1 and localhost, written as `{name}.pem` and
+/// `{name}.key` in `dir`.
+pub fn make_cert(dir: &Path, name: &str) {
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(dir.join(format!("{name}.pem")))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl req");
+}
+
+/// SHA-256 fingerprint of the certificate a new TLS connection is served.
+pub fn served_fingerprint(port: u16) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null 2>/dev/null \
+             | openssl x509 -noout -fingerprint -sha256"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+pub fn file_fingerprint(pem: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pem)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 // === HTTP over raw sockets (what a client sends, nothing added) ===
@@ -694,4 +776,55 @@ impl Redis {
     pub fn pttl(&self, key: &str) -> i64 {
         redis::cmd("PTTL").arg(key).query(&mut self.conn()).unwrap()
     }
+}
+
+// === Other Colyseus versions (tests/colyseus-*/: their own npm projects) ===
+
+impl GameServer {
+    /// Starts the game server `script` (e.g. `tests/colyseus-0.17/server.js`) with the
+    /// environment of [`GameServer::start`] (`PORT`, `HOST`, `SELF_HOSTNAME`, `REDIS_URL`) plus
+    /// `env`, from the script's directory; waits for its `READY {"processId":..}` line.
+    pub fn start_script(
+        dir: &Path,
+        redis: &Redis,
+        script: &Path,
+        env: &[(&str, &str)],
+    ) -> GameServer {
+        let port = free_port();
+        let mut cmd = Command::new("node");
+        cmd.arg(script)
+            .current_dir(script.parent().unwrap())
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("SELF_HOSTNAME", "127.0.0.1")
+            .env("REDIS_URL", redis.url())
+            .stdout(Stdio::piped())
+            .stderr(log_file(dir, &format!("game-{port}")));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut proc = Proc::spawn(&format!("game server {}", script.display()), &mut cmd);
+        let stdout = proc.child.stdout.take().unwrap();
+        let process_id = read_ready(stdout, Duration::from_secs(30));
+        GameServer {
+            port,
+            process_id,
+            proc,
+        }
+    }
+}
+
+/// [`swarm`] with another client script (e.g. `tests/colyseus-0.17/swarm.js`, same command line
+/// and JSON result as `tests/clients/swarm.js`).
+pub fn swarm_script(script: &Path, endpoint: &str, clients: usize, extra: &[&str]) -> SwarmResult {
+    let out = Command::new("node")
+        .arg(script)
+        .current_dir(script.parent().unwrap())
+        .args(["--endpoint", endpoint, "--clients", &clients.to_string()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    parse_swarm(&String::from_utf8_lossy(&out.stdout))
 }

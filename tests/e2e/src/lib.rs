@@ -310,6 +310,8 @@ pub struct Proxy {
     pub dir: PathBuf,
     pub agent: Proc,
     pub envoy: Proc,
+    /// Envoys replaced by a hot restart, still draining.
+    pub retired_envoys: Vec<Proc>,
     redis_url: String,
 }
 
@@ -371,6 +373,8 @@ impl Proxy {
                     "--concurrency",
                     "2",
                 ])
+                .arg("--base-id-path")
+                .arg(dir.join("envoy-base-id"))
                 .stdout(Stdio::null())
                 .stderr(log_file(dir, "envoy")),
         );
@@ -381,6 +385,7 @@ impl Proxy {
             dir: dir.to_owned(),
             agent,
             envoy,
+            retired_envoys: Vec::new(),
             redis_url: redis_url.to_owned(),
         };
         wait_for("envoy ready", Duration::from_secs(30), || {
@@ -409,6 +414,43 @@ impl Proxy {
                 .stdout(Stdio::null())
                 .stderr(append_log(dir, "agent")),
         )
+    }
+
+    /// Envoy's hot restart: a new Envoy (next epoch, same base id) takes the listening sockets
+    /// over; the old one stops accepting, keeps its open connections for `parent_shutdown`,
+    /// then exits. Returns once the new Envoy is live.
+    pub fn hot_restart_envoy(&mut self, epoch: u32, drain: Duration, parent_shutdown: Duration) {
+        let base_id = std::fs::read_to_string(self.dir.join("envoy-base-id")).unwrap();
+        let new = Proc::spawn(
+            "envoy",
+            Command::new(envoy_bin())
+                .arg("-c")
+                .arg(self.dir.join("envoy.json"))
+                .args([
+                    "--base-id",
+                    base_id.trim(),
+                    "--restart-epoch",
+                    &epoch.to_string(),
+                ])
+                .args(["--drain-time-s", &drain.as_secs().to_string()])
+                .args([
+                    "--parent-shutdown-time-s",
+                    &parent_shutdown.as_secs().to_string(),
+                ])
+                .args(["--log-level", "warn", "--concurrency", "2"])
+                .stdout(Stdio::null())
+                .stderr(log_file(&self.dir, &format!("envoy-epoch{epoch}"))),
+        );
+        let old = std::mem::replace(&mut self.envoy, new);
+        self.retired_envoys.push(old);
+        // The admin port is handed over too: it refuses connections for a moment.
+        let expected = format!("server.hot_restart_epoch: {epoch}");
+        wait_for("the new Envoy epoch live", Duration::from_secs(30), || {
+            let (_, _, stats) = http_get(&self.admin(), "/stats?filter=hot_restart_epoch").ok()?;
+            let (status, _, body) = http_get(&self.admin(), "/ready").ok()?;
+            let live = status == 200 && body.starts_with("LIVE");
+            (live && stats.lines().any(|l| l.trim() == expected)).then_some(())
+        });
     }
 
     /// Restarts the agent process only (Envoy keeps running on the agent's last file).

@@ -1,0 +1,56 @@
+//! Restarting the proxy's own parts drops no player: the agent (Envoy keeps its config),
+//! and Envoy itself through its hot restart (open WebSockets stay within the drain window).
+#![cfg(feature = "e2e")]
+
+use std::time::Duration;
+
+use e2e::*;
+
+#[test]
+fn agent_restart_and_envoy_hot_restart_keep_60_players() {
+    let dir = scratch("restarts");
+    let redis = Redis::start(&dir);
+    let servers: Vec<GameServer> = (0..3)
+        .map(|_| GameServer::start(&dir, &redis, &[]))
+        .collect();
+    let mut proxy = Proxy::start(&dir, &redis);
+    let ids: Vec<String> = servers.iter().map(|s| s.process_id.clone()).collect();
+    proxy.wait_routed(ids.clone(), Duration::from_secs(10));
+
+    // 1. The agent restarts: Envoy keeps routing on the last file; nothing is rewritten.
+    let held = Holding::start(&proxy.endpoint(), 60);
+    let writes = proxy.envoy_stat("cluster_manager.cds.update_success");
+    proxy.restart_agent(&[]);
+    proxy.wait_routed(ids.clone(), Duration::from_secs(10));
+    let during = swarm(&proxy.endpoint(), 10, &["--concurrency", "5"]);
+    assert_eq!(during.ok, 10, "{:?}", during.errors);
+    assert_eq!(
+        proxy.envoy_stat("cluster_manager.cds.update_success"),
+        writes,
+        "an agent restart with unchanged registrations must not rewrite Envoy's config"
+    );
+    let result = held.finish();
+    println!(
+        "players held across an agent restart: ok {} of {}",
+        result.ok, result.clients
+    );
+    assert_eq!(result.ok, 60, "dropped: {:?}", result.errors);
+
+    // 2. Envoy hot restart: the new epoch takes new players, the old one keeps the 60 open
+    //    WebSockets until its parent-shutdown time (here 60 s).
+    let held = Holding::start(&proxy.endpoint(), 60);
+    proxy.hot_restart_envoy(1, Duration::from_secs(30), Duration::from_secs(60));
+    let fresh = swarm(&proxy.endpoint(), 10, &["--concurrency", "5"]);
+    assert_eq!(
+        fresh.ok, 10,
+        "new players after the hot restart: {:?}",
+        fresh.errors
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let result = held.finish();
+    println!(
+        "players held across an Envoy hot restart: ok {} of {}",
+        result.ok, result.clients
+    );
+    assert_eq!(result.ok, 60, "dropped: {:?}", result.errors);
+}

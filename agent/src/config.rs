@@ -29,6 +29,30 @@ pub enum Command {
     /// Register a game server that does not register itself (Colyseus 0.17+, custom
     /// servers) in Colyseus 0.16's Redis layout, with a lease so a crash expires by itself.
     Register(RegisterArgs),
+    /// Print what an operator checks first: processes (address, state, rooms, CCU, open
+    /// connections through Envoy) and the health of the agent, Redis and Envoy.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The agent's API (as `sync --api-addr`).
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_API_ADDR",
+        default_value = "127.0.0.1:9902"
+    )]
+    pub api_addr: SocketAddr,
+    /// Envoy's admin address (as `bootstrap --admin-addr`).
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_ADMIN_ADDR",
+        default_value = "127.0.0.1:9901"
+    )]
+    pub admin_addr: SocketAddr,
+    /// Redis holding Colyseus presence (for rooms and CCU in `roomcount`).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
 }
 
 /// Cluster naming and the routing header, shared by the filter and the agent.

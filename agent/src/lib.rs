@@ -18,6 +18,7 @@ pub mod api;
 pub mod atomic_file;
 pub mod bootstrap;
 pub mod config;
+pub mod inspect;
 pub mod lease;
 pub mod liveness;
 pub mod metrics;

@@ -47,6 +47,37 @@ fn main() -> ExitCode {
             runtime.block_on(sync(args))
         }
         Command::Register(args) => register(&args),
+        Command::Status(args) => status(&args),
+    }
+}
+
+/// Prints the operator's report. Exit 1 when something is not healthy, so scripts can use it.
+fn status(args: &colyseus_envoy_agent::config::StatusArgs) -> ExitCode {
+    use colyseus_envoy_agent::inspect;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "Cannot start the runtime.");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(inspect::gather(
+        args.api_addr,
+        args.admin_addr,
+        &args.redis_url,
+    ));
+    print!("{}", report.render());
+    let healthy = report.problems.is_empty()
+        && report.agent_ready == Some(true)
+        && report.redis_up == Some(true)
+        && report.envoy_live == Some(true);
+    if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -19,6 +19,36 @@ fn agent_restart_and_envoy_hot_restart_keep_60_players() {
 
     // 1. The agent restarts: Envoy keeps routing on the last file; nothing is rewritten.
     let held = Holding::start(&proxy.endpoint(), 60);
+    // The operator's view shows the 60 players' connections per process.
+    let report = wait_for(
+        "status shows 60 connections",
+        Duration::from_secs(10),
+        || {
+            let out = std::process::Command::new(agent_bin())
+                .args([
+                    "status",
+                    "--api-addr",
+                    &proxy.api(),
+                    "--admin-addr",
+                    &proxy.admin(),
+                ])
+                .args(["--redis-url", &redis.url()])
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let connections: u64 = text
+                .lines()
+                .filter(|l| ids.iter().any(|id| l.starts_with(id.as_str())))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                .sum();
+            (out.status.success() && connections == 60).then_some(text)
+        },
+    );
+    println!("{report}");
+    assert!(
+        report.starts_with("agent: ready, redis: up, envoy: live"),
+        "{report}"
+    );
     let writes = proxy.envoy_stat("cluster_manager.cds.update_success");
     proxy.restart_agent(&[]);
     proxy.wait_routed(ids.clone(), Duration::from_secs(10));

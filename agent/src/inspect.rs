@@ -1,0 +1,296 @@
+//! `colyseus-envoy-agent status`: what an operator checks first, from the three places that
+//! know it: the agent's API (processes and their state, source health), Envoy's admin (open
+//! connections per process cluster) and Redis (rooms and CCU Colyseus reports in `roomcount`).
+//!
+//! Gathering is I/O; parsing and the table are pure and tested here.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A process as the agent's `/processes` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessRow {
+    pub process_id: String,
+    pub address: String,
+    pub cluster: String,
+    pub state: String,
+}
+
+/// Rooms and CCU of a process, from a `roomcount` value: `"{rooms},{ccu}"` (0.15.11+) or a
+/// bare room count (0.14).
+pub fn parse_roomcount(value: &str) -> Option<(u64, Option<u64>)> {
+    match value.split_once(',') {
+        Some((rooms, ccu)) => Some((rooms.trim().parse().ok()?, ccu.trim().parse().ok())),
+        None => Some((value.trim().parse().ok()?, None)),
+    }
+}
+
+/// `cluster -> upstream_cx_active` from Envoy's `/stats` text.
+pub fn parse_active_connections(stats: &str) -> BTreeMap<String, u64> {
+    stats
+        .lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            let cluster = name
+                .strip_prefix("cluster.")?
+                .strip_suffix(".upstream_cx_active")?;
+            Some((cluster.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// A metric sample from the agent's `/metrics`.
+pub fn metric(metrics: &str, series: &str) -> Option<u64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Everything the report shows.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub agent_ready: Option<bool>,
+    pub redis_up: Option<bool>,
+    pub processes: Vec<ProcessRow>,
+    pub rejected: Option<u64>,
+    pub envoy_live: Option<bool>,
+    pub connections: BTreeMap<String, u64>,
+    pub roomcount: BTreeMap<String, String>,
+    /// What could not be read, in words.
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    /// The text an operator reads.
+    pub fn render(&self) -> String {
+        let yes_no = |v: Option<bool>, yes: &str, no: &str| match v {
+            Some(true) => yes.to_owned(),
+            Some(false) => no.to_owned(),
+            None => "unknown".to_owned(),
+        };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "agent: {}, redis: {}, envoy: {}, inputs rejected: {}",
+            yes_no(self.agent_ready, "ready", "NOT READY"),
+            yes_no(self.redis_up, "up", "DOWN"),
+            yes_no(self.envoy_live, "live", "NOT LIVE"),
+            self.rejected
+                .map_or("unknown".to_owned(), |n| n.to_string()),
+        );
+        let _ = writeln!(
+            out,
+            "{:<16} {:<24} {:<9} {:>6} {:>6} {:>12}",
+            "PROCESS", "ADDRESS", "STATE", "ROOMS", "CCU", "CONNECTIONS"
+        );
+        for p in &self.processes {
+            let (rooms, ccu) = self
+                .roomcount
+                .get(&p.process_id)
+                .and_then(|v| parse_roomcount(v))
+                .map_or(("-".to_owned(), "-".to_owned()), |(r, c)| {
+                    (r.to_string(), c.map_or("-".to_owned(), |c| c.to_string()))
+                });
+            let cx = self
+                .connections
+                .get(&p.cluster)
+                .map_or("-".to_owned(), u64::to_string);
+            let _ = writeln!(
+                out,
+                "{:<16} {:<24} {:<9} {:>6} {:>6} {:>12}",
+                p.process_id, p.address, p.state, rooms, ccu, cx
+            );
+        }
+        for problem in &self.problems {
+            let _ = writeln!(out, "warning: {problem}");
+        }
+        out
+    }
+}
+
+/// One HTTP/1.1 GET with `Connection: close` (Envoy's admin refuses HTTP/1.0): (status, body).
+async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok(parse_response(&String::from_utf8_lossy(&raw)))
+    };
+    tokio::time::timeout(timeout, fetch)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "timed out",
+            ))
+        })
+}
+
+/// Status and body of a raw HTTP/1.1 response, chunked or not.
+fn parse_response(text: &str) -> (u16, String) {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return (status, body.to_owned());
+    }
+    let (mut out, mut rest) = (String::new(), body);
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = match usize::from_str_radix(size.trim(), 16) {
+            Ok(n) if n > 0 && after.len() >= n => n,
+            _ => break,
+        };
+        let (Some(chunk), Some(tail)) = (after.get(..n), after.get(n..)) else {
+            break;
+        };
+        out.push_str(chunk);
+        rest = tail.trim_start_matches("\r\n");
+    }
+    (status, out)
+}
+
+/// Gathers the report; each source that fails adds a problem instead of failing the whole.
+pub async fn gather(api: SocketAddr, admin: SocketAddr, redis_url: &str) -> Report {
+    let t = Duration::from_secs(2);
+    let mut report = Report::default();
+    match http_get(api, "/ready", t).await {
+        Ok((status, _)) => report.agent_ready = Some(status == 200),
+        Err(e) => report.problems.push(format!("agent API at {api}: {e}")),
+    }
+    if let Ok((200, body)) = http_get(api, "/processes", t).await {
+        match serde_json::from_str(&body) {
+            Ok(rows) => report.processes = rows,
+            Err(e) => report.problems.push(format!("agent /processes: {e}")),
+        }
+    }
+    if let Ok((200, body)) = http_get(api, "/metrics", t).await {
+        report.redis_up = metric(&body, "colyseus_envoy_redis_up").map(|v| v == 1);
+        let rejected = body
+            .lines()
+            .filter(|l| l.starts_with("colyseus_envoy_rejected_inputs_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        report.rejected = Some(rejected);
+    }
+    match http_get(admin, "/ready", t).await {
+        Ok((status, body)) => report.envoy_live = Some(status == 200 && body.starts_with("LIVE")),
+        Err(e) => report.problems.push(format!("Envoy admin at {admin}: {e}")),
+    }
+    if let Ok((200, body)) = http_get(admin, "/stats?filter=upstream_cx_active$", t).await {
+        report.connections = parse_active_connections(&body);
+    }
+    match read_roomcount(redis_url, t).await {
+        Ok(map) => report.roomcount = map,
+        Err(e) => report.problems.push(format!("Redis roomcount: {e}")),
+    }
+    report
+}
+
+async fn read_roomcount(
+    url: &str,
+    timeout: Duration,
+) -> Result<BTreeMap<String, String>, crate::redis_call::RedisCallError> {
+    use crate::redis_call::{bounded, RedisCallError};
+    let client = redis::Client::open(url).map_err(|source| RedisCallError::Redis {
+        what: "parsing the Redis URL",
+        source,
+    })?;
+    let mut conn = bounded(
+        timeout,
+        "connecting",
+        client.get_multiplexed_async_connection(),
+    )
+    .await?;
+    bounded(
+        timeout,
+        "reading roomcount",
+        redis::cmd("HGETALL")
+            .arg("roomcount")
+            .query_async(&mut conn),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sources() {
+        assert_eq!(parse_roomcount("3,12"), Some((3, Some(12))));
+        assert_eq!(parse_roomcount("7"), Some((7, None)));
+        assert_eq!(parse_roomcount("x"), None);
+        let stats = "cluster.colyseus-process-a.upstream_cx_active: 12\n\
+                     cluster.colyseus-all.upstream_cx_active: 3\n\
+                     cluster.colyseus-process-a.upstream_cx_total: 40\n";
+        let cx = parse_active_connections(stats);
+        assert_eq!(cx.get("colyseus-process-a"), Some(&12));
+        assert_eq!(cx.len(), 2);
+        assert_eq!(metric("# HELP x\nx_up 1\nx_up_total 5\n", "x_up"), Some(1));
+    }
+
+    #[test]
+    fn parses_plain_and_chunked_responses() {
+        assert_eq!(
+            parse_response("HTTP/1.1 200 OK\r\nA: b\r\n\r\nLIVE\n"),
+            (200, "LIVE\n".into())
+        );
+        let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nLIVE\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked), (200, "LIVE\nabc".into()));
+        assert_eq!(parse_response("garbage").0, 0);
+    }
+
+    #[test]
+    fn renders_the_table() {
+        let mut report = Report {
+            agent_ready: Some(true),
+            redis_up: Some(true),
+            envoy_live: Some(true),
+            rejected: Some(2),
+            ..Report::default()
+        };
+        report.processes.push(ProcessRow {
+            process_id: "abc123xyz".into(),
+            address: "10.0.0.5:2567".into(),
+            cluster: "colyseus-process-abc123xyz".into(),
+            state: "active".into(),
+        });
+        report.roomcount.insert("abc123xyz".into(), "3,12".into());
+        report
+            .connections
+            .insert("colyseus-process-abc123xyz".into(), 12);
+        let text = report.render();
+        assert!(
+            text.starts_with("agent: ready, redis: up, envoy: live, inputs rejected: 2\n"),
+            "{text}"
+        );
+        let row = text.lines().nth(2).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["abc123xyz", "10.0.0.5:2567", "active", "3", "12", "12"]
+        );
+    }
+}

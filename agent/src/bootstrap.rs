@@ -38,6 +38,9 @@ pub struct BootstrapSpec<'a> {
     pub health_path: Option<HealthPath>,
     /// Limit of open downstream connections, over all listeners.
     pub max_downstream_connections: u64,
+    /// Proxies in front of Envoy whose x-forwarded-for entries are trusted (0: Envoy is the
+    /// edge, the TCP peer is the client).
+    pub trusted_hops: u32,
 }
 
 /// TLS termination.
@@ -211,6 +214,13 @@ fn redirect_manager(spec: &BootstrapSpec<'_>, https_port: u16) -> Value {
     })
 }
 
+fn client_address_header(name: &str) -> Value {
+    json!({
+        "header": { "key": name, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%" },
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    })
+}
+
 fn health_route(path: &HealthPath) -> Value {
     json!({
         "match": path.route_match(),
@@ -234,10 +244,10 @@ fn http_connection_manager(spec: &BootstrapSpec<'_>, stat_prefix: &str) -> Value
         // Edge guidance: paths are normalized before the filter and routes see them.
         "normalize_path": true,
         "merge_slashes": true,
-        // Edge guidance: Envoy is the edge; the client's address is appended to
-        // x-forwarded-for (which Colyseus reads) and no downstream hop is trusted.
+        // Edge guidance: Envoy computes the client's address itself, trusting only the
+        // configured number of hops in front of it (none by default).
         "use_remote_address": true,
-        "xff_num_trusted_hops": 0,
+        "xff_num_trusted_hops": spec.trusted_hops,
         // Edge guidance: timeouts for slow or idle clients. The stream idle timeout also
         // closes an idle WebSocket (`SOCKET_TIMEOUT`); Colyseus pings every few seconds.
         "request_headers_timeout": "10s",
@@ -255,7 +265,19 @@ fn http_connection_manager(spec: &BootstrapSpec<'_>, stat_prefix: &str) -> Value
         },
         "route_config": {
             "name": "colyseus",
-            "virtual_hosts": [{ "name": "colyseus", "domains": ["*"], "routes": routes(spec) }],
+            "virtual_hosts": [{
+                "name": "colyseus",
+                "domains": ["*"],
+                "routes": routes(spec),
+                // Colyseus takes the first x-forwarded-for entry as the client's IP, so a
+                // client-sent one would be believed: replace it (and x-real-ip) with the
+                // address Envoy computed, as @colyseus/proxy overwrites it.
+                "request_headers_to_add": [
+                    client_address_header("x-forwarded-for"),
+                    client_address_header("x-real-ip"),
+                ],
+                "request_headers_to_remove": ["x-client-ip"],
+            }],
         },
         "local_reply_config": { "mappers": [
             local_reply("NC", 404, "unknown_process", "no live game process has the processId in this path"),
@@ -374,6 +396,7 @@ mod tests {
             stream_idle_timeout: Duration::from_secs(30),
             health_path: None,
             max_downstream_connections: 1000,
+            trusted_hops: 0,
         };
         let b = render(&spec);
         assert_eq!(
@@ -419,6 +442,7 @@ mod tests {
             stream_idle_timeout: Duration::from_secs(300),
             health_path,
             max_downstream_connections: 1000,
+            trusted_hops: 0,
         }
     }
 

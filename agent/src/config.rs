@@ -258,6 +258,10 @@ pub struct BootstrapArgs {
     /// `SOCKET_TIMEOUT`: a plain number is milliseconds (`30000`), or a duration (`5m`).
     #[arg(long, env = "SOCKET_TIMEOUT", default_value = "5m", value_parser = parse_socket_timeout)]
     pub socket_timeout: Duration,
+    /// Proxies in front of Envoy (a cloud load balancer...) whose x-forwarded-for entries
+    /// are trusted to find the client's address; 0 when Envoy is the edge.
+    #[arg(long, env = "COLYSEUS_ENVOY_TRUSTED_HOPS", default_value_t = 0)]
+    pub trusted_hops: u32,
     /// Most downstream connections Envoy holds open at once (WebSockets included).
     #[arg(
         long,

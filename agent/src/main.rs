@@ -158,6 +158,7 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
         stream_idle_timeout: args.socket_timeout,
         health_path,
         max_downstream_connections: args.max_downstream_connections,
+        trusted_hops: args.trusted_hops,
     };
     match serde_json::to_string_pretty(&bootstrap::render(&spec)) {
         Ok(text) => {

@@ -10,6 +10,8 @@ use std::sync::Mutex;
 pub struct Metrics {
     /// Routable processes in the current config.
     pub processes: AtomicU64,
+    /// Unregistered processes still draining (room connections only).
+    pub processes_draining: AtomicU64,
     /// Registered processes failing their liveness probe (not routed).
     pub processes_dead: AtomicU64,
     /// Processes declared dead by the liveness probe.
@@ -54,12 +56,18 @@ impl Metrics {
 
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let series: [(&str, &str, &str, &AtomicU64); 13] = [
+        let series: [(&str, &str, &str, &AtomicU64); 14] = [
             (
                 "colyseus_envoy_processes",
                 "gauge",
                 "Routable game processes (active).",
                 &self.processes,
+            ),
+            (
+                "colyseus_envoy_processes_draining",
+                "gauge",
+                "Unregistered processes still draining (room connections only).",
+                &self.processes_draining,
             ),
             (
                 "colyseus_envoy_processes_dead",

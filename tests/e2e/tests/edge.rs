@@ -115,3 +115,67 @@ fn oversized_and_hostile_headers_are_refused_without_harm() {
     let result = swarm(&proxy.endpoint(), 8, &["--concurrency", "4"]);
     assert_eq!(result.ok, 8, "{:?}", result.errors);
 }
+
+#[test]
+fn colyseus_sees_the_real_client_address_not_a_forged_one() {
+    let dir = scratch("edge-client-ip");
+    let redis = Redis::start(&dir);
+    let server = GameServer::start(&dir, &redis, &[("DEBUG", "example")]);
+    let proxy = Proxy::start(&dir, &redis);
+    proxy.wait_routed(vec![server.process_id.clone()], Duration::from_secs(10));
+
+    // A real seat reservation through the proxy...
+    let (status, _, body) =
+        http_request(&proxy.public(), "POST", "/matchmake/joinOrCreate/echo", &[]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let seat: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let path = format!(
+        "/{}/{}?sessionId={}",
+        seat["room"]["processId"].as_str().unwrap(),
+        seat["room"]["roomId"].as_str().unwrap(),
+        seat["sessionId"].as_str().unwrap()
+    );
+    // ...consumed from another loopback address, with forged client-address headers.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "2",
+        ])
+        .args(["--interface", "127.0.0.2"])
+        .args(["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"])
+        .args([
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ])
+        .args([
+            "-H",
+            "X-Forwarded-For: 6.6.6.6",
+            "-H",
+            "X-Real-IP: 6.6.6.6",
+            "-H",
+            "X-Client-IP: 6.6.6.6",
+        ])
+        .arg(format!("http://{}{path}", proxy.public()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "101");
+    let log = dir.join(format!("game-{}.log", server.port));
+    let line = wait_for(
+        "the join logged by Colyseus",
+        Duration::from_secs(5),
+        || {
+            let text = std::fs::read_to_string(&log).ok()?;
+            text.lines()
+                .find(|l| l.contains(" join "))
+                .map(str::to_owned)
+        },
+    );
+    assert!(line.ends_with("ip=127.0.0.2"), "{line}");
+}

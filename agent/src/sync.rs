@@ -547,9 +547,16 @@ impl Syncer {
                 return;
             }
         }
+        let count = |keep: fn(&crate::model::Entry) -> bool| {
+            self.registry.iter().filter(|(_, e)| keep(e)).count() as u64
+        };
+        metrics.processes.store(count(|e| e.is_active()), Relaxed);
         metrics
-            .processes
-            .store(self.registry.active_len() as u64, Relaxed);
+            .processes_draining
+            .store(count(|e| e.is_draining()), Relaxed);
+        metrics
+            .processes_dead
+            .store(count(|e| !e.is_routable()), Relaxed);
         self.status.set_registry(&self.registry);
         if let Some(path) = &self.config.state_file {
             let members = |regs: Vec<Registration>| regs.iter().map(Registration::member).collect();

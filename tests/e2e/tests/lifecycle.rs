@@ -111,6 +111,8 @@ fn stalls_shorter_than_the_window_evict_nobody() {
     wait_for("stalled process declared dead", DETECTION_BOUND, || {
         (proxy.routed() == vec![a.process_id.clone()]).then_some(())
     });
+    assert_eq!(proxy.agent_metric("colyseus_envoy_processes_dead"), 1);
+    assert_eq!(proxy.agent_metric("colyseus_envoy_processes"), 1);
     b.proc.signal("CONT");
     proxy.wait_routed(both, DETECTION_BOUND);
     assert!(proxy.agent_metric("colyseus_envoy_processes_recovered_total") >= 1);

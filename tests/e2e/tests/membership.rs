@@ -51,6 +51,7 @@ fn processes_join_and_leave_while_players_stay_connected() {
         Duration::from_secs(5),
     );
     assert_eq!(proxy.draining(), vec![b.process_id.clone()]);
+    assert_eq!(proxy.agent_metric("colyseus_envoy_processes_draining"), 1);
     let b_addr = format!("127.0.0.1:{}", b.port);
     wait_for(
         "leaving process out of the matchmaking cluster",

@@ -179,3 +179,28 @@ fn colyseus_sees_the_real_client_address_not_a_forged_one() {
     );
     assert!(line.ends_with("ip=127.0.0.2"), "{line}");
 }
+
+/// Close frames pass through untouched (colyseus#950): a proxy that swallows them turns
+/// Colyseus's close codes into 1006, and clients then try to reconnect when they should not.
+#[test]
+fn websocket_close_codes_reach_the_clients() {
+    let dir = scratch("edge-close");
+    let redis = Redis::start(&dir);
+    let mut server = GameServer::start(&dir, &redis, &[]);
+    let proxy = Proxy::start(&dir, &redis);
+    proxy.wait_routed(vec![server.process_id.clone()], Duration::from_secs(10));
+    let held = Holding::start(&proxy.endpoint(), 4);
+    // Graceful shutdown: Colyseus closes every room connection with its own close code.
+    server.proc.stop(Duration::from_secs(10));
+    let result = held.finish();
+    println!("close codes seen through the proxy: {:?}", result.errors);
+    assert_eq!(result.ok, 0);
+    assert_eq!(result.errors.len(), 4);
+    for e in &result.errors {
+        let text = e["error"].as_str().unwrap_or_default();
+        assert!(
+            text.contains("code 4000"),
+            "Colyseus's close code was lost: {text}"
+        );
+    }
+}

@@ -155,7 +155,10 @@ fn parse_host(host: &str) -> Result<Host, &'static str> {
         return Ok(Host::Ip(ip));
     }
     // Colyseus 0.16 writes "undefined" when SELF_HOSTNAME is unset.
-    if matches!(host.to_ascii_lowercase().as_str(), "undefined" | "null" | "") {
+    if matches!(
+        host.to_ascii_lowercase().as_str(),
+        "undefined" | "null" | ""
+    ) {
         return Err("host is missing (is SELF_HOSTNAME set on the game server?)");
     }
     let label_ok = |l: &str| {

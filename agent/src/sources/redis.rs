@@ -269,11 +269,22 @@ impl RedisSession {
     }
 
     /// Removes a dead process's presence the way Colyseus cleans up after a dead process:
-    /// out of the registration set and the `roomcount` hash, with a `remove` announcement.
+    /// out of the registration set and the `roomcount` hash, its rooms out of RedisDriver's
+    /// `roomcaches` listing (so matchmaking stops seating players in rooms that are gone),
+    /// with a `remove` announcement.
     ///
     /// # Errors
     /// Command failure or timeout.
     pub async fn evict(&mut self, member: &str, process_id: &str) -> Result<(), RedisSourceError> {
+        let listings: Vec<(String, Vec<u8>)> = bounded(
+            self.config.timeout,
+            "reading room listings",
+            redis::cmd("HGETALL")
+                .arg(ROOM_LISTINGS)
+                .query_async(&mut self.commands),
+        )
+        .await?;
+        let rooms = rooms_of(process_id, &listings);
         let payload = lease::announcement("remove", member);
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -284,8 +295,11 @@ impl RedisSession {
             .cmd("HDEL")
             .arg("roomcount")
             .arg(process_id)
-            .ignore()
-            .cmd("PUBLISH")
+            .ignore();
+        if !rooms.is_empty() {
+            pipe.cmd("HDEL").arg(ROOM_LISTINGS).arg(&rooms).ignore();
+        }
+        pipe.cmd("PUBLISH")
             .arg(&self.config.discovery_channel)
             .arg(payload)
             .ignore();
@@ -326,6 +340,22 @@ impl RedisSession {
     }
 }
 
+/// RedisDriver's room listing: hash of roomId -> the room as JSON.
+const ROOM_LISTINGS: &str = "roomcaches";
+
+/// The roomIds of `process_id`'s rooms in RedisDriver listings. Unparsable listings are
+/// left alone: they are not this process's to delete.
+fn rooms_of(process_id: &str, listings: &[(String, Vec<u8>)]) -> Vec<String> {
+    listings
+        .iter()
+        .filter(|(_, json)| {
+            serde_json::from_slice::<serde_json::Value>(json)
+                .is_ok_and(|room| room["processId"] == process_id)
+        })
+        .map(|(room_id, _)| room_id.clone())
+        .collect()
+}
+
 fn convert(msg: &redis::Msg) -> Message {
     let channel = msg.get_channel_name();
     match channel
@@ -350,6 +380,27 @@ fn parse_run_id(info: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_process_rooms_in_redis_driver_listings() {
+        let listings = vec![
+            (
+                "r1".to_owned(),
+                br#"{"roomId":"r1","processId":"dead1","clients":2}"#.to_vec(),
+            ),
+            (
+                "r2".to_owned(),
+                br#"{"roomId":"r2","processId":"live2"}"#.to_vec(),
+            ),
+            ("r3".to_owned(), b"not json".to_vec()),
+            (
+                "r4".to_owned(),
+                br#"{"roomId":"r4","processId":"dead1","maxClients":null}"#.to_vec(),
+            ),
+        ];
+        assert_eq!(rooms_of("dead1", &listings), ["r1", "r4"]);
+        assert!(rooms_of("nobody", &listings).is_empty());
+    }
 
     #[test]
     fn run_id_from_info() {

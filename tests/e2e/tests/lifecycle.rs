@@ -24,11 +24,23 @@ fn killed_processes_are_unrouted_and_joins_go_on() {
     let held = Holding::start(&proxy.endpoint(), 12);
 
     let mut detections = Vec::new();
-    for _ in 0..4 {
+    for i in 0..4 {
         let mut victim = GameServer::start(&dir, &redis, &[]);
         let mut with_victim = live.clone();
         with_victim.push(victim.process_id.clone());
         proxy.wait_routed(with_victim, Duration::from_secs(10));
+        // A RedisDriver listing of a room on it, as Colyseus would have written it.
+        let room = format!("gone{i}");
+        let listing = format!(
+            r#"{{"roomId":"{room}","processId":"{}","name":"echo","clients":1,"maxClients":4,"locked":false}}"#,
+            victim.process_id
+        );
+        let _: () = redis::cmd("HSET")
+            .arg("roomcaches")
+            .arg(&room)
+            .arg(&listing)
+            .query(&mut redis.conn())
+            .unwrap();
         victim.proc.child.kill().unwrap();
         let killed = Instant::now();
         let _ = victim.proc.child.wait();
@@ -55,6 +67,12 @@ fn killed_processes_are_unrouted_and_joins_go_on() {
             Duration::from_secs(5),
             || (!redis.members().contains(&victim.member())).then_some(()),
         );
+        let listed: Option<String> = redis::cmd("HGET")
+            .arg("roomcaches")
+            .arg(&room)
+            .query(&mut redis.conn())
+            .unwrap();
+        assert_eq!(listed, None, "the dead process's room is still listed");
         let joins = swarm(&proxy.endpoint(), 16, &["--concurrency", "4"]);
         assert_eq!(joins.ok, 16, "joins after a kill: {:?}", joins.errors);
         assert!(!joins.by_process.contains_key(&victim.process_id));

@@ -1,10 +1,11 @@
-//! The agent's private HTTP API: `/live`, `/ready`, `/metrics`, `/processes`.
+//! The agent's private HTTP API: `/live`, `/ready`, `/metrics`, `/processes`,
+//! `/rooms/{roomId}` (bodies in [`routing::wire`]).
 //! Bind it to a private address; Envoy's public listener never routes to it (its cluster
 //! name cannot pass the route guard).
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -19,6 +20,7 @@ pub fn router(status: Arc<Status>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/processes", get(processes))
+        .route("/rooms/{room_id}", get(room))
         .with_state(status)
 }
 
@@ -57,4 +59,31 @@ async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
 
 async fn processes(State(status): State<Arc<Status>>) -> impl IntoResponse {
     Json(status.processes())
+}
+
+/// 200 with the room's process (active or draining), 404 naming the room otherwise.
+/// Query of `GET /rooms/{roomId}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomQuery {
+    /// The processId the client's path named, if any.
+    process_id: Option<String>,
+}
+
+async fn room(
+    State(status): State<Arc<Status>>,
+    Path(room_id): Path<String>,
+    Query(query): Query<RoomQuery>,
+) -> axum::response::Response {
+    match status.locate(&room_id, query.process_id.as_deref()) {
+        Some(location) => Json(location).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(routing::wire::UnknownRoom {
+                error: routing::wire::UNKNOWN_ROOM.to_owned(),
+                room_id,
+            }),
+        )
+            .into_response(),
+    }
 }

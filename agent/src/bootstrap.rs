@@ -41,6 +41,9 @@ pub struct BootstrapSpec<'a> {
     /// Proxies in front of Envoy whose x-forwarded-for entries are trusted (0: Envoy is the
     /// edge, the TCP peer is the client).
     pub trusted_hops: u32,
+    /// The agent's API, reached by the filter through the static cluster
+    /// `routing.agent_cluster` (room lookups, the live process list).
+    pub agent_api: SocketAddr,
 }
 
 /// TLS termination.
@@ -120,7 +123,10 @@ pub fn render(spec: &BootstrapSpec<'_>) -> Value {
                 },
             },
         },
-        "static_resources": { "listeners": listeners(spec) },
+        "static_resources": {
+            "listeners": listeners(spec),
+            "clusters": [agent_cluster(spec)],
+        },
         // Edge guidance: bound the downstream connections Envoy accepts in total.
         "overload_manager": { "resource_monitors": [{
             "name": "envoy.resource_monitors.global_downstream_max_connections",
@@ -129,6 +135,21 @@ pub fn render(spec: &BootstrapSpec<'_>) -> Value {
                 "max_active_downstream_connections": spec.max_downstream_connections,
             },
         }] },
+    })
+}
+
+/// The agent's API for the filter's `dispatch_http_call`. Its name never passes the route
+/// guard (checked with the plugin configuration), so clients cannot reach it.
+fn agent_cluster(spec: &BootstrapSpec<'_>) -> Value {
+    let name = &spec.routing.agent_cluster;
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "0.250s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket(spec.agent_api) } }] }],
+        },
     })
 }
 
@@ -333,13 +354,8 @@ fn with_retries(mut action: Value) -> Value {
 }
 
 fn wasm_filter(spec: &BootstrapSpec<'_>) -> Value {
-    let names = &spec.routing.names;
-    let plugin = serde_json::to_string(&routing::PluginConfig {
-        header: spec.routing.header.clone(),
-        cluster_prefix: names.prefix().to_owned(),
-        all_cluster: names.all().to_owned(),
-    })
-    .unwrap_or_default();
+    let plugin =
+        serde_json::to_string(&routing::PluginConfig::from(spec.routing)).unwrap_or_default();
     json!({
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -397,6 +413,7 @@ mod tests {
             health_path: None,
             max_downstream_connections: 1000,
             trusted_hops: 0,
+            agent_api: "127.0.0.1:9902".parse().unwrap(),
         };
         let b = render(&spec);
         assert_eq!(
@@ -424,6 +441,19 @@ mod tests {
         let parsed =
             RoutingConfig::try_from(PluginConfig::from_json(plugin.as_bytes()).unwrap()).unwrap();
         assert_eq!(parsed, routing);
+        let agent = &b["static_resources"]["clusters"][0];
+        assert_eq!(agent["name"], "colyseus_agent");
+        assert_eq!(agent["name"], parsed.agent_cluster);
+        assert_eq!(
+            agent["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]["port_value"],
+            9902
+        );
+        // The route guard refuses the agent's cluster.
+        assert!(!routing
+            .names
+            .route_guard_regex()
+            .contains(agent["name"].as_str().unwrap()));
     }
 
     fn spec_with<'a>(
@@ -443,6 +473,7 @@ mod tests {
             health_path,
             max_downstream_connections: 1000,
             trusted_hops: 0,
+            agent_api: "127.0.0.1:9902".parse().unwrap(),
         }
     }
 

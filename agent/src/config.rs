@@ -75,6 +75,7 @@ impl RoutingArgs {
             header: self.header.clone(),
             cluster_prefix: self.cluster_prefix.clone(),
             all_cluster: self.all_cluster.clone(),
+            ..PluginConfig::default()
         }
     }
 
@@ -117,7 +118,8 @@ pub struct SyncArgs {
     /// the config directory.
     #[arg(long, env = "COLYSEUS_ENVOY_STATE_FILE")]
     pub state_file: Option<PathBuf>,
-    /// Address of the agent's private API (/live, /ready, /metrics, /processes).
+    /// Address of the agent's private API (/live, /ready, /metrics, /processes,
+    /// /rooms/{roomId}).
     #[arg(
         long,
         env = "COLYSEUS_ENVOY_API_ADDR",
@@ -126,6 +128,17 @@ pub struct SyncArgs {
     pub api_addr: SocketAddr,
     #[command(flatten)]
     pub presence: PresenceKeys,
+    /// MongoDB holding MongooseDriver's room listings (as Colyseus's `MONGO_URI`; database
+    /// from the URI's path, `colyseus` if none). Unset: no room index.
+    #[arg(long, env = "MONGO_URI")]
+    pub mongo_uri: Option<String>,
+    /// Collection of the room listings.
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_MONGO_COLLECTION",
+        default_value = "roomcaches"
+    )]
+    pub mongo_collection: String,
     /// Port assumed for a registration written without one.
     #[arg(long, env = "COLYSEUS_ENVOY_DEFAULT_PORT", default_value_t = 2567)]
     pub default_port: u16,
@@ -269,6 +282,14 @@ pub struct BootstrapArgs {
         default_value_t = 100_000
     )]
     pub max_downstream_connections: u64,
+    /// The agent's API address (as `sync --api-addr`): the filter asks it where a room is
+    /// when a path's processId is missing, `undefined` or not a live process.
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_API_ADDR",
+        default_value = "127.0.0.1:9902"
+    )]
+    pub agent_api_addr: SocketAddr,
     #[command(flatten)]
     pub routing: RoutingArgs,
 }

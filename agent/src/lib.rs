@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`sources`]: read registrations (Redis presence) and convert them; decide nothing.
 //! - [`model`]: pure; registrations and announcements -> the set of routable processes.
+//! - [`rooms`]: pure; the room index (roomId -> process) from the matchmaker's listings.
 //! - [`sinks`]: desired state -> Envoy (config files in a watched directory today; the sink
 //!   is replaceable, e.g. by a delta-xDS server for fleets of Envoys).
 //! - [`sync`]: the loop tying them together, with the rules that keep routing safe when a
@@ -26,6 +27,7 @@ pub mod model;
 pub mod probe;
 pub mod redis_call;
 pub mod registrar;
+pub mod rooms;
 pub mod sinks;
 pub mod sources;
 pub mod state;

@@ -14,6 +14,7 @@ use colyseus_envoy_agent::config::{BootstrapArgs, Cli, Command, SyncArgs};
 use colyseus_envoy_agent::liveness;
 use colyseus_envoy_agent::probe::ProbeConfig;
 use colyseus_envoy_agent::sinks::envoy_files::{ClusterOptions, EnvoyFilesSink, HealthCheck};
+use colyseus_envoy_agent::sources::mongo::{MongoRoomsConfig, MongoRoomsSource};
 use colyseus_envoy_agent::sources::redis::{RedisPresenceConfig, RedisPresenceSource};
 use colyseus_envoy_agent::status::Status;
 use colyseus_envoy_agent::sync::{LivenessConfig, SyncConfig, Syncer};
@@ -159,6 +160,7 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
         health_path,
         max_downstream_connections: args.max_downstream_connections,
         trusted_hops: args.trusted_hops,
+        agent_api: args.agent_api_addr,
     };
     match serde_json::to_string_pretty(&bootstrap::render(&spec)) {
         Ok(text) => {
@@ -231,7 +233,30 @@ async fn run_sync(
     source: RedisPresenceSource,
     health_check: HealthCheck,
 ) -> anyhow::Result<()> {
-    let status = Arc::new(Status::new(routing.names.clone()));
+    let mut status = Status::new(routing.names.clone());
+    let mongo = match &args.mongo_uri {
+        Some(uri) => {
+            status = status.with_rooms();
+            let mut config = MongoRoomsConfig::new(uri.clone());
+            config.collection.clone_from(&args.mongo_collection);
+            Some(
+                MongoRoomsSource::new(config)
+                    .await
+                    .context("configuring the MongoDB room listings")?,
+            )
+        }
+        None => None,
+    };
+    let status = Arc::new(status);
+    if let Some(source) = mongo {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(source.run(tx));
+        tokio::spawn(colyseus_envoy_agent::status::follow_rooms(
+            status.clone(),
+            "mongo",
+            rx,
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(args.api_addr)
         .await
         .with_context(|| format!("binding the API to {}", args.api_addr))?;

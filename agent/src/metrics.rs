@@ -36,6 +36,10 @@ pub struct Metrics {
     pub config_writes: AtomicU64,
     /// Config writes that failed (the previous config stays).
     pub config_write_failures: AtomicU64,
+    /// Rooms in the room index.
+    pub rooms: AtomicU64,
+    /// 1 while the MongoDB room-listing source is up.
+    pub mongo_up: AtomicU64,
     /// Inputs rejected, by source and reason.
     rejected: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
@@ -56,7 +60,7 @@ impl Metrics {
 
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let series: [(&str, &str, &str, &AtomicU64); 14] = [
+        let series: [(&str, &str, &str, &AtomicU64); 16] = [
             (
                 "colyseus_envoy_processes",
                 "gauge",
@@ -140,6 +144,18 @@ impl Metrics {
                 "counter",
                 "Envoy config writes that failed.",
                 &self.config_write_failures,
+            ),
+            (
+                "colyseus_envoy_rooms",
+                "gauge",
+                "Rooms in the room index (from the matchmaker's listings).",
+                &self.rooms,
+            ),
+            (
+                "colyseus_envoy_mongo_up",
+                "gauge",
+                "1 while the MongoDB room-listing source is up.",
+                &self.mongo_up,
             ),
         ];
         let mut out = String::new();

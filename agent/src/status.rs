@@ -1,13 +1,19 @@
-//! What the sync loop shares with the API: readiness, metrics and the routed processes.
+//! What the sync loop shares with the API: readiness, metrics, the routed processes and
+//! the room index.
 
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 
-use routing::ClusterNames;
+use routing::wire::RoomLocation;
+use routing::{ClusterNames, ProcessId};
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 use crate::model::{ProcessState, Registry};
+use crate::rooms::{RoomFeed, RoomIndex, RoomRejection};
 
 /// One routed process, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -19,6 +25,12 @@ pub struct ProcessView {
     /// `active` (takes matchmaking), `draining` (room connections only) or `dead`
     /// (registered but not answering: not routed).
     pub state: &'static str,
+    /// Rooms listed for the process, when a room-listing source is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<u32>,
+    /// Clients in those rooms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ccu: Option<u64>,
 }
 
 /// Shared between the sync loop and the API.
@@ -29,6 +41,11 @@ pub struct Status {
     /// Set once the first full sync has been written to Envoy's config.
     ready: AtomicBool,
     processes: RwLock<Vec<ProcessView>>,
+    /// Rooms from the MongoDB listings; `None` without a room-listing source.
+    rooms: Option<RwLock<RoomIndex>>,
+    /// Source keys of the listings rejected since the last full read: each bad listing is
+    /// logged and counted once, not at every poll or reload.
+    known_rejections: Mutex<HashSet<String>>,
 }
 
 impl Status {
@@ -38,16 +55,26 @@ impl Status {
             names,
             ready: AtomicBool::new(false),
             processes: RwLock::new(Vec::new()),
+            rooms: None,
+            known_rejections: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// With a room index (a room-listing source feeds it through [`follow_rooms`]).
+    #[must_use]
+    pub fn with_rooms(mut self) -> Self {
+        self.rooms = Some(RwLock::new(RoomIndex::default()));
+        self
     }
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Relaxed)
     }
 
-    /// Records what Envoy now routes to, and marks the agent ready.
+    /// Records what Envoy now routes to, and marks the agent ready. Rooms of processes that
+    /// just left the registry leave the index.
     pub fn set_registry(&self, registry: &Registry) {
-        let views = registry
+        let views: Vec<ProcessView> = registry
             .iter()
             .map(|(pid, entry)| ProcessView {
                 process_id: pid.to_string(),
@@ -58,15 +85,146 @@ impl Status {
                     ProcessState::Draining { .. } => "draining",
                     ProcessState::Dead { .. } => "dead",
                 },
+                rooms: None,
+                ccu: None,
             })
             .collect();
         if let Ok(mut p) = self.processes.write() {
+            let before: BTreeSet<String> = p.iter().map(|v| v.process_id.clone()).collect();
             *p = views;
+            if let Some(Ok(mut rooms)) = self.rooms.as_ref().map(RwLock::write) {
+                // A process never seen in the registry keeps its rooms: its listing may
+                // simply have arrived before its registration.
+                rooms.retain_processes(|pid| {
+                    registry.get(pid).is_some() || !before.contains(pid.as_str())
+                });
+                self.metrics.rooms.store(rooms.len() as u64, Relaxed);
+            }
         }
         self.ready.store(true, Relaxed);
     }
 
     pub fn processes(&self) -> Vec<ProcessView> {
-        self.processes.read().map(|p| p.clone()).unwrap_or_default()
+        let mut views = self.processes.read().map(|p| p.clone()).unwrap_or_default();
+        if let Some(Ok(rooms)) = self.rooms.as_ref().map(RwLock::read) {
+            for v in &mut views {
+                let load = ProcessId::parse(&v.process_id)
+                    .ok()
+                    .and_then(|pid| rooms.load(&pid))
+                    .unwrap_or_default();
+                v.rooms = Some(load.rooms);
+                v.ccu = Some(load.ccu);
+            }
+        }
+        views
+    }
+
+    /// Where `room_id` is, if it is listed and its process is routable (active or draining).
+    pub fn room(&self, room_id: &str) -> Option<RoomLocation> {
+        // Never hold both locks: `set_registry` takes them in the other order.
+        let info = self.rooms.as_ref()?.read().ok()?.lookup(room_id)?.clone();
+        let processes = self.processes.read().ok()?;
+        let view = processes
+            .iter()
+            .find(|v| v.process_id == info.process_id.as_str())?;
+        if view.state == "dead" {
+            return None;
+        }
+        Some(RoomLocation {
+            room_id: room_id.to_owned(),
+            process_id: view.process_id.clone(),
+            cluster: view.cluster.clone(),
+            name: info.name.clone(),
+            clients: info.clients,
+            max_clients: info.max_clients,
+            locked: info.locked,
+            listed: true,
+        })
+    }
+
+    /// Where a room connection goes: the listed room's process, else the process the client
+    /// named if it is routable (see [`RoomLocation`]).
+    pub fn locate(&self, room_id: &str, named: Option<&str>) -> Option<RoomLocation> {
+        self.room(room_id).or_else(|| {
+            let named = named?;
+            let processes = self.processes.read().ok()?;
+            let view = processes
+                .iter()
+                .find(|v| v.process_id == named && v.state != "dead")?;
+            Some(RoomLocation {
+                room_id: room_id.to_owned(),
+                process_id: view.process_id.clone(),
+                cluster: view.cluster.clone(),
+                name: String::new(),
+                clients: 0,
+                max_clients: None,
+                locked: false,
+                listed: false,
+            })
+        })
+    }
+
+    /// Applies one update of a room-listing source to the index.
+    pub fn apply_rooms(&self, source: &'static str, feed: RoomFeed) {
+        let Some(Ok(mut rooms)) = self.rooms.as_ref().map(RwLock::write) else {
+            return;
+        };
+        match feed {
+            RoomFeed::Reload {
+                rooms: fresh,
+                rejected,
+            } => {
+                let mut known = self
+                    .known_rejections
+                    .lock()
+                    .map(|mut k| std::mem::take(&mut *k))
+                    .unwrap_or_default();
+                let mut now = HashSet::new();
+                for (key, why) in rejected {
+                    if !known.remove(&key) {
+                        self.reject(source, &key, &why);
+                    }
+                    now.insert(key);
+                }
+                if let Ok(mut k) = self.known_rejections.lock() {
+                    *k = now;
+                }
+                info!(source, rooms = fresh.len(), "Room listings loaded.");
+                rooms.replace_all(fresh);
+            }
+            RoomFeed::Event(event) => rooms.apply(event),
+            RoomFeed::Rejected(key, why) => {
+                let new = self
+                    .known_rejections
+                    .lock()
+                    .map_or(true, |mut k| k.insert(key.clone()));
+                if new {
+                    self.reject(source, &key, &why);
+                }
+            }
+            RoomFeed::Up(up) => self.metrics.mongo_up.store(u64::from(up), Relaxed),
+        }
+        self.metrics.rooms.store(rooms.len() as u64, Relaxed);
+    }
+
+    fn reject(&self, source: &'static str, key: &str, why: &RoomRejection) {
+        self.metrics.reject(source, why.reason());
+        warn!(
+            source,
+            key,
+            reason = why.reason(),
+            "Skipping room listing: {why}"
+        );
+    }
+}
+
+/// Feeds the room index from a source's channel until the source ends.
+pub async fn follow_rooms(
+    status: Arc<Status>,
+    source: &'static str,
+    mut rx: mpsc::Receiver<RoomFeed>,
+) {
+    while let Some(feed) = rx.recv().await {
+        status.apply_rooms(source, feed);
     }
 }

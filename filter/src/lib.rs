@@ -9,6 +9,12 @@
 //! and the cluster names come from the shared `routing` crate, so the agent that writes the
 //! clusters can never disagree with the filter.
 //!
+//! When a room path's processId is missing, `undefined` or not among the live processes
+//! the root context last fetched from the agent (`GET /processes` every `knownRefreshMs`),
+//! the request is paused and the agent is asked where the room is (`GET /rooms/{roomId}`
+//! on the static cluster `agentCluster`): found -> routed there, unknown -> 404
+//! `unknown_room`, no answer -> 503 `room_lookup_failed`. A known processId makes no call.
+//!
 //! Changing a request header clears Envoy's route cache for the ABI this SDK declares
 //! (0.2.1), so the route is recomputed after the header is set.
 //!
@@ -17,12 +23,16 @@
 //! - [`root`]: the root context; parses and checks the plugin configuration once, in
 //!   `on_configure`, and refuses a bad one.
 //! - [`http`]: the per-request context; applies the decision through [`host::Host`].
-//! - [`decide`]: the pure decision (path to cluster or rejection), tested natively.
+//! - [`decide`]: the pure decision (path to cluster, room lookup or rejection), tested
+//!   natively.
+//! - [`lookup`]: routing by roomId when the path's processId is missing, `undefined` or
+//!   not a live process: the known-processes set, the agent's answers, a short cache. Pure.
 //! - [`host`]: the only module that makes host calls, behind a trait a test can replace.
 
 pub mod decide;
 pub mod host;
 pub mod http;
+pub mod lookup;
 pub mod root;
 
 proxy_wasm::main! {{

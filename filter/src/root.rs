@@ -1,20 +1,91 @@
-//! The root context: checks the plugin configuration once and hands it to each request.
+//! The root context: checks the plugin configuration once and hands it to each request,
+//! and keeps this worker's set of live processIds fresh from the agent (`on_tick`).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use routing::{PluginConfig, PluginConfigError, RoutingConfig};
 
+use crate::host::{Host, ProxyHost};
 use crate::http::RoomRouter;
+use crate::lookup::{parse_processes, KnownProcesses, RoomCache};
+
+/// Path of the agent's process list.
+pub const PROCESSES_PATH: &str = "/processes";
+
+/// What the root context shares with this worker's requests (one VM is one thread).
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub known: RefCell<KnownProcesses>,
+    pub cache: RefCell<RoomCache>,
+}
 
 /// One per VM (so one per Envoy worker thread).
 #[derive(Debug, Default)]
 pub struct Root {
     /// The last configuration `on_configure` accepted, shared with every request context.
     config: Option<Rc<RoutingConfig>>,
+    shared: Rc<Shared>,
+    /// The `/processes` call in flight; a tick starts no other meanwhile.
+    refresh: Option<u32>,
+}
+
+impl Root {
+    /// Starts a refresh of the known processes, unless one is in flight.
+    pub fn tick(&mut self, host: &mut impl Host) {
+        let Some(config) = &self.config else { return };
+        if self.refresh.is_some() {
+            return;
+        }
+        // The call is bounded by the refresh period, so a stuck agent delays one refresh.
+        match host.dispatch_get(&config.agent_cluster, PROCESSES_PATH, config.known_refresh) {
+            Ok(token) => self.refresh = Some(token),
+            Err(status) => {
+                warn!(
+                    "refreshing known processes from {}: host returned {status:?}",
+                    config.agent_cluster
+                );
+                self.shared.known.borrow_mut().forget();
+            }
+        }
+    }
+
+    /// Applies the agent's `/processes` answer. Without a usable one, every processId is
+    /// treated as known again: room lookups would fail too, and the fast path still works.
+    pub fn processes_answer(
+        &mut self,
+        host: &mut impl Host,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        if self.refresh != Some(token) {
+            warn!("ignoring the answer to unknown call {token}");
+            return;
+        }
+        self.refresh = None;
+        let (status, body) = host.call_response(num_headers, body_size);
+        let mut known = self.shared.known.borrow_mut();
+        match parse_processes(status, &body) {
+            Ok(ids) => {
+                debug!("{} known processes", ids.len());
+                known.set(ids);
+            }
+            Err(e) => {
+                if known.count().is_some() {
+                    warn!(
+                        "refreshing known processes failed ({}): routing every processId as known",
+                        e.0
+                    );
+                }
+                known.forget();
+            }
+        }
+    }
 }
 
 /// Parses and checks the plugin configuration bytes; empty means all defaults.
@@ -25,7 +96,17 @@ pub fn parse_config(bytes: &[u8]) -> Result<RoutingConfig, PluginConfigError> {
     RoutingConfig::try_from(PluginConfig::from_json(bytes)?)
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        self.processes_answer(&mut ProxyHost, token_id, num_headers, body_size);
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -45,6 +126,9 @@ impl RootContext for Root {
                     config.names.prefix(),
                     config.names.all()
                 );
+                if let Err(status) = ProxyHost.set_tick_period(config.known_refresh) {
+                    warn!("setting the tick period: host returned {status:?}");
+                }
                 self.config = Some(Rc::new(config));
                 true
             }
@@ -57,7 +141,15 @@ impl RootContext for Root {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Returning `None` would make the SDK panic: an unconfigured context answers 500.
-        Some(Box::new(RoomRouter::new(context_id, self.config.clone())))
+        Some(Box::new(RoomRouter::new(
+            context_id,
+            self.config.clone(),
+            Rc::clone(&self.shared),
+        )))
+    }
+
+    fn on_tick(&mut self) {
+        self.tick(&mut ProxyHost);
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -67,6 +159,11 @@ impl RootContext for Root {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use proxy_wasm::types::Status;
+
     use super::*;
 
     #[test]
@@ -75,5 +172,86 @@ mod tests {
         assert_eq!(parse_config(b"{}").unwrap().names.all(), "colyseus-all");
         assert!(parse_config(br#"{"header":"X-Bad"}"#).is_err());
         assert!(parse_config(b"{").is_err());
+    }
+
+    /// Only the calls the root context makes.
+    #[derive(Default)]
+    struct TickHost {
+        calls: Vec<(String, String)>,
+        answer: (Option<u32>, Vec<u8>),
+        fail_dispatch: bool,
+    }
+
+    impl Host for TickHost {
+        fn request_header(&self, _: &str) -> Result<Option<Vec<u8>>, Status> {
+            unreachable!()
+        }
+        fn remove_request_header(&mut self, _: &str) -> Result<(), Status> {
+            unreachable!()
+        }
+        fn set_request_header(&mut self, _: &str, _: &str) -> Result<(), Status> {
+            unreachable!()
+        }
+        fn send_local_reply(
+            &mut self,
+            _: u32,
+            _: Vec<(&str, &str)>,
+            _: &[u8],
+        ) -> Result<(), Status> {
+            unreachable!()
+        }
+        fn dispatch_get(&mut self, cluster: &str, path: &str, _: Duration) -> Result<u32, Status> {
+            if self.fail_dispatch {
+                return Err(Status::BadArgument);
+            }
+            self.calls.push((cluster.to_owned(), path.to_owned()));
+            Ok(u32::try_from(self.calls.len()).unwrap())
+        }
+        fn call_response(&self, _: usize, _: usize) -> (Option<u32>, Vec<u8>) {
+            self.answer.clone()
+        }
+        fn resume_request(&mut self) -> Result<(), Status> {
+            unreachable!()
+        }
+        fn now_ms(&self) -> u64 {
+            0
+        }
+        fn set_tick_period(&mut self, _: Duration) -> Result<(), Status> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn ticks_refresh_the_known_processes() {
+        let mut root = Root {
+            config: Some(Rc::new(parse_config(b"").unwrap())),
+            ..Root::default()
+        };
+        let mut host = TickHost::default();
+        assert!(root.shared.known.borrow().contains("p9"));
+        root.tick(&mut host);
+        root.tick(&mut host); // one call in flight at a time
+        assert_eq!(
+            host.calls,
+            vec![("colyseus_agent".to_owned(), "/processes".to_owned())]
+        );
+        host.answer = (
+            Some(200),
+            br#"[{"processId":"p1","state":"active"},{"processId":"p9","state":"dead"}]"#.to_vec(),
+        );
+        root.processes_answer(&mut host, 42, 1, 1); // unknown token: ignored
+        assert!(root.shared.known.borrow().contains("p9"));
+        root.processes_answer(&mut host, 1, 1, 1);
+        assert!(root.shared.known.borrow().contains("p1"));
+        assert!(!root.shared.known.borrow().contains("p9"));
+        // A failed refresh falls back to "every processId is known".
+        root.tick(&mut host);
+        host.answer = (None, Vec::new());
+        root.processes_answer(&mut host, 2, 0, 0);
+        assert!(root.shared.known.borrow().contains("p9"));
+        host.fail_dispatch = true;
+        root.shared.known.borrow_mut().set(HashSet::new());
+        root.tick(&mut host);
+        assert!(root.shared.known.borrow().contains("p9"));
     }
 }

@@ -8,6 +8,7 @@
 //!   that keeps clients from naming any other cluster.
 //! - [`plugin`]: the filter's JSON plugin configuration, written by the agent's
 //!   bootstrap renderer and read by the filter.
+//! - [`wire`]: JSON shapes of the agent's private API the filter reads (room lookup).
 //!
 //! No I/O, no tokio, no proxy-wasm: the crate builds for `wasm32-wasip1` and its tests run
 //! there too (see `scripts/wasm-test-runner.mjs`).
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod id;
 pub mod path;
 pub mod plugin;
+pub mod wire;
 
 pub use cluster::{ClusterNames, NamesError};
 pub use id::{IdError, ProcessId, MAX_ID_LEN};

@@ -1,12 +1,24 @@
 //! The filter's plugin configuration: JSON in the Envoy bootstrap, rendered by the agent
 //! (`colyseus-envoy-agent bootstrap`) and checked by the filter in `on_configure`.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{ClusterNames, NamesError, DEFAULT_ALL_CLUSTER, DEFAULT_PROCESS_PREFIX};
 
 /// Default request header that carries the chosen cluster to Envoy's `cluster_header` route.
 pub const DEFAULT_HEADER: &str = "x-colyseus-cluster";
+/// Default name of the static Envoy cluster that reaches the agent's private API.
+pub const DEFAULT_AGENT_CLUSTER: &str = "colyseus_agent";
+/// Default bound of one room lookup (`GET /rooms/{roomId}`) at the agent.
+pub const DEFAULT_LOOKUP_TIMEOUT_MS: u64 = 500;
+/// Default period of the known-processes refresh (`GET /processes`) in each worker.
+pub const DEFAULT_KNOWN_REFRESH_MS: u64 = 1000;
+/// Accepted range of `lookupTimeoutMs`.
+pub const LOOKUP_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 10..=60_000;
+/// Accepted range of `knownRefreshMs`.
+pub const KNOWN_REFRESH_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
 
 /// The plugin configuration as written in JSON. Every field has a default, so `{}` works.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +30,14 @@ pub struct PluginConfig {
     pub cluster_prefix: String,
     /// Name of the cluster of all live processes.
     pub all_cluster: String,
+    /// Static Envoy cluster of the agent's API, asked where a room is when the path's
+    /// processId is missing, `undefined` or not a live process. It must not be a name the
+    /// route guard lets clients reach.
+    pub agent_cluster: String,
+    /// Bound of one room lookup at the agent; past it the request gets a 503.
+    pub lookup_timeout_ms: u64,
+    /// How often each worker refreshes its set of live processIds from the agent.
+    pub known_refresh_ms: u64,
 }
 
 impl Default for PluginConfig {
@@ -26,6 +46,9 @@ impl Default for PluginConfig {
             header: DEFAULT_HEADER.to_owned(),
             cluster_prefix: DEFAULT_PROCESS_PREFIX.to_owned(),
             all_cluster: DEFAULT_ALL_CLUSTER.to_owned(),
+            agent_cluster: DEFAULT_AGENT_CLUSTER.to_owned(),
+            lookup_timeout_ms: DEFAULT_LOOKUP_TIMEOUT_MS,
+            known_refresh_ms: DEFAULT_KNOWN_REFRESH_MS,
         }
     }
 }
@@ -39,6 +62,15 @@ pub enum PluginConfigError {
     Header(String),
     #[error(transparent)]
     Names(#[from] NamesError),
+    #[error("agentCluster {0:?} must use only [A-Za-z0-9_-] and must not be a game cluster name")]
+    AgentCluster(String),
+    #[error("{field} {value} is outside {min}..={max} ms")]
+    Range {
+        field: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
 }
 
 /// A checked plugin configuration.
@@ -46,6 +78,45 @@ pub enum PluginConfigError {
 pub struct RoutingConfig {
     pub header: String,
     pub names: ClusterNames,
+    /// Envoy cluster of the agent's API (never one of `names`).
+    pub agent_cluster: String,
+    pub lookup_timeout: Duration,
+    pub known_refresh: Duration,
+}
+
+impl From<&RoutingConfig> for PluginConfig {
+    /// The JSON form of a checked configuration, as the bootstrap writes it.
+    fn from(c: &RoutingConfig) -> Self {
+        Self {
+            header: c.header.clone(),
+            cluster_prefix: c.names.prefix().to_owned(),
+            all_cluster: c.names.all().to_owned(),
+            agent_cluster: c.agent_cluster.clone(),
+            lookup_timeout_ms: millis(c.lookup_timeout),
+            known_refresh_ms: millis(c.known_refresh),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn in_range(
+    field: &'static str,
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, PluginConfigError> {
+    if range.contains(&value) {
+        Ok(Duration::from_millis(value))
+    } else {
+        Err(PluginConfigError::Range {
+            field,
+            value,
+            min: *range.start(),
+            max: *range.end(),
+        })
+    }
 }
 
 impl PluginConfig {
@@ -73,8 +144,28 @@ impl TryFrom<PluginConfig> for RoutingConfig {
         if !header_ok {
             return Err(PluginConfigError::Header(raw.header));
         }
+        let names = ClusterNames::new(&raw.cluster_prefix, &raw.all_cluster)?;
+        // The agent's cluster must be a plain name the route guard refuses, so a client
+        // can never reach it through the public listener.
+        let agent_ok = crate::id::check_id(&raw.agent_cluster).is_ok()
+            && raw.agent_cluster != names.all()
+            && !raw.agent_cluster.starts_with(names.prefix());
+        if !agent_ok {
+            return Err(PluginConfigError::AgentCluster(raw.agent_cluster));
+        }
         Ok(Self {
-            names: ClusterNames::new(&raw.cluster_prefix, &raw.all_cluster)?,
+            lookup_timeout: in_range(
+                "lookupTimeoutMs",
+                raw.lookup_timeout_ms,
+                LOOKUP_TIMEOUT_RANGE_MS,
+            )?,
+            known_refresh: in_range(
+                "knownRefreshMs",
+                raw.known_refresh_ms,
+                KNOWN_REFRESH_RANGE_MS,
+            )?,
+            names,
+            agent_cluster: raw.agent_cluster,
             header: raw.header,
         })
     }
@@ -93,6 +184,9 @@ mod tests {
         let cfg = parse("").unwrap();
         assert_eq!(cfg.header, DEFAULT_HEADER);
         assert_eq!(cfg.names, ClusterNames::default());
+        assert_eq!(cfg.agent_cluster, DEFAULT_AGENT_CLUSTER);
+        assert_eq!(cfg.lookup_timeout, Duration::from_millis(500));
+        assert_eq!(cfg.known_refresh, Duration::from_secs(1));
         assert_eq!(parse("{}").unwrap(), cfg);
     }
 
@@ -102,13 +196,19 @@ mod tests {
             header: "x-route".into(),
             cluster_prefix: "gs-".into(),
             all_cluster: "gs_all".into(),
+            agent_cluster: "agent".into(),
+            lookup_timeout_ms: 250,
+            known_refresh_ms: 2000,
         };
         let json = serde_json::to_string(&raw).unwrap();
         assert_eq!(
             json,
-            r#"{"header":"x-route","clusterPrefix":"gs-","allCluster":"gs_all"}"#
+            r#"{"header":"x-route","clusterPrefix":"gs-","allCluster":"gs_all","agentCluster":"agent","lookupTimeoutMs":250,"knownRefreshMs":2000}"#
         );
         assert_eq!(PluginConfig::from_json(json.as_bytes()).unwrap(), raw);
+        let checked = RoutingConfig::try_from(raw.clone()).unwrap();
+        assert_eq!(checked.lookup_timeout, Duration::from_millis(250));
+        assert_eq!(PluginConfig::from(&checked), raw);
     }
 
     #[test]
@@ -129,6 +229,25 @@ mod tests {
         assert!(matches!(
             parse(r#"{"clusterPrefix":"c-","allCluster":"c-all"}"#),
             Err(PluginConfigError::Names(_))
+        ));
+        for agent in ["colyseus-all", "colyseus-process-x", "a.b", ""] {
+            let json = format!(r#"{{"agentCluster":"{agent}"}}"#);
+            assert!(
+                matches!(parse(&json), Err(PluginConfigError::AgentCluster(_))),
+                "{agent}"
+            );
+        }
+        assert!(matches!(
+            parse(r#"{"lookupTimeoutMs":0}"#),
+            Err(PluginConfigError::Range { .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"knownRefreshMs":10}"#),
+            Err(PluginConfigError::Range { .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"knownRefreshMs":-1}"#),
+            Err(PluginConfigError::Json(_))
         ));
     }
 }

@@ -343,6 +343,7 @@ impl Proxy {
                 &port.to_string(),
             ])
             .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            .args(["--agent-api-addr", &format!("127.0.0.1:{api_port}")])
             .args(bootstrap_args)
             .arg("--config-dir")
             .arg(&config_dir)
@@ -869,4 +870,206 @@ pub fn swarm_script(script: &Path, endpoint: &str, clients: usize, extra: &[&str
         .output()
         .unwrap();
     parse_swarm(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The PyPI `secantusdb` MongoDB wire-protocol server (a one-node replica set: change
+/// streams work), in memory, on a free port.
+pub struct MongoServer {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl MongoServer {
+    pub fn start(dir: &Path) -> MongoServer {
+        Self::start_with(dir, free_port(), &[])
+    }
+
+    /// On `port`, with extra flags (`--standalone`: no change streams, like a standalone
+    /// mongod).
+    pub fn start_with(dir: &Path, port: u16, extra: &[&str]) -> MongoServer {
+        let proc = Proc::spawn(
+            "secantusd",
+            Command::new(root().join(".venv/bin/secantusd-py"))
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--storage-path", ":memory:", "--log-level", "WARNING"])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(append_log(dir, "secantusd")),
+        );
+        wait_for("secantusd", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        MongoServer { port, proc }
+    }
+
+    /// URI with the database Colyseus's MongooseDriver uses.
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/colyseus", self.port)
+    }
+}
+
+/// A pymongo client (in `.venv`) driven line by line: each JSON command is answered with one
+/// JSON line once MongoDB acknowledged it.
+pub struct MongoClient {
+    proc: Proc,
+    input: std::process::ChildStdin,
+    output: BufReader<std::process::ChildStdout>,
+}
+
+const MONGO_CLIENT_PY: &str = r#"
+import sys, json, datetime
+from pymongo import MongoClient
+coll = MongoClient(sys.argv[1], serverSelectionTimeoutMS=10000).get_database()["roomcaches"]
+def room(r):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    d = {"roomId": r["roomId"], "processId": r["processId"], "name": r.get("name", "battle"),
+         "clients": r.get("clients", 0), "maxClients": float("inf"), "locked": False,
+         "private": False, "unlisted": False, "metadata": {}, "publicAddress": None,
+         "createdAt": now, "updatedAt": now, "__v": 0}
+    d.update(r.get("extra", {}))
+    return d
+for line in sys.stdin:
+    c = json.loads(line)
+    op = c["op"]
+    if op == "room":
+        coll.insert_one(room(c))
+    elif op == "raw":
+        coll.insert_one(c["doc"])
+    elif op == "delete":
+        coll.delete_one({"roomId": c["roomId"]})
+    elif op == "many":
+        docs = [room({"roomId": "%s%d" % (c["prefix"], i), "processId": c["processIds"][i % len(c["processIds"])], "clients": 1}) for i in range(c["n"])]
+        for i in range(0, len(docs), 1000):
+            coll.insert_many(docs[i:i + 1000], ordered=False)
+    print(json.dumps({"ok": True, "count": coll.count_documents({})}), flush=True)
+"#;
+
+impl MongoClient {
+    pub fn connect(uri: &str) -> MongoClient {
+        let mut proc = Proc::spawn(
+            "pymongo client",
+            Command::new(root().join(".venv/bin/python"))
+                .args(["-u", "-c", MONGO_CLIENT_PY, uri])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        );
+        let input = proc.child.stdin.take().unwrap();
+        let output = BufReader::new(proc.child.stdout.take().unwrap());
+        MongoClient {
+            proc,
+            input,
+            output,
+        }
+    }
+
+    /// Sends one command; returns the collection's document count after it.
+    pub fn send(&mut self, command: serde_json::Value) -> u64 {
+        writeln!(self.input, "{command}").unwrap();
+        let mut line = String::new();
+        self.output.read_line(&mut line).unwrap();
+        assert!(
+            self.proc.is_running() || !line.is_empty(),
+            "pymongo client died on {command}"
+        );
+        let reply: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("pymongo client answered {line:?} to {command}: {e}"));
+        reply["count"].as_u64().unwrap()
+    }
+}
+
+// === Room lookups (fallback routing) ===
+
+/// A seat reserved through the proxy: `POST /matchmake/joinOrCreate/{room}`.
+#[derive(Debug, Clone)]
+pub struct Seat {
+    pub room_id: String,
+    pub process_id: String,
+    pub session_id: String,
+}
+
+pub fn reserve_seat(addr: &str, room: &str) -> Seat {
+    let (status, _, body) = http_request(
+        addr,
+        "POST",
+        &format!("/matchmake/joinOrCreate/{room}"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(status, 200, "matchmake: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    Seat {
+        room_id: v["room"]["roomId"].as_str().unwrap().to_owned(),
+        process_id: v["room"]["processId"].as_str().unwrap().to_owned(),
+        session_id: v["sessionId"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// A WebSocket upgrade, then the first frame from the server: (status, opcode, first
+/// payload byte). Colyseus's first message on a seat it accepts is `JOIN_ROOM` (10); on a
+/// seat it does not hold, `ERROR` (11) and a close.
+pub fn ws_first_frame(addr: &str, path: &str) -> (u16, Option<u8>, Option<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+            break;
+        }
+    }
+    if status != 101 {
+        return (status, None, None);
+    }
+    let mut head = [0u8; 2];
+    if reader.read_exact(&mut head).is_err() {
+        return (status, None, None);
+    }
+    let opcode = head[0] & 0x0f;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut ext = [0u8; 2];
+            reader.read_exact(&mut ext).unwrap();
+            usize::from(u16::from_be_bytes(ext))
+        }
+        127 => {
+            let mut ext = [0u8; 8];
+            reader.read_exact(&mut ext).unwrap();
+            usize::try_from(u64::from_be_bytes(ext)).unwrap()
+        }
+        n => usize::from(n),
+    };
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload).unwrap();
+    (status, Some(opcode), payload.first().copied())
+}
+
+/// User plus system CPU time of a process so far, from `/proc/{pid}/stat`.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start at its closing ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the file: 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100u64);
+    Duration::from_millis(ticks * 1000 / hz)
 }

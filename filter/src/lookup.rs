@@ -1,0 +1,277 @@
+//! Routing by roomId when the path's processId cannot be trusted: the known-processes set,
+//! the agent's answers and a short per-worker cache. Pure (time is passed in), so it is
+//! tested natively; [`crate::http`] and [`crate::root`] make the calls.
+
+use std::collections::{HashMap, HashSet};
+
+use routing::wire::{RoomLocation, UnknownRoom, UNKNOWN_ROOM};
+use routing::ClusterNames;
+
+/// processIds the agent routes (active or draining), as last reported to this worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownProcesses {
+    /// `None` until the first answer (or after a failed refresh): every processId counts as
+    /// known and takes the fast path, as without the agent.
+    ids: Option<HashSet<String>>,
+}
+
+impl KnownProcesses {
+    /// Whether a processId may take the fast path.
+    pub fn contains(&self, process_id: &str) -> bool {
+        self.ids.as_ref().is_none_or(|ids| ids.contains(process_id))
+    }
+
+    /// Replaces the set with a fresh answer.
+    pub fn set(&mut self, ids: HashSet<String>) {
+        self.ids = Some(ids);
+    }
+
+    /// Forgets the set: the agent cannot be asked, so room lookups would fail too and the
+    /// fast path is the better bet.
+    pub fn forget(&mut self) {
+        self.ids = None;
+    }
+
+    /// How many processIds are known; `None`: every processId counts as known.
+    pub fn count(&self) -> Option<usize> {
+        self.ids.as_ref().map(HashSet::len)
+    }
+}
+
+/// Why an agent answer is not usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadAnswer(pub String);
+
+/// Reads `GET /processes`: a JSON array of `{processId, state, ..}`; `active` and
+/// `draining` processes are routable, `dead` ones are not.
+///
+/// # Errors
+/// No answer (call failed or timed out), a status other than 200, or a body that is not
+/// such an array.
+pub fn parse_processes(status: Option<u32>, body: &[u8]) -> Result<HashSet<String>, BadAnswer> {
+    if status != Some(200) {
+        return Err(BadAnswer(format!("status {status:?}")));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| BadAnswer(format!("body: {e}")))?;
+    let list = value
+        .as_array()
+        .ok_or_else(|| BadAnswer("body is not an array".into()))?;
+    Ok(list
+        .iter()
+        .filter(|p| matches!(p["state"].as_str(), Some("active" | "draining")))
+        .filter_map(|p| p["processId"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// What the agent said about a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomAnswer {
+    /// The room's process cluster, checked to be a game process cluster.
+    Found(String),
+    /// 404 `unknown_room`: the agent knows no such room.
+    Unknown,
+    /// No usable answer.
+    Failed(String),
+}
+
+/// Reads `GET /rooms/{roomId}`. The cluster in a 200 answer is trusted only if it is a
+/// process cluster of this naming scheme ([`ClusterNames::process_of`]).
+pub fn parse_room_answer(names: &ClusterNames, status: Option<u32>, body: &[u8]) -> RoomAnswer {
+    match status {
+        Some(200) => match serde_json::from_slice::<RoomLocation>(body) {
+            Ok(room) if names.process_of(&room.cluster) == Some(room.process_id.as_str()) => {
+                RoomAnswer::Found(room.cluster)
+            }
+            Ok(room) => RoomAnswer::Failed(format!(
+                "cluster {:?} is not the cluster of process {:?}",
+                room.cluster, room.process_id
+            )),
+            Err(e) => RoomAnswer::Failed(format!("body: {e}")),
+        },
+        // A 404 without the agent's body (an agent without room lookups) is no answer.
+        Some(404) => match serde_json::from_slice::<UnknownRoom>(body) {
+            Ok(e) if e.error == UNKNOWN_ROOM => RoomAnswer::Unknown,
+            _ => RoomAnswer::Failed("404 without an unknown_room body".into()),
+        },
+        None => RoomAnswer::Failed("no answer (call failed or timed out)".into()),
+        Some(other) => RoomAnswer::Failed(format!("status {other}")),
+    }
+}
+
+/// roomId -> cluster answers, kept `ttl_ms` and at most `capacity` of them.
+#[derive(Debug, Clone)]
+pub struct RoomCache {
+    entries: HashMap<String, (String, u64)>,
+    ttl_ms: u64,
+    capacity: usize,
+}
+
+/// Default lifetime of a cached room answer.
+pub const CACHE_TTL_MS: u64 = 2000;
+/// Default bound of the cache, per worker.
+pub const CACHE_CAPACITY: usize = 4096;
+
+impl Default for RoomCache {
+    fn default() -> Self {
+        Self::new(CACHE_TTL_MS, CACHE_CAPACITY)
+    }
+}
+
+impl RoomCache {
+    pub fn new(ttl_ms: u64, capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            ttl_ms,
+            capacity,
+        }
+    }
+
+    /// The cached cluster of a room, if still fresh at `now_ms`.
+    pub fn get(&self, room_id: &str, now_ms: u64) -> Option<&str> {
+        self.entries
+            .get(room_id)
+            .filter(|(_, expires)| now_ms < *expires)
+            .map(|(cluster, _)| cluster.as_str())
+    }
+
+    /// Remembers a room's cluster until `now_ms + ttl`. When full, expired entries go
+    /// first, then the one closest to expiring.
+    pub fn insert(&mut self, room_id: &str, cluster: &str, now_ms: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(room_id) {
+            self.entries.retain(|_, (_, expires)| now_ms < *expires);
+            if self.entries.len() >= self.capacity {
+                let oldest = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, (_, expires))| *expires)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    self.entries.remove(&k);
+                }
+            }
+        }
+        self.entries.insert(
+            room_id.to_owned(),
+            (cluster.to_owned(), now_ms.saturating_add(self.ttl_ms)),
+        );
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_set_defaults_to_everything() {
+        let mut known = KnownProcesses::default();
+        assert!(known.contains("anything"));
+        known.set(["p1".to_owned()].into());
+        assert!(known.contains("p1"));
+        assert!(!known.contains("p2"));
+        assert_eq!(known.count(), Some(1));
+        known.forget();
+        assert!(known.contains("p2"));
+    }
+
+    #[test]
+    fn processes_answer() {
+        let body = br#"[{"processId":"a","address":"x","cluster":"c","state":"active"},
+            {"processId":"b","state":"draining"},{"processId":"c","state":"dead"},
+            {"state":"active"},{"processId":3,"state":"active"}]"#;
+        let ids = parse_processes(Some(200), body).unwrap();
+        assert_eq!(ids, ["a".to_owned(), "b".to_owned()].into());
+        assert_eq!(parse_processes(Some(200), b"[]").unwrap().len(), 0);
+        assert!(parse_processes(None, b"").is_err());
+        assert!(parse_processes(Some(503), b"[]").is_err());
+        assert!(parse_processes(Some(200), b"{}").is_err());
+        assert!(parse_processes(Some(200), b"[").is_err());
+    }
+
+    fn room(pid: &str, cluster: &str) -> Vec<u8> {
+        format!(
+            r#"{{"roomId":"r","processId":"{pid}","cluster":"{cluster}","name":"n","clients":0,"maxClients":null,"locked":false}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn room_answers() {
+        let names = ClusterNames::default();
+        let ok = br#"{"roomId":"r1","processId":"p1","cluster":"colyseus-process-p1","name":"echo","clients":1,"maxClients":2,"locked":false}"#;
+        assert_eq!(
+            parse_room_answer(&names, Some(200), ok),
+            RoomAnswer::Found("colyseus-process-p1".into())
+        );
+        // A cluster that is not the process's game cluster is never trusted.
+        for bad in [
+            room("p1", "colyseus_agent").as_slice(),
+            &room("p1", "colyseus-all"),
+            &room("p1", "colyseus-process-p2"),
+            &room("p.1", "colyseus-process-p.1"),
+            b"not json",
+        ] {
+            assert!(
+                matches!(
+                    parse_room_answer(&names, Some(200), bad),
+                    RoomAnswer::Failed(_)
+                ),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            parse_room_answer(
+                &names,
+                Some(404),
+                br#"{"error":"unknown_room","roomId":"r"}"#
+            ),
+            RoomAnswer::Unknown
+        );
+        // An agent without the endpoint: not "unknown room".
+        assert!(matches!(
+            parse_room_answer(&names, Some(404), b"Not Found"),
+            RoomAnswer::Failed(_)
+        ));
+        assert!(matches!(
+            parse_room_answer(&names, None, b""),
+            RoomAnswer::Failed(_)
+        ));
+        assert!(matches!(
+            parse_room_answer(&names, Some(500), b""),
+            RoomAnswer::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn cache_expires_and_stays_bounded() {
+        let mut cache = RoomCache::new(2000, 2);
+        cache.insert("r1", "c1", 1000);
+        assert_eq!(cache.get("r1", 2999), Some("c1"));
+        assert_eq!(cache.get("r1", 3000), None);
+        assert_eq!(cache.get("r2", 1000), None);
+        cache.insert("r2", "c2", 1500);
+        cache.insert("r3", "c3", 1600); // full: r1 (expiring first) goes
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get("r1", 1600), None);
+        assert_eq!(cache.get("r2", 1600), Some("c2"));
+        cache.insert("r4", "c4", 10_000); // all expired: both go
+        assert_eq!(cache.len(), 1);
+        cache.insert("r4", "c5", 10_001); // refresh in place
+        assert_eq!(cache.get("r4", 10_002), Some("c5"));
+        let mut none = RoomCache::new(2000, 0);
+        none.insert("r", "c", 0);
+        assert!(none.is_empty());
+    }
+}

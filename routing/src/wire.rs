@@ -1,0 +1,71 @@
+//! JSON bodies of the agent's private API that the filter also reads, so both sides
+//! (de)serialize one type.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /rooms/{roomId}[?processId=P]` 200 answer: where a room connection goes. Served only
+/// for a routable (active or draining) process: the room's, when the room is listed
+/// (`listed: true`); else the process `P` the client named, when it is routable
+/// (`listed: false`, room fields empty): it may hold a room no listing shows (RedisDriver
+/// listings are not indexed, or the room is brand new).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomLocation {
+    pub room_id: String,
+    pub process_id: String,
+    /// The Envoy cluster of the process (see [`crate::ClusterNames::process`]).
+    pub cluster: String,
+    pub name: String,
+    pub clients: u32,
+    /// `null`: no limit.
+    pub max_clients: Option<u32>,
+    pub locked: bool,
+    /// Whether the room itself is listed (see above).
+    #[serde(default = "listed_by_default")]
+    pub listed: bool,
+}
+
+fn listed_by_default() -> bool {
+    true
+}
+
+/// Value of [`UnknownRoom::error`].
+pub const UNKNOWN_ROOM: &str = "unknown_room";
+
+/// `GET /rooms/{roomId}` 404 answer: the room is not listed, or its process is not routable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnknownRoom {
+    /// Always [`UNKNOWN_ROOM`].
+    pub error: String,
+    pub room_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_location_json_shape() {
+        let loc = RoomLocation {
+            room_id: "r1".into(),
+            process_id: "p1".into(),
+            cluster: "colyseus_process_p1".into(),
+            name: "battle".into(),
+            clients: 2,
+            max_clients: None,
+            locked: false,
+            listed: true,
+        };
+        let json = serde_json::to_value(&loc).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"roomId":"r1","processId":"p1","cluster":"colyseus_process_p1",
+                "name":"battle","clients":2,"maxClients":null,"locked":false,"listed":true})
+        );
+        assert_eq!(serde_json::from_value::<RoomLocation>(json).unwrap(), loc);
+        let err: UnknownRoom =
+            serde_json::from_str(r#"{"error":"unknown_room","roomId":"zz"}"#).unwrap();
+        assert_eq!(err.error, UNKNOWN_ROOM);
+    }
+}

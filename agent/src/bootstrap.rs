@@ -68,6 +68,11 @@ impl HealthPath {
     /// An empty path, or one that is neither `/...` nor `*...`.
     pub fn parse(spec: &str) -> Result<Self, String> {
         match spec.strip_prefix('*') {
+            // Envoy refuses regexes over RE2's default program size (100): a 101-character
+            // suffix was refused, 91 accepted; escaped characters count twice.
+            Some(suffix) if re2_escape(suffix).len() > 80 => Err(format!(
+                "health check suffix {suffix:?} is too long for Envoy's regex limit (80 at most)"
+            )),
             Some(suffix) if !suffix.is_empty() => Ok(Self::Suffix(suffix.to_owned())),
             None if spec.starts_with('/') => Ok(Self::Exact(spec.to_owned())),
             _ => Err(format!(
@@ -521,6 +526,9 @@ mod tests {
             Ok(HealthPath::Suffix("/h.z".into()))
         );
         assert!(HealthPath::parse("*").is_err());
+        assert!(HealthPath::parse(&format!("*/{}", "h".repeat(79))).is_ok());
+        assert!(HealthPath::parse(&format!("*/{}", "h".repeat(80))).is_err());
+        assert!(HealthPath::parse(&format!("*/{}", ".".repeat(40))).is_err());
         assert!(HealthPath::parse("h").is_err());
         assert_eq!(
             HealthPath::Suffix("/a.b(c)".into()).route_match()["safe_regex"]["regex"],

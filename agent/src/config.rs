@@ -140,7 +140,7 @@ pub struct SyncArgs {
     )]
     pub mongo_collection: String,
     /// Port assumed for a registration written without one.
-    #[arg(long, env = "COLYSEUS_ENVOY_DEFAULT_PORT", default_value_t = 2567)]
+    #[arg(long, env = "COLYSEUS_ENVOY_DEFAULT_PORT", default_value_t = 2567, value_parser = clap::value_parser!(u16).range(1..))]
     pub default_port: u16,
     /// Period of the full re-read of the registrations while connected.
     #[arg(long, env = "COLYSEUS_ENVOY_RESYNC_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]

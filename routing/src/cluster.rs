@@ -14,10 +14,13 @@ pub const DEFAULT_PROCESS_PREFIX: &str = "colyseus-process-";
 /// Default name of the all-processes cluster.
 pub const DEFAULT_ALL_CLUSTER: &str = "colyseus-all";
 
+/// Longest prefix or all-processes cluster name (see [`ClusterNames::new`]).
+pub const MAX_NAME_PART: usize = 40;
+
 /// Why a naming scheme is unsafe.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NamesError {
-    #[error("cluster name part {0:?} must be non-empty and use only [A-Za-z0-9_-]")]
+    #[error("cluster name part {0:?} must be 1-40 characters of [A-Za-z0-9_-]")]
     BadName(String),
     #[error("all-processes cluster {all:?} starts with the process prefix {prefix:?}, so a processId could name it")]
     Ambiguous { prefix: String, all: String },
@@ -47,8 +50,9 @@ impl ClusterNames {
     /// A name part outside `[A-Za-z0-9_-]`, or an `all` name that starts with `prefix`.
     pub fn new(prefix: &str, all: &str) -> Result<Self, NamesError> {
         for part in [prefix, all] {
-            // Same alphabet as ids; the length bound keeps stats names short.
-            if check_id(part).is_err() {
+            // Same alphabet as ids. The length bound keeps the route guard regex within RE2's
+            // default program size in Envoy (100): 64 + 64 was refused, 45 + 45 accepted.
+            if check_id(part).is_err() || part.len() > MAX_NAME_PART {
                 return Err(NamesError::BadName(part.to_owned()));
             }
         }

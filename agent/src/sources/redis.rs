@@ -276,6 +276,20 @@ impl RedisSession {
     /// # Errors
     /// Command failure or timeout.
     pub async fn evict(&mut self, member: &str, process_id: &str) -> Result<(), RedisSourceError> {
+        // The set holds Colyseus's own spelling of the member (host case, port left out...),
+        // which `member` (normalized) may not match: remove every member of this processId.
+        let registered: Vec<String> = bounded(
+            self.config.timeout,
+            "reading the registration set",
+            redis::cmd("SMEMBERS")
+                .arg(&self.config.nodes_key)
+                .query_async(&mut self.commands),
+        )
+        .await?;
+        let mut spellings = members_of(process_id, &registered);
+        if spellings.is_empty() {
+            spellings.push(member.to_owned());
+        }
         let listings: Vec<(String, Vec<u8>)> = bounded(
             self.config.timeout,
             "reading room listings",
@@ -290,7 +304,7 @@ impl RedisSession {
         pipe.atomic()
             .cmd("SREM")
             .arg(&self.config.nodes_key)
-            .arg(member)
+            .arg(&spellings)
             .ignore()
             .cmd("HDEL")
             .arg("roomcount")
@@ -340,6 +354,15 @@ impl RedisSession {
     }
 }
 
+/// The members of the registration set that register `process_id`, as written.
+fn members_of(process_id: &str, members: &[String]) -> Vec<String> {
+    members
+        .iter()
+        .filter(|m| m.split_once('/').is_some_and(|(pid, _)| pid == process_id))
+        .cloned()
+        .collect()
+}
+
 /// RedisDriver's room listing: hash of roomId -> the room as JSON.
 const ROOM_LISTINGS: &str = "roomcaches";
 
@@ -380,6 +403,22 @@ fn parse_run_id(info: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_every_spelling_of_a_process_registration() {
+        let members = [
+            "p1/Game-1.svc.local:80",
+            "p1/10.0.0.5",
+            "p12/10.0.0.6:1",
+            "garbage",
+        ]
+        .map(String::from);
+        assert_eq!(
+            members_of("p1", &members),
+            ["p1/Game-1.svc.local:80", "p1/10.0.0.5"]
+        );
+        assert!(members_of("p", &members).is_empty());
+    }
 
     #[test]
     fn finds_a_process_rooms_in_redis_driver_listings() {

@@ -150,6 +150,7 @@ fi
 
 mkdir -p "$RUN_DIR/envoy-config"
 "$agent" bootstrap --ip "$IP" --port "$PORT" --admin-addr "$ADMIN_ADDR" \
+  --agent-api-addr "$AGENT_API_ADDR" \
   --config-dir "$RUN_DIR/envoy-config" --filter-wasm "$wasm" >"$RUN_DIR/envoy.json.tmp"
 mv "$RUN_DIR/envoy.json.tmp" "$RUN_DIR/envoy.json"
 agent_cmd=("$agent" sync --redis-url "$REDIS_URL" --config-dir "$RUN_DIR/envoy-config"

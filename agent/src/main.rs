@@ -34,16 +34,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Bootstrap(args) => print_bootstrap(&args),
         Command::Sync(args) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    error!(error = %e, "Cannot start the runtime.");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime(true) else {
+                return ExitCode::FAILURE;
             };
             runtime.block_on(sync(args))
         }
@@ -55,15 +47,8 @@ fn main() -> ExitCode {
 /// Prints the operator's report. Exit 1 when something is not healthy, so scripts can use it.
 fn status(args: &colyseus_envoy_agent::config::StatusArgs) -> ExitCode {
     use colyseus_envoy_agent::inspect;
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %e, "Cannot start the runtime.");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(false) else {
+        return ExitCode::FAILURE;
     };
     let report = runtime.block_on(inspect::gather(
         args.api_addr,
@@ -90,15 +75,8 @@ fn register(args: &colyseus_envoy_agent::config::RegisterArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage(&e),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %e, "Cannot start the runtime.");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(false) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(registrar::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
@@ -310,6 +288,23 @@ async fn run_sync(
     let _ = sync_task.await;
     api.await.context("API task")?.context("API server")?;
     Ok(())
+}
+
+/// The tokio runtime: two workers for the sync daemon, one thread for the short-lived or
+/// single-connection commands. `None` (logged) if it cannot start.
+fn runtime(multi_thread: bool) -> Option<tokio::runtime::Runtime> {
+    let mut builder = if multi_thread {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| error!(error = %e, "Cannot start the runtime."))
+        .ok()
 }
 
 /// SIGTERM or SIGINT.

@@ -899,7 +899,27 @@ impl MongoServer {
         wait_for("secantusd", Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         });
-        MongoServer { port, proc }
+        let server = MongoServer { port, proc };
+        server.create_room_collection();
+        server
+    }
+
+    /// Creates `roomcaches` before any game server starts. secantusdb 0.7.0b3 livelocks
+    /// (100 % CPU, the insert never returns) when an implicit-create `insert` races a
+    /// `create` of the same new collection, which is what MongooseDriver's `autoCreate` does
+    /// on a fresh database (py-spy: `create_collection` against `_insert_chunk` retrying
+    /// write conflicts; reproduced with a MongooseDriver inserting as soon as it connects).
+    /// A real mongod has no such race.
+    fn create_room_collection(&self) {
+        let out = Command::new(root().join(".venv/bin/python"))
+            .args(["-c", CREATE_ROOMCACHES_PY, &self.uri()])
+            .output()
+            .expect("run .venv/bin/python");
+        assert!(
+            out.status.success(),
+            "creating roomcaches: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// URI with the database Colyseus's MongooseDriver uses.
@@ -907,6 +927,16 @@ impl MongoServer {
         format!("mongodb://127.0.0.1:{}/colyseus", self.port)
     }
 }
+
+const CREATE_ROOMCACHES_PY: &str = r#"
+import sys
+from pymongo import MongoClient
+from pymongo.errors import CollectionInvalid
+try:
+    MongoClient(sys.argv[1], serverSelectionTimeoutMS=10000).get_database().create_collection("roomcaches")
+except CollectionInvalid:
+    pass
+"#;
 
 /// A pymongo client (in `.venv`) driven line by line: each JSON command is answered with one
 /// JSON line once MongoDB acknowledged it.

@@ -75,7 +75,7 @@ async fn room(
     Path(room_id): Path<String>,
     Query(query): Query<RoomQuery>,
 ) -> axum::response::Response {
-    match status.locate(&room_id, query.process_id.as_deref()) {
+    match status.resolve(&room_id, query.process_id.as_deref()).await {
         Some(location) => Json(location).into_response(),
         None => (
             StatusCode::NOT_FOUND,

@@ -139,6 +139,16 @@ pub struct SyncArgs {
         default_value = "roomcaches"
     )]
     pub mongo_collection: String,
+    /// Index RedisDriver's room listings (the `roomcaches` hash) instead: read whole every
+    /// `--redis-rooms-interval`, and one room on demand when a lookup misses.
+    #[arg(long, env = "COLYSEUS_ENVOY_REDIS_ROOMS", conflicts_with = "mongo_uri")]
+    pub redis_rooms: bool,
+    /// Redis holding RedisDriver's listings, if not the presence Redis (`--redis-url`).
+    #[arg(long, env = "COLYSEUS_ENVOY_REDIS_ROOMS_URL")]
+    pub redis_rooms_url: Option<String>,
+    /// Period of the full read of RedisDriver's listings.
+    #[arg(long, env = "COLYSEUS_ENVOY_REDIS_ROOMS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub redis_rooms_interval: Duration,
     /// Port assumed for a registration written without one.
     #[arg(long, env = "COLYSEUS_ENVOY_DEFAULT_PORT", default_value_t = 2567, value_parser = clap::value_parser!(u16).range(1..))]
     pub default_port: u16,

@@ -16,6 +16,8 @@ use colyseus_envoy_agent::probe::ProbeConfig;
 use colyseus_envoy_agent::sinks::envoy_files::{ClusterOptions, EnvoyFilesSink, HealthCheck};
 use colyseus_envoy_agent::sources::mongo::{MongoRoomsConfig, MongoRoomsSource};
 use colyseus_envoy_agent::sources::redis::{RedisPresenceConfig, RedisPresenceSource};
+use colyseus_envoy_agent::sources::redis_rooms::{self, RedisRoomsConfig, RedisRoomsSource};
+use colyseus_envoy_agent::sources::RoomFetcher;
 use colyseus_envoy_agent::status::Status;
 use colyseus_envoy_agent::sync::{LivenessConfig, SyncConfig, Syncer};
 use tokio::sync::watch;
@@ -212,26 +214,42 @@ async fn run_sync(
     health_check: HealthCheck,
 ) -> anyhow::Result<()> {
     let mut status = Status::new(routing.names.clone());
-    let mongo = match &args.mongo_uri {
-        Some(uri) => {
-            status = status.with_rooms();
-            let mut config = MongoRoomsConfig::new(uri.clone());
-            config.collection.clone_from(&args.mongo_collection);
-            Some(
-                MongoRoomsSource::new(config)
-                    .await
-                    .context("configuring the MongoDB room listings")?,
-            )
-        }
-        None => None,
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let room_source = if let Some(uri) = &args.mongo_uri {
+        let mut config = MongoRoomsConfig::new(uri.clone());
+        config.collection.clone_from(&args.mongo_collection);
+        let source = MongoRoomsSource::new(config)
+            .await
+            .context("configuring the MongoDB room listings")?;
+        status = status
+            .with_rooms()
+            .with_fetcher(RoomFetcher::Mongo(source.fetcher()));
+        tokio::spawn(source.run(tx));
+        Some("mongo")
+    } else if args.redis_rooms {
+        let source = RedisRoomsSource::new(RedisRoomsConfig {
+            url: args
+                .redis_rooms_url
+                .clone()
+                .unwrap_or_else(|| args.redis_url.clone()),
+            key: redis_rooms::DEFAULT_KEY.to_owned(),
+            interval: args.redis_rooms_interval,
+            timeout: args.redis_timeout,
+        })
+        .context("configuring the RedisDriver room listings")?;
+        status = status
+            .with_rooms()
+            .with_fetcher(RoomFetcher::Redis(Box::new(source.fetcher())));
+        tokio::spawn(source.run(tx));
+        Some("redis-rooms")
+    } else {
+        None
     };
     let status = Arc::new(status);
-    if let Some(source) = mongo {
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        tokio::spawn(source.run(tx));
+    if let Some(name) = room_source {
         tokio::spawn(colyseus_envoy_agent::status::follow_rooms(
             status.clone(),
-            "mongo",
+            name,
             rx,
         ));
     }

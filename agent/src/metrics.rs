@@ -40,14 +40,24 @@ pub struct Metrics {
     pub rooms: AtomicU64,
     /// 1 while the MongoDB room-listing source is up.
     pub mongo_up: AtomicU64,
+    /// 1 while the RedisDriver room-listing source is up.
+    pub redis_rooms_up: AtomicU64,
     /// Inputs rejected, by source and reason.
     rejected: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Single-room reads from a listing source for rooms the index lacked, by outcome.
+    room_fetches: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
     pub fn reject(&self, source: &'static str, reason: &'static str) {
         if let Ok(mut map) = self.rejected.lock() {
             *map.entry((source, reason)).or_default() += 1;
+        }
+    }
+
+    pub fn room_fetch(&self, outcome: &'static str) {
+        if let Ok(mut map) = self.room_fetches.lock() {
+            *map.entry(outcome).or_default() += 1;
         }
     }
 
@@ -60,7 +70,7 @@ impl Metrics {
 
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let series: [(&str, &str, &str, &AtomicU64); 16] = [
+        let series: [(&str, &str, &str, &AtomicU64); 17] = [
             (
                 "colyseus_envoy_processes",
                 "gauge",
@@ -157,6 +167,12 @@ impl Metrics {
                 "1 while the MongoDB room-listing source is up.",
                 &self.mongo_up,
             ),
+            (
+                "colyseus_envoy_redis_rooms_up",
+                "gauge",
+                "1 while the RedisDriver room-listing source is up.",
+                &self.redis_rooms_up,
+            ),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in series {
@@ -175,6 +191,16 @@ impl Metrics {
                 let _ = writeln!(
                     out,
                     "colyseus_envoy_rejected_inputs_total{{source=\"{source}\",reason=\"{reason}\"}} {n}"
+                );
+            }
+        }
+        out.push_str("# HELP colyseus_envoy_room_fetches_total Rooms missing from the index read from their source on lookup, by outcome.\n");
+        out.push_str("# TYPE colyseus_envoy_room_fetches_total counter\n");
+        if let Ok(map) = self.room_fetches.lock() {
+            for (outcome, n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "colyseus_envoy_room_fetches_total{{outcome=\"{outcome}\"}} {n}"
                 );
             }
         }

@@ -63,6 +63,9 @@ pub enum RoomRejection {
     BadId { field: &'static str, error: IdError },
     #[error("room listing is not a JSON object")]
     NotJson,
+    /// A RedisDriver hash field that is not the roomId of its JSON.
+    #[error("room listing stored under {key:?} describes room {room_id:?}")]
+    KeyMismatch { key: String, room_id: String },
 }
 
 impl RoomRejection {
@@ -73,6 +76,7 @@ impl RoomRejection {
             Self::WrongType { .. } => "wrong_type",
             Self::BadId { .. } => "bad_id",
             Self::NotJson => "not_json",
+            Self::KeyMismatch { .. } => "key_mismatch",
         }
     }
 }
@@ -202,6 +206,23 @@ pub fn from_json(json: &[u8]) -> Result<Room, RoomRejection> {
         Some(Value::Object(_)) => Field::Other("object".into()),
     };
     convert(field)
+}
+
+/// One field of RedisDriver's `roomcaches` hash: the room's JSON under its roomId. A value
+/// filed under another roomId is rejected rather than guessed at.
+///
+/// # Errors
+/// As [`from_json`], or [`RoomRejection::KeyMismatch`].
+pub fn from_hash_field(key: &str, json: &[u8]) -> Result<Room, RoomRejection> {
+    let room = from_json(json)?;
+    if room.room_id == key {
+        Ok(room)
+    } else {
+        Err(RoomRejection::KeyMismatch {
+            key: key.to_owned(),
+            room_id: room.room_id,
+        })
+    }
 }
 
 /// A listing's field, whatever the encoding.
@@ -416,6 +437,23 @@ mod tests {
                 .unwrap_err()
                 .reason(),
             "wrong_type"
+        );
+    }
+
+    #[test]
+    fn redis_hash_fields_must_be_their_room_id() {
+        let json = br#"{"roomId":"r1","processId":"p1"}"#;
+        assert_eq!(from_hash_field("r1", json).unwrap().room_id, "r1");
+        assert_eq!(
+            from_hash_field("r2", json),
+            Err(RoomRejection::KeyMismatch {
+                key: "r2".into(),
+                room_id: "r1".into()
+            })
+        );
+        assert_eq!(
+            from_hash_field("r1", b"{").unwrap_err().reason(),
+            "not_json"
         );
     }
 

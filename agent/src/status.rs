@@ -9,11 +9,12 @@ use routing::wire::RoomLocation;
 use routing::{ClusterNames, ProcessId};
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
 use crate::model::{ProcessState, Registry};
 use crate::rooms::{RoomFeed, RoomIndex, RoomRejection};
+use crate::sources::RoomFetcher;
 
 /// One routed process, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,7 +47,17 @@ pub struct Status {
     /// Source keys of the listings rejected since the last full read: each bad listing is
     /// logged and counted once, not at every poll or reload.
     known_rejections: Mutex<HashSet<String>>,
+    /// Read-through for rooms the index lacks, if the room source has one.
+    fetcher: Option<RoomFetcher>,
+    /// Bounds the read-throughs in flight: lookups of unknown rooms come from the public
+    /// listener, and must not become a flood of database reads.
+    fetch_slots: tokio::sync::Semaphore,
 }
+
+/// Read-throughs in flight at most; a lookup finding none free answers from the index.
+const FETCH_SLOTS: usize = 8;
+/// Bound on one read-through.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Status {
     pub fn new(names: ClusterNames) -> Self {
@@ -57,7 +68,16 @@ impl Status {
             processes: RwLock::new(Vec::new()),
             rooms: None,
             known_rejections: Mutex::new(HashSet::new()),
+            fetcher: None,
+            fetch_slots: tokio::sync::Semaphore::new(FETCH_SLOTS),
         }
+    }
+
+    /// Rooms the index lacks are read from their source on lookup (see [`Self::resolve`]).
+    #[must_use]
+    pub fn with_fetcher(mut self, fetcher: RoomFetcher) -> Self {
+        self.fetcher = Some(fetcher);
+        self
     }
 
     /// With a room index (a room-listing source feeds it through [`follow_rooms`]).
@@ -164,6 +184,49 @@ impl Status {
         })
     }
 
+    /// [`Self::locate`], reading a room the index lacks from its source first: a room
+    /// listed a moment ago (before the next periodic read, or before its change event
+    /// arrived) is routed by roomId at once instead of falling back to the named process.
+    pub async fn resolve(&self, room_id: &str, named: Option<&str>) -> Option<RoomLocation> {
+        if let Some(location) = self.room(room_id) {
+            return Some(location);
+        }
+        if let Some(fetcher) = &self.fetcher {
+            if routing::id::check_id(room_id).is_ok() {
+                self.read_through(fetcher, room_id).await;
+            }
+        }
+        self.locate(room_id, named)
+    }
+
+    async fn read_through(&self, fetcher: &RoomFetcher, room_id: &str) {
+        let source = fetcher.source();
+        let Ok(_slot) = self.fetch_slots.try_acquire() else {
+            self.metrics.room_fetch("busy");
+            return;
+        };
+        let outcome = match tokio::time::timeout(FETCH_TIMEOUT, fetcher.fetch(room_id)).await {
+            Ok(Ok(Some(Ok(room)))) => {
+                self.apply_rooms(
+                    source,
+                    RoomFeed::Event(crate::rooms::RoomEvent::Upsert(room)),
+                );
+                "found"
+            }
+            Ok(Ok(Some(Err(why)))) => {
+                self.apply_rooms(source, RoomFeed::Rejected(room_id.to_owned(), why));
+                "rejected"
+            }
+            Ok(Ok(None)) => "unlisted",
+            Ok(Err(e)) => {
+                debug!(source, room_id, error = %e, "Cannot read the room listing.");
+                "failed"
+            }
+            Err(_) => "timeout",
+        };
+        self.metrics.room_fetch(outcome);
+    }
+
     /// Applies one update of a room-listing source to the index.
     pub fn apply_rooms(&self, source: &'static str, feed: RoomFeed) {
         let Some(Ok(mut rooms)) = self.rooms.as_ref().map(RwLock::write) else {
@@ -189,7 +252,7 @@ impl Status {
                 if let Ok(mut k) = self.known_rejections.lock() {
                     *k = now;
                 }
-                info!(source, rooms = fresh.len(), "Room listings loaded.");
+                debug!(source, rooms = fresh.len(), "Room listings loaded.");
                 rooms.replace_all(fresh);
             }
             RoomFeed::Event(event) => rooms.apply(event),
@@ -202,7 +265,14 @@ impl Status {
                     self.reject(source, &key, &why);
                 }
             }
-            RoomFeed::Up(up) => self.metrics.mongo_up.store(u64::from(up), Relaxed),
+            RoomFeed::Up(up) => {
+                let gauge = if source == "mongo" {
+                    &self.metrics.mongo_up
+                } else {
+                    &self.metrics.redis_rooms_up
+                };
+                gauge.store(u64::from(up), Relaxed);
+            }
         }
         self.metrics.rooms.store(rooms.len() as u64, Relaxed);
     }

@@ -3,5 +3,39 @@
 /// MongooseDriver's room listings (`roomcaches`) through the official `mongodb` driver.
 pub mod mongo;
 pub mod redis;
+/// RedisDriver's room listings (the `roomcaches` hash): periodic reads plus single-room reads.
+pub mod redis_rooms;
 /// `@colyseus/traefik` (Colyseus 0.17+): its `traefik/...` Redis keys, parsed (pure, no I/O).
 pub mod traefik;
+
+/// Reads one room's listing straight from its source: the read-through for a room the index
+/// does not have yet (created since the last read, or its change event not yet applied).
+#[derive(Debug)]
+pub enum RoomFetcher {
+    Mongo(mongo::MongoRoomFetcher),
+    Redis(Box<redis_rooms::RedisRoomFetcher>),
+}
+
+impl RoomFetcher {
+    /// The room listed as `room_id` (`Some(Err)`: listed but unusable), `None` if unlisted.
+    ///
+    /// # Errors
+    /// The source failing; the message says which.
+    pub async fn fetch(
+        &self,
+        room_id: &str,
+    ) -> Result<Option<Result<crate::rooms::Room, crate::rooms::RoomRejection>>, String> {
+        match self {
+            Self::Mongo(f) => f.fetch(room_id).await.map_err(|e| e.to_string()),
+            Self::Redis(f) => f.fetch(room_id).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Metric label of the source.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Self::Mongo(_) => "mongo",
+            Self::Redis(_) => "redis-rooms",
+        }
+    }
+}

@@ -118,6 +118,13 @@ impl MongoRoomsSource {
         })
     }
 
+    /// A fetcher of single rooms (shares the client's connection pool).
+    pub fn fetcher(&self) -> MongoRoomFetcher {
+        MongoRoomFetcher {
+            collection: self.collection.clone(),
+        }
+    }
+
     /// Runs until the receiver is dropped; failures are retried with backoff.
     pub async fn run(mut self, tx: mpsc::Sender<RoomFeed>) {
         let mut backoff = Duration::from_millis(200);
@@ -343,6 +350,30 @@ impl MongoRoomsSource {
         } else {
             Err(MongoSourceError::ServerChanged)
         }
+    }
+}
+
+/// Reads one listing (`findOne({roomId})`), for a room the index does not have yet.
+#[derive(Debug, Clone)]
+pub struct MongoRoomFetcher {
+    collection: Collection<Document>,
+}
+
+impl MongoRoomFetcher {
+    /// The room listed as `room_id`, if any (or why its listing is unusable).
+    ///
+    /// # Errors
+    /// MongoDB unreachable or failing (bounded by the client's server selection timeout).
+    pub async fn fetch(
+        &self,
+        room_id: &str,
+    ) -> Result<Option<Result<rooms::Room, rooms::RoomRejection>>, MongoSourceError> {
+        let doc = self
+            .collection
+            .find_one(doc! { "roomId": room_id })
+            .await
+            .map_err(mongo("reading one room listing"))?;
+        Ok(doc.map(|doc| rooms::from_document(&doc)))
     }
 }
 

@@ -1018,13 +1018,13 @@ pub struct Seat {
 }
 
 pub fn reserve_seat(addr: &str, room: &str) -> Seat {
-    let (status, _, body) = http_request(
-        addr,
-        "POST",
-        &format!("/matchmake/joinOrCreate/{room}"),
-        &[],
-    )
-    .unwrap();
+    matchmake(addr, "joinOrCreate", room)
+}
+
+/// A seat from `POST /matchmake/{method}/{room}` (`create`: always a new room).
+pub fn matchmake(addr: &str, method: &str, room: &str) -> Seat {
+    let (status, _, body) =
+        http_request(addr, "POST", &format!("/matchmake/{method}/{room}"), &[]).unwrap();
     assert_eq!(status, 200, "matchmake: {body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     Seat {

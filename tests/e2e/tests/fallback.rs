@@ -18,7 +18,7 @@ const AGENT_CALLS: &str = "cluster.colyseus_agent.upstream_rq_total";
 struct Setup {
     proxy: Proxy,
     _servers: Vec<GameServer>,
-    _mongo: MongoServer,
+    _mongo: Option<MongoServer>,
     _redis: Redis,
     _dir: Scratch,
 }
@@ -36,6 +36,16 @@ fn setup(name: &str) -> Setup {
         .map(|_| GameServer::start(&dir, &redis, &env))
         .collect();
     let proxy = Proxy::start_with(&dir, &redis.url(), &["--mongo-uri", uri.as_str()]);
+    ready(proxy, servers, Some(mongo), redis, dir)
+}
+
+fn ready(
+    proxy: Proxy,
+    servers: Vec<GameServer>,
+    mongo: Option<MongoServer>,
+    redis: Redis,
+    dir: Scratch,
+) -> Setup {
     proxy.wait_routed(
         servers.iter().map(|s| s.process_id.clone()).collect(),
         Duration::from_secs(10),
@@ -174,6 +184,83 @@ fn untrusted_process_ids_are_routed_by_room() {
     assert!(body.contains("room_lookup_failed"), "{body}");
     let path = format!("/{}/{}?sessionId=x", seat.process_id, seat.room_id);
     assert_eq!(ws_handshake(&public, &path).unwrap(), 101);
+    proxy.assert_no_rejected_config();
+}
+
+/// RedisDriver listings (`--redis-rooms`), read whole only at start here (the period is an
+/// hour): rooms created later are routed by roomId through the agent's read-through (HGET on
+/// a lookup miss), the moment matchmaking returns. Garbage in the hash is skipped and
+/// counted.
+#[test]
+fn redis_driver_rooms_are_routed_by_room_at_once() {
+    let dir = scratch("fallback-redis-rooms");
+    let redis = Redis::start(&dir);
+    let servers: Vec<GameServer> = (0..2)
+        .map(|_| GameServer::start(&dir, &redis, &[("DRIVER", "redis")]))
+        .collect();
+    let mut conn = redis.conn();
+    for (key, value) in [
+        ("garbage1", "not json"),
+        ("elsewhere", r#"{"roomId":"other","processId":"p1"}"#),
+        ("noPid", r#"{"roomId":"noPid"}"#),
+    ] {
+        let _: () = redis::cmd("HSET")
+            .arg("roomcaches")
+            .arg(key)
+            .arg(value)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let proxy = Proxy::start_with(
+        &dir,
+        &redis.url(),
+        &["--redis-rooms", "--redis-rooms-interval", "1h"],
+    );
+    let setup = ready(proxy, servers, None, redis, dir);
+    let proxy = &setup.proxy;
+    let public = proxy.public();
+    let rejected = |reason: &str| {
+        proxy.agent_metric(&format!(
+            "colyseus_envoy_rejected_inputs_total{{source=\"redis-rooms\",reason=\"{reason}\"}}"
+        ))
+    };
+    assert_eq!(rejected("not_json"), 1);
+    assert_eq!(rejected("key_mismatch"), 1);
+    assert_eq!(rejected("missing_field"), 1);
+    assert_eq!(proxy.agent_metric("colyseus_envoy_redis_rooms_up"), 1);
+
+    let found = r#"colyseus_envoy_room_fetches_total{outcome="found"}"#;
+    let mut by_process = std::collections::BTreeMap::<String, u32>::new();
+    for (i, form) in ["/undefined/{r}", "/nope12345/{r}", "/{r}"]
+        .iter()
+        .cycle()
+        .take(6)
+        .enumerate()
+    {
+        // A new room each time, joined at once with an untrusted processId.
+        let seat = matchmake(&public, "create", "echo");
+        let path = format!(
+            "{}?sessionId={}",
+            form.replace("{r}", &seat.room_id),
+            seat.session_id
+        );
+        assert_eq!(
+            ws_first_frame(&public, &path),
+            (101, Some(BINARY), Some(JOIN_ROOM)),
+            "try {i}: {path} (room on {})",
+            seat.process_id
+        );
+        assert_eq!(proxy.agent_metric(found), i as u64 + 1);
+        *by_process.entry(seat.process_id).or_default() += 1;
+    }
+    println!("read-through joins by process: {by_process:?}");
+    assert_eq!(
+        http_get(&public, "/undefined/noSuchRoom1?sessionId=x")
+            .unwrap()
+            .0,
+        404
+    );
+    assert!(proxy.agent_metric(r#"colyseus_envoy_room_fetches_total{outcome="unlisted"}"#) >= 1);
     proxy.assert_no_rejected_config();
 }
 

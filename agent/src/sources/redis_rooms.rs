@@ -1,0 +1,232 @@
+//! RedisDriver's room listings: the hash `roomcaches` (roomId -> the room as JSON). I/O
+//! only, conversions are in [`crate::rooms`].
+//!
+//! RedisDriver announces nothing when it writes a listing, so the hash is read whole every
+//! `interval` (HGETALL) and sent as a reload; a room created since the last read is read
+//! alone when someone asks for it ([`RedisRoomFetcher`], the API's read-through), so a
+//! player never waits for the next read. Any error ends the session; the next one
+//! reconnects and reads everything again.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::redis_call::{bounded, RedisCallError};
+use crate::rooms::{self, Room, RoomFeed, RoomRejection};
+
+/// RedisDriver's hash.
+pub const DEFAULT_KEY: &str = "roomcaches";
+
+#[derive(Debug, Clone)]
+pub struct RedisRoomsConfig {
+    pub url: String,
+    pub key: String,
+    /// Period of the full read.
+    pub interval: Duration,
+    /// Bound on connecting and on each command.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisRoomsError {
+    #[error("invalid Redis URL {url:?}: {source}")]
+    Url {
+        url: String,
+        source: redis::RedisError,
+    },
+    #[error(transparent)]
+    Call(#[from] RedisCallError),
+    #[error("the room index consumer is gone")]
+    Closed,
+}
+
+/// Reads the listings periodically and sends them as [`RoomFeed`]s.
+#[derive(Debug, Clone)]
+pub struct RedisRoomsSource {
+    client: redis::Client,
+    config: RedisRoomsConfig,
+}
+
+impl RedisRoomsSource {
+    /// # Errors
+    /// An unparsable URL. Connects lazily.
+    pub fn new(config: RedisRoomsConfig) -> Result<Self, RedisRoomsError> {
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|source| RedisRoomsError::Url {
+                url: config.url.clone(),
+                source,
+            })?;
+        Ok(Self { client, config })
+    }
+
+    /// A fetcher of single rooms over its own connection.
+    pub fn fetcher(&self) -> RedisRoomFetcher {
+        RedisRoomFetcher {
+            client: self.client.clone(),
+            key: self.config.key.clone(),
+            timeout: self.config.timeout,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Runs until the receiver is dropped; failures are retried with backoff.
+    pub async fn run(self, tx: mpsc::Sender<RoomFeed>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.session(&tx).await {
+                Err(RedisRoomsError::Closed) => return,
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?backoff, "RedisDriver room listings unavailable; keeping the rooms known.");
+                    if tx.send(RoomFeed::Up(false)).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Ok(()) => backoff = Duration::from_millis(200),
+            }
+        }
+    }
+
+    async fn session(&self, tx: &mpsc::Sender<RoomFeed>) -> Result<(), RedisRoomsError> {
+        let mut conn = connect(&self.client, self.config.timeout).await?;
+        let mut first = true;
+        let mut tick = tokio::time::interval(self.config.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let started = std::time::Instant::now();
+            let entries: Vec<(String, Vec<u8>)> = bounded(
+                self.config.timeout,
+                "HGETALL room listings",
+                redis::cmd("HGETALL")
+                    .arg(&self.config.key)
+                    .query_async(&mut conn),
+            )
+            .await?;
+            let (rooms, rejected) = convert_all(entries);
+            if first {
+                info!(rooms = rooms.len(), rejected = rejected.len(), took = ?started.elapsed(), "Following RedisDriver room listings (periodic reads).");
+            } else {
+                debug!(rooms = rooms.len(), rejected = rejected.len(), took = ?started.elapsed(), "Read RedisDriver room listings.");
+            }
+            send(tx, RoomFeed::Reload { rooms, rejected }).await?;
+            if first {
+                send(tx, RoomFeed::Up(true)).await?;
+                first = false;
+            }
+        }
+    }
+}
+
+/// Converts every field of the hash; bad ones are kept apart with their reason.
+fn convert_all(entries: Vec<(String, Vec<u8>)>) -> (Vec<Room>, Vec<(String, RoomRejection)>) {
+    let (mut rooms, mut rejected) = (Vec::with_capacity(entries.len()), Vec::new());
+    for (key, json) in entries {
+        match rooms::from_hash_field(&key, &json) {
+            Ok(room) => rooms.push(room),
+            Err(why) => rejected.push((key, why)),
+        }
+    }
+    (rooms, rejected)
+}
+
+/// Reads one listing (HGET), for a room the index does not have yet.
+#[derive(Debug)]
+pub struct RedisRoomFetcher {
+    client: redis::Client,
+    key: String,
+    timeout: Duration,
+    /// Opened on first use, dropped after an error so the next call reconnects.
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+impl RedisRoomFetcher {
+    /// The room listed under `room_id`, if any (or why its listing is unusable).
+    ///
+    /// # Errors
+    /// Redis unreachable or failing.
+    pub async fn fetch(
+        &self,
+        room_id: &str,
+    ) -> Result<Option<Result<Room, RoomRejection>>, RedisRoomsError> {
+        let mut conn = {
+            let mut guard = self.conn.lock().await;
+            match guard.as_ref() {
+                Some(conn) => conn.clone(),
+                None => {
+                    let conn = connect(&self.client, self.timeout).await?;
+                    *guard = Some(conn.clone());
+                    conn
+                }
+            }
+        };
+        let json: Option<Vec<u8>> = match bounded(
+            self.timeout,
+            "HGET room listing",
+            redis::cmd("HGET")
+                .arg(&self.key)
+                .arg(room_id)
+                .query_async(&mut conn),
+        )
+        .await
+        {
+            Ok(json) => json,
+            Err(e) => {
+                *self.conn.lock().await = None;
+                return Err(e.into());
+            }
+        };
+        Ok(json.map(|json| rooms::from_hash_field(room_id, &json)))
+    }
+}
+
+async fn connect(
+    client: &redis::Client,
+    timeout: Duration,
+) -> Result<MultiplexedConnection, RedisRoomsError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout);
+    Ok(bounded(
+        timeout,
+        "connecting to Redis (room listings)",
+        client.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await?)
+}
+
+async fn send(tx: &mpsc::Sender<RoomFeed>, feed: RoomFeed) -> Result<(), RedisRoomsError> {
+    tx.send(feed).await.map_err(|_| RedisRoomsError::Closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_fields_are_set_apart_not_fatal() {
+        let (rooms, rejected) = convert_all(vec![
+            ("r1".into(), br#"{"roomId":"r1","processId":"p1"}"#.to_vec()),
+            ("r2".into(), b"garbage".to_vec()),
+            ("r3".into(), br#"{"roomId":"r1","processId":"p1"}"#.to_vec()),
+            ("r4".into(), br#"{"roomId":"r4"}"#.to_vec()),
+        ]);
+        assert_eq!(rooms.len(), 1);
+        let reasons: Vec<_> = rejected
+            .iter()
+            .map(|(k, r)| (k.as_str(), r.reason()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("r2", "not_json"),
+                ("r3", "key_mismatch"),
+                ("r4", "missing_field")
+            ]
+        );
+    }
+}

@@ -152,6 +152,19 @@ pub struct SyncArgs {
     /// Port assumed for a registration written without one.
     #[arg(long, env = "COLYSEUS_ENVOY_DEFAULT_PORT", default_value_t = 2567, value_parser = clap::value_parser!(u16).range(1..))]
     pub default_port: u16,
+    /// What matchmaking requests are balanced on: `rooms` or `ccu` (each process's load
+    /// from Colyseus's `roomcount` hash sets its weight in the all-processes cluster, 10 for
+    /// the least loaded down to 1 for the busiest), or `even` (plain round robin).
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_BALANCE",
+        value_enum,
+        default_value = "rooms"
+    )]
+    pub balance: crate::balance::Balance,
+    /// How often the loads are read for `--balance rooms|ccu`.
+    #[arg(long, env = "COLYSEUS_ENVOY_BALANCE_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub balance_interval: Duration,
     /// Period of the full re-read of the registrations while connected.
     #[arg(long, env = "COLYSEUS_ENVOY_RESYNC_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,

@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::balance::parse_roomcount;
+
 /// A process as the agent's `/processes` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -20,15 +22,6 @@ pub struct ProcessRow {
     pub address: String,
     pub cluster: String,
     pub state: String,
-}
-
-/// Rooms and CCU of a process, from a `roomcount` value: `"{rooms},{ccu}"` (0.15.11+) or a
-/// bare room count (0.14).
-pub fn parse_roomcount(value: &str) -> Option<(u64, Option<u64>)> {
-    match value.split_once(',') {
-        Some((rooms, ccu)) => Some((rooms.trim().parse().ok()?, ccu.trim().parse().ok())),
-        None => Some((value.trim().parse().ok()?, None)),
-    }
 }
 
 /// `cluster -> upstream_cx_active` from Envoy's `/stats` text.
@@ -98,8 +91,11 @@ impl Report {
                 .roomcount
                 .get(&p.process_id)
                 .and_then(|v| parse_roomcount(v))
-                .map_or(("-".to_owned(), "-".to_owned()), |(r, c)| {
-                    (r.to_string(), c.map_or("-".to_owned(), |c| c.to_string()))
+                .map_or(("-".to_owned(), "-".to_owned()), |load| {
+                    (
+                        load.rooms.to_string(),
+                        load.ccu.map_or("-".to_owned(), |c| c.to_string()),
+                    )
                 });
             let cx = self
                 .connections
@@ -239,9 +235,6 @@ mod tests {
 
     #[test]
     fn parses_sources() {
-        assert_eq!(parse_roomcount("3,12"), Some((3, Some(12))));
-        assert_eq!(parse_roomcount("7"), Some((7, None)));
-        assert_eq!(parse_roomcount("x"), None);
         let stats = "cluster.colyseus-process-a.upstream_cx_active: 12\n\
                      cluster.colyseus-all.upstream_cx_active: 3\n\
                      cluster.colyseus-process-a.upstream_cx_total: 40\n";

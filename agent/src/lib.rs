@@ -4,6 +4,7 @@
 //! - [`sources`]: read registrations (Redis presence) and convert them; decide nothing.
 //! - [`model`]: pure; registrations and announcements -> the set of routable processes.
 //! - [`rooms`]: pure; the room index (roomId -> process) from the matchmaker's listings.
+//! - [`balance`]: pure; matchmaking weights of the processes from the load they report.
 //! - [`sinks`]: desired state -> Envoy (config files in a watched directory today; the sink
 //!   is replaceable, e.g. by a delta-xDS server for fleets of Envoys).
 //! - [`sync`]: the loop tying them together, with the rules that keep routing safe when a
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod atomic_file;
+pub mod balance;
 pub mod bootstrap;
 pub mod config;
 pub mod inspect;

@@ -296,6 +296,8 @@ async fn run_sync(
             },
             evict_from_presence: args.evict_dead_from_presence,
         },
+        balance: args.balance,
+        balance_interval: args.balance_interval,
     };
     info!(redis = %args.redis_url, config_dir = %args.config_dir.display(), api = %args.api_addr, "Agent starting.");
     let syncer = Syncer::new(source, sink, config, status);

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use crate::balance::{self, Balance, Weights};
 use crate::liveness::{self, Tracker, Verdict};
 use crate::model::{parse_announcement, Announcement, Registration, Registry, Rejection};
 use crate::probe::{self, ProbeConfig};
@@ -58,6 +59,10 @@ pub struct SyncConfig {
     /// How often draining processes are probed (and expired).
     pub drain_check_interval: Duration,
     pub liveness: LivenessConfig,
+    /// What the all-processes cluster's weights follow.
+    pub balance: Balance,
+    /// How often the loads are read (unless `balance` is even).
+    pub balance_interval: Duration,
 }
 
 /// How registered processes are watched for death.
@@ -109,6 +114,10 @@ pub struct Syncer {
     /// Rejections seen in the previous full read: a bad member that stays in Redis is
     /// logged and counted once, not on every re-read.
     known_rejections: BTreeSet<String>,
+    /// Matchmaking weights of the active processes, from their last reported loads.
+    weights: Weights,
+    /// `roomcount` fields that could not be read in the previous read (reported once).
+    bad_loads: BTreeSet<String>,
 }
 
 impl Syncer {
@@ -172,6 +181,8 @@ impl Syncer {
             dead_rx,
             probe_in_flight: false,
             known_rejections: BTreeSet::new(),
+            weights: Weights::new(),
+            bad_loads: BTreeSet::new(),
         }
     }
 
@@ -181,7 +192,7 @@ impl Syncer {
         // Envoy cannot start without the file. Where there is none yet, nothing can be lost
         // by writing what the agent knows (possibly no process) before Redis answers.
         if !self.sink.cds_path().exists() {
-            match self.sink.apply(&self.registry) {
+            match self.sink.apply(&self.registry, &self.weights) {
                 Ok(_) => info!(
                     processes = self.registry.len(),
                     "Wrote the initial Envoy config."
@@ -211,6 +222,10 @@ impl Syncer {
     /// One connection: full read, then announcements and periodic re-reads until it fails.
     async fn session(&mut self) -> Result<std::convert::Infallible, RedisSourceError> {
         let mut session = self.source.connect().await?;
+        if self.config.balance != Balance::Even {
+            // Weights first, so a restarted agent's first write is the config Envoy has.
+            self.weights = self.read_weights(&mut session).await?;
+        }
         self.full_sync(&mut session).await?;
         info!(
             processes = self.registry.len(),
@@ -222,6 +237,8 @@ impl Syncer {
         resync.tick().await;
         let mut drain_check = tokio::time::interval(self.config.drain_check_interval);
         let mut liveness = tokio::time::interval(self.config.liveness.interval);
+        let mut balance = tokio::time::interval(self.config.balance_interval);
+        balance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Answers to pings sent on a previous connection cannot be told from silence.
         self.pending_pings.clear();
         loop {
@@ -239,6 +256,9 @@ impl Syncer {
                 _ = resync.tick() => self.full_sync(&mut session).await?,
                 _ = drain_check.tick() => self.check_drains(),
                 _ = liveness.tick() => self.liveness_round(&mut session).await?,
+                _ = balance.tick(), if self.config.balance != Balance::Even => {
+                    self.rebalance(&mut session).await?;
+                }
                 Some(dead) = self.dead_rx.recv() => self.drop_dead_drains(dead),
                 Some((pid, ok)) = self.alive_rx.recv() => {
                     if self.liveness_result(&mut session, &pid, ok).await? {
@@ -532,10 +552,45 @@ impl Syncer {
         );
     }
 
+    /// Reads the processes' loads and reweights matchmaking; writes only if a weight changed.
+    async fn rebalance(&mut self, session: &mut RedisSession) -> Result<(), RedisSourceError> {
+        let weights = self.read_weights(session).await?;
+        if weights != self.weights {
+            debug!(?weights, "Matchmaking weights changed.");
+            self.weights = weights;
+            self.publish();
+        }
+        Ok(())
+    }
+
+    /// The active processes' weights from the loads they report now.
+    async fn read_weights(
+        &mut self,
+        session: &mut RedisSession,
+    ) -> Result<Weights, RedisSourceError> {
+        let (loads, bad) = balance::loads_from_roomcount(session.roomcount().await?);
+        let bad: BTreeSet<String> = bad.into_iter().collect();
+        for field in bad.difference(&self.bad_loads) {
+            self.status.metrics.reject(SOURCE, "bad_roomcount");
+            warn!(
+                field,
+                "Skipping an unreadable roomcount entry; that process counts as idle."
+            );
+        }
+        self.bad_loads = bad;
+        let active: Vec<routing::ProcessId> = self
+            .registry
+            .iter()
+            .filter(|(_, e)| e.is_active())
+            .map(|(pid, _)| pid.clone())
+            .collect();
+        Ok(balance::weights(self.config.balance, &loads, &active))
+    }
+
     /// Writes the registry to the sink and the state file, and exposes it on the API.
     fn publish(&mut self) {
         let metrics = &self.status.metrics;
-        match self.sink.apply(&self.registry) {
+        match self.sink.apply(&self.registry, &self.weights) {
             Ok(true) => {
                 metrics.config_writes.fetch_add(1, Relaxed);
                 debug!(processes = self.registry.len(), "Wrote Envoy config.");

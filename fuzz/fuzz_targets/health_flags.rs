@@ -156,7 +156,7 @@ fn health_check(spec: &str) {
         2567,
         std::time::Instant::now(),
     );
-    let doc: Value = serde_json::from_slice(&render_cds(&registry, &options)).unwrap();
+    let doc: Value = serde_json::from_slice(&render_cds(&registry, &Default::default(), &options)).unwrap();
     for cluster in doc["resources"].as_array().unwrap() {
         let hc = &cluster["health_checks"][0];
         match &check {

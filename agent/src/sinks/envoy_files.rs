@@ -13,6 +13,7 @@ use routing::ClusterNames;
 use serde_json::{json, Value};
 
 use crate::atomic_file::{self, WriteError};
+use crate::balance::Weights;
 use crate::model::{Endpoint, Host, Registry};
 
 /// File name of the cluster discovery file inside the watched directory.
@@ -100,19 +101,24 @@ impl HealthCheck {
 /// Renders the CDS file for `registry`: one cluster per live process (draining ones too, so
 /// their remaining rooms stay reachable; dead ones not), plus the all-processes cluster of the active ones
 /// (matchmaking never goes to a draining process). Byte-identical output for identical input.
-pub fn render_cds(registry: &Registry, options: &ClusterOptions) -> Vec<u8> {
+///
+/// `weights` are the all-processes cluster's endpoint weights (see [`crate::balance`]).
+pub fn render_cds(registry: &Registry, weights: &Weights, options: &ClusterOptions) -> Vec<u8> {
     let mut resources: Vec<Value> = registry
         .iter()
         .filter(|(_, entry)| entry.is_routable())
         .map(|(pid, entry)| {
-            let endpoints = [&entry.endpoint];
-            cluster(&options.names.process(pid), &endpoints, options)
+            cluster(
+                &options.names.process(pid),
+                &[(&entry.endpoint, None)],
+                options,
+            )
         })
         .collect();
-    let all: Vec<&Endpoint> = registry
+    let all: Vec<(&Endpoint, Option<u32>)> = registry
         .iter()
         .filter(|(_, e)| e.is_active())
-        .map(|(_, e)| &e.endpoint)
+        .map(|(pid, e)| (&e.endpoint, weights.get(pid).copied()))
         .collect();
     let mut all_cluster = cluster(options.names.all(), &all, options);
     // Matchmaking may go to any process: stop sending it to one that fails to connect or
@@ -138,9 +144,12 @@ pub fn render_cds(registry: &Registry, options: &ClusterOptions) -> Vec<u8> {
     bytes
 }
 
-fn cluster(name: &str, endpoints: &[&Endpoint], options: &ClusterOptions) -> Value {
+/// A cluster of `endpoints`, each with its load-balancing weight if it has one.
+fn cluster(name: &str, endpoints: &[(&Endpoint, Option<u32>)], options: &ClusterOptions) -> Value {
     // IP literals need no resolution (STATIC warms at once); names are resolved by Envoy.
-    let any_name = endpoints.iter().any(|e| matches!(e.host, Host::Name(_)));
+    let any_name = endpoints
+        .iter()
+        .any(|(e, _)| matches!(e.host, Host::Name(_)));
     let kind = match (any_name, endpoints.len()) {
         (false, _) => "STATIC",
         (true, 1) => "LOGICAL_DNS",
@@ -148,13 +157,17 @@ fn cluster(name: &str, endpoints: &[&Endpoint], options: &ClusterOptions) -> Val
     };
     let lb_endpoints: Vec<Value> = endpoints
         .iter()
-        .map(|e| {
+        .map(|(e, weight)| {
             let address = match &e.host {
                 Host::Ip(ip) => ip.to_string(),
                 Host::Name(n) => n.clone(),
             };
-            json!({ "endpoint": { "address": { "socket_address": {
-                "address": address, "port_value": e.port } } } })
+            let mut lb = json!({ "endpoint": { "address": { "socket_address": {
+                "address": address, "port_value": e.port } } } });
+            if let Some(w) = weight {
+                lb["load_balancing_weight"] = json!(w);
+            }
+            lb
         })
         .collect();
     let mut cluster = json!({
@@ -213,8 +226,8 @@ impl EnvoyFilesSink {
     ///
     /// # Errors
     /// I/O errors; the previous file is left untouched.
-    pub fn apply(&mut self, registry: &Registry) -> Result<bool, WriteError> {
-        let bytes = render_cds(registry, &self.options);
+    pub fn apply(&mut self, registry: &Registry, weights: &Weights) -> Result<bool, WriteError> {
+        let bytes = render_cds(registry, weights, &self.options);
         if self.last.as_deref() == Some(bytes.as_slice()) {
             return Ok(false);
         }
@@ -227,6 +240,7 @@ impl EnvoyFilesSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use routing::ProcessId;
     use std::time::Duration;
 
     fn options() -> ClusterOptions {
@@ -256,6 +270,7 @@ mod tests {
     fn one_cluster_per_process_plus_all() {
         let out = render_cds(
             &registry(&["b/127.0.0.1:2", "a/[::1]:1", "c/game-3:3"]),
+            &Weights::new(),
             &options(),
         );
         let clusters = clusters(&out);
@@ -304,7 +319,7 @@ mod tests {
         let now = std::time::Instant::now();
         let both = registry(&["a/127.0.0.1:1", "b/127.0.0.1:2"]);
         let (one_left, _) = both.from_members(["a/127.0.0.1:1"], 2567, now);
-        let clusters = clusters(&render_cds(&one_left, &options()));
+        let clusters = clusters(&render_cds(&one_left, &Weights::new(), &options()));
         let names: Vec<&str> = clusters
             .iter()
             .map(|c| c["name"].as_str().unwrap())
@@ -323,7 +338,7 @@ mod tests {
 
     #[test]
     fn health_checks() {
-        let out = render_cds(&registry(&["a/127.0.0.1:1"]), &options());
+        let out = render_cds(&registry(&["a/127.0.0.1:1"]), &Weights::new(), &options());
         let c = &clusters(&out)[0];
         assert_eq!(c["health_checks"][0]["interval"], "2.000s");
         assert_eq!(c["health_checks"][0]["tcp_health_check"], json!({}));
@@ -345,13 +360,21 @@ mod tests {
         }
         let mut o = options();
         o.health_check = HealthCheck::Off;
-        let c = &clusters(&render_cds(&registry(&["a/127.0.0.1:1"]), &o))[0];
+        let c = &clusters(&render_cds(
+            &registry(&["a/127.0.0.1:1"]),
+            &Weights::new(),
+            &o,
+        ))[0];
         assert!(c.get("health_checks").is_none());
     }
 
     #[test]
     fn no_process_still_has_the_all_cluster() {
-        let clusters = clusters(&render_cds(&Registry::default(), &options()));
+        let clusters = clusters(&render_cds(
+            &Registry::default(),
+            &Weights::new(),
+            &options(),
+        ));
         assert_eq!(clusters.len(), 1);
         assert_eq!(clusters[0]["name"], "colyseus-all");
         assert_eq!(clusters[0]["load_assignment"]["endpoints"], json!([]));
@@ -359,13 +382,40 @@ mod tests {
 
     #[test]
     fn deterministic_and_versioned_by_content() {
-        let a = render_cds(&registry(&["a/127.0.0.1:1", "b/127.0.0.1:2"]), &options());
-        let b = render_cds(&registry(&["b/127.0.0.1:2", "a/127.0.0.1:1"]), &options());
+        let a = render_cds(
+            &registry(&["a/127.0.0.1:1", "b/127.0.0.1:2"]),
+            &Weights::new(),
+            &options(),
+        );
+        let b = render_cds(
+            &registry(&["b/127.0.0.1:2", "a/127.0.0.1:1"]),
+            &Weights::new(),
+            &options(),
+        );
         assert_eq!(a, b);
-        let c = render_cds(&registry(&["a/127.0.0.1:1"]), &options());
+        let c = render_cds(&registry(&["a/127.0.0.1:1"]), &Weights::new(), &options());
         let version =
             |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).unwrap()["version_info"].clone();
         assert_ne!(version(&a), version(&c));
+    }
+
+    #[test]
+    fn weights_go_on_the_all_cluster_only() {
+        let reg = registry(&["a/127.0.0.1:1", "b/127.0.0.1:2"]);
+        let weights: Weights = [(ProcessId::parse("a").unwrap(), 10)].into_iter().collect();
+        let clusters = clusters(&render_cds(&reg, &weights, &options()));
+        let weight_of = |name: &str, i: usize| {
+            let c = clusters.iter().find(|c| c["name"] == name).unwrap();
+            c["load_assignment"]["endpoints"][0]["lb_endpoints"][i]["load_balancing_weight"].clone()
+        };
+        assert_eq!(weight_of("colyseus-all", 0), json!(10));
+        assert_eq!(weight_of("colyseus-all", 1), Value::Null);
+        assert_eq!(weight_of("colyseus-process-a", 0), Value::Null);
+        // Without weights: no weight field at all (plain round robin).
+        let plain = render_cds(&reg, &Weights::new(), &options());
+        assert!(!String::from_utf8(plain)
+            .unwrap()
+            .contains("load_balancing_weight"));
     }
 
     #[test]
@@ -373,10 +423,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = EnvoyFilesSink::new(dir.path().to_path_buf(), options());
         let reg = registry(&["a/127.0.0.1:1"]);
-        assert!(sink.apply(&reg).unwrap());
-        assert!(!sink.apply(&reg).unwrap());
+        assert!(sink.apply(&reg, &Weights::new()).unwrap());
+        assert!(!sink.apply(&reg, &Weights::new()).unwrap());
         let on_disk = std::fs::read(sink.cds_path()).unwrap();
-        assert_eq!(on_disk, render_cds(&reg, &options()));
+        assert_eq!(on_disk, render_cds(&reg, &Weights::new(), &options()));
         // No temp file left behind in the watched directory.
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -385,18 +435,21 @@ mod tests {
         assert_eq!(names, [CDS_FILE]);
         // A restarted agent finds the file and does not rewrite it.
         let mut restarted = EnvoyFilesSink::new(dir.path().to_path_buf(), options());
-        assert!(!restarted.apply(&reg).unwrap());
+        assert!(!restarted.apply(&reg, &Weights::new()).unwrap());
     }
 
     #[test]
     fn failed_write_keeps_the_old_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = EnvoyFilesSink::new(dir.path().to_path_buf(), options());
-        sink.apply(&registry(&["a/127.0.0.1:1"])).unwrap();
+        sink.apply(&registry(&["a/127.0.0.1:1"]), &Weights::new())
+            .unwrap();
         let before = std::fs::read(sink.cds_path()).unwrap();
         // A directory where the temp file should go makes the write fail.
         std::fs::create_dir(dir.path().join(".cds.json.tmp")).unwrap();
-        assert!(sink.apply(&registry(&["b/127.0.0.1:2"])).is_err());
+        assert!(sink
+            .apply(&registry(&["b/127.0.0.1:2"]), &Weights::new())
+            .is_err());
         assert_eq!(std::fs::read(sink.cds_path()).unwrap(), before);
     }
 }

@@ -158,6 +158,21 @@ impl RedisSession {
         Ok(Snapshot { run_id, members })
     }
 
+    /// The `roomcount` hash (processId -> `"{rooms},{ccu}"`), raw.
+    ///
+    /// # Errors
+    /// Command failure or timeout.
+    pub async fn roomcount(&mut self) -> Result<Vec<(String, String)>, RedisSourceError> {
+        Ok(bounded(
+            self.config.timeout,
+            "reading roomcount",
+            redis::cmd("HGETALL")
+                .arg(ROOM_COUNTS)
+                .query_async(&mut self.commands),
+        )
+        .await?)
+    }
+
     /// Waits for the next pub/sub message.
     ///
     /// # Errors
@@ -307,7 +322,7 @@ impl RedisSession {
             .arg(&spellings)
             .ignore()
             .cmd("HDEL")
-            .arg("roomcount")
+            .arg(ROOM_COUNTS)
             .arg(process_id)
             .ignore();
         if !rooms.is_empty() {
@@ -365,6 +380,8 @@ fn members_of(process_id: &str, members: &[String]) -> Vec<String> {
 
 /// RedisDriver's room listing: hash of roomId -> the room as JSON.
 const ROOM_LISTINGS: &str = "roomcaches";
+/// Colyseus's per-process load hash (processId -> `"{rooms},{ccu}"`).
+const ROOM_COUNTS: &str = "roomcount";
 
 /// The roomIds of `process_id`'s rooms in RedisDriver listings. Unparsable listings are
 /// left alone: they are not this process's to delete.

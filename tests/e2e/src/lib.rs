@@ -512,6 +512,20 @@ impl Proxy {
         hosts
     }
 
+    /// A per-host value (`weight`, `rq_total`...) of the all-processes cluster, by
+    /// `ip:port`, from Envoy's admin `/clusters`.
+    pub fn all_cluster_host_stat(&self, stat: &str) -> std::collections::BTreeMap<String, u64> {
+        let (_, _, body) = http_get(&self.admin(), "/clusters").unwrap();
+        let suffix = format!("::{stat}::");
+        body.lines()
+            .filter_map(|l| l.strip_prefix("colyseus-all::"))
+            .filter_map(|l| {
+                let (host, value) = l.split_once(&suffix)?;
+                Some((host.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
     pub fn wait_routed(&self, mut expected: Vec<String>, timeout: Duration) {
         expected.sort();
         wait_for(

@@ -39,6 +39,73 @@ fn real_clients_reach_their_rooms_across_processes() {
     proxy.assert_no_rejected_config();
 }
 
+/// `--balance rooms` (the default): the process holding the only room gets the lowest
+/// matchmaking weight from the load Colyseus reports in `roomcount`, and Envoy's weighted
+/// round robin sends it that share of the all-processes requests.
+#[test]
+fn matchmaking_favours_the_least_loaded_processes() {
+    let dir = scratch("balance");
+    let redis = Redis::start(&dir);
+    let servers: Vec<GameServer> = (0..3)
+        .map(|_| GameServer::start(&dir, &redis, &[]))
+        .collect();
+    let proxy = Proxy::start_with(&dir, &redis.url(), &["--balance-interval", "300ms"]);
+    proxy.wait_routed(
+        servers.iter().map(|s| s.process_id.clone()).collect(),
+        Duration::from_secs(10),
+    );
+    // No load anywhere: plain round robin, no weights written.
+    let weights = proxy.all_cluster_host_stat("weight");
+    assert!(weights.values().all(|w| *w == 1), "{weights:?}");
+
+    // Four players fill one echo room (maxClients 4) on one process.
+    let players = Holding::start(&proxy.endpoint(), 4);
+    let weights = wait_for("weights follow roomcount", Duration::from_secs(10), || {
+        let w = proxy.all_cluster_host_stat("weight");
+        (w.values().filter(|v| **v == 10).count() == 2 && w.values().any(|v| *v == 1)).then_some(w)
+    });
+    println!("weights: {weights:?}");
+    let (busy, _) = weights.iter().find(|(_, w)| **w == 1).unwrap();
+    let busy = busy.clone();
+    // It is the process Colyseus reports the room on.
+    let server = servers
+        .iter()
+        .find(|s| format!("127.0.0.1:{}", s.port) == busy)
+        .unwrap();
+    let load: String = redis::cmd("HGET")
+        .arg("roomcount")
+        .arg(&server.process_id)
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(load.starts_with("1,"), "roomcount of {busy}: {load}");
+    assert_eq!(weights[&busy], 1, "{weights:?}");
+
+    let before = proxy.all_cluster_host_stat("rq_total");
+    for _ in 0..105 {
+        // A CORS preflight: answered (204) by whichever process gets it, no room created.
+        let (status, _, _) = http_request(
+            &proxy.public(),
+            "OPTIONS",
+            "/matchmake/joinOrCreate/echo",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(status, 204);
+    }
+    let after = proxy.all_cluster_host_stat("rq_total");
+    let sent: std::collections::BTreeMap<&String, u64> = after
+        .iter()
+        .map(|(h, n)| (h, n - before.get(h).copied().unwrap_or(0)))
+        .collect();
+    println!("105 requests by host: {sent:?}");
+    // Weights 10:10:1 -> 50:50:5.
+    assert!(sent[&busy] <= 10, "{sent:?}");
+    assert!(sent.values().filter(|n| **n >= 40).count() == 2, "{sent:?}");
+    let result = players.finish();
+    assert_eq!(result.ok, 4, "{:?}", result.errors);
+    proxy.assert_no_rejected_config();
+}
+
 #[test]
 fn bad_and_hostile_requests_get_clear_answers() {
     let dir = scratch("edges");

@@ -9,7 +9,7 @@ use routing::wire::RoomLocation;
 use routing::{ClusterNames, ProcessId};
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::model::{ProcessState, Registry};
@@ -197,6 +197,26 @@ impl Status {
             }
         }
         self.locate(room_id, named)
+    }
+
+    /// Deletes a dead process's room listings from their source (with
+    /// `--evict-dead-from-presence`), so Colyseus's matchmaking stops offering its rooms.
+    pub async fn remove_listings_of(&self, process_id: &str) {
+        let Some(fetcher) = &self.fetcher else {
+            return;
+        };
+        match fetcher.remove_process(process_id).await {
+            Ok(Some(n)) => info!(
+                process_id,
+                rooms = n,
+                source = fetcher.source(),
+                "Deleted the dead process's room listings."
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                warn!(process_id, error = %e, "Cannot delete the dead process's room listings; Colyseus may still offer them.")
+            }
+        }
     }
 
     async fn read_through(&self, fetcher: &RoomFetcher, room_id: &str) {

@@ -371,6 +371,8 @@ impl Syncer {
                 if self.config.liveness.evict_from_presence {
                     info!(process_id = %pid, "Evicting the dead process from Redis presence.");
                     session.evict(&member, pid.as_str()).await?;
+                    let (status, pid) = (self.status.clone(), pid.to_string());
+                    tokio::spawn(async move { status.remove_listings_of(&pid).await });
                 }
                 Ok(true)
             }

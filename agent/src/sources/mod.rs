@@ -31,6 +31,22 @@ impl RoomFetcher {
         }
     }
 
+    /// Deletes a dead process's listings; `None` where the presence eviction already does
+    /// it (RedisDriver's hash, cleaned with the rest of the process's presence).
+    ///
+    /// # Errors
+    /// The source failing; the message says which.
+    pub async fn remove_process(&self, process_id: &str) -> Result<Option<u64>, String> {
+        match self {
+            Self::Mongo(f) => f
+                .remove_process(process_id)
+                .await
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            Self::Redis(_) => Ok(None),
+        }
+    }
+
     /// Metric label of the source.
     pub fn source(&self) -> &'static str {
         match self {

@@ -375,6 +375,20 @@ impl MongoRoomFetcher {
             .map_err(mongo("reading one room listing"))?;
         Ok(doc.map(|doc| rooms::from_document(&doc)))
     }
+
+    /// Deletes every listing of `process_id` (what Colyseus's own cleanup of a dead
+    /// process does, `driver.cleanup(processId)`); returns how many.
+    ///
+    /// # Errors
+    /// MongoDB unreachable or failing.
+    pub async fn remove_process(&self, process_id: &str) -> Result<u64, MongoSourceError> {
+        let result = self
+            .collection
+            .delete_many(doc! { "processId": process_id })
+            .await
+            .map_err(mongo("deleting a dead process's room listings"))?;
+        Ok(result.deleted_count)
+    }
 }
 
 async fn send(tx: &mpsc::Sender<RoomFeed>, feed: RoomFeed) -> Result<(), MongoSourceError> {

@@ -985,7 +985,8 @@ for line in sys.stdin:
         docs = [room({"roomId": "%s%d" % (c["prefix"], i), "processId": c["processIds"][i % len(c["processIds"])], "clients": 1}) for i in range(c["n"])]
         for i in range(0, len(docs), 1000):
             coll.insert_many(docs[i:i + 1000], ordered=False)
-    print(json.dumps({"ok": True, "count": coll.count_documents({})}), flush=True)
+    # Every command answers with the number of documents (matching "filter", if given).
+    print(json.dumps({"ok": True, "count": coll.count_documents(c.get("filter", {}))}), flush=True)
 "#;
 
 impl MongoClient {

@@ -17,8 +17,8 @@ const AGENT_CALLS: &str = "cluster.colyseus_agent.upstream_rq_total";
 /// Fields drop in order: the processes first, the scratch directory last.
 struct Setup {
     proxy: Proxy,
-    _servers: Vec<GameServer>,
-    _mongo: Option<MongoServer>,
+    servers: Vec<GameServer>,
+    mongo: Option<MongoServer>,
     _redis: Redis,
     _dir: Scratch,
 }
@@ -27,6 +27,10 @@ struct Setup {
 /// agent indexes), two Colyseus servers and the proxy, once each worker's filter has its
 /// process list.
 fn setup(name: &str) -> Setup {
+    setup_with(name, &[])
+}
+
+fn setup_with(name: &str, agent_args: &[&str]) -> Setup {
     let dir = scratch(name);
     let redis = Redis::start(&dir);
     let mongo = MongoServer::start(&dir);
@@ -35,7 +39,9 @@ fn setup(name: &str) -> Setup {
     let servers: Vec<GameServer> = (0..2)
         .map(|_| GameServer::start(&dir, &redis, &env))
         .collect();
-    let proxy = Proxy::start_with(&dir, &redis.url(), &["--mongo-uri", uri.as_str()]);
+    let mut args = vec!["--mongo-uri", uri.as_str()];
+    args.extend_from_slice(agent_args);
+    let proxy = Proxy::start_with(&dir, &redis.url(), &args);
     ready(proxy, servers, Some(mongo), redis, dir)
 }
 
@@ -58,8 +64,8 @@ fn ready(
     );
     Setup {
         proxy,
-        _servers: servers,
-        _mongo: mongo,
+        servers,
+        mongo,
         _redis: redis,
         _dir: dir,
     }
@@ -185,6 +191,47 @@ fn untrusted_process_ids_are_routed_by_room() {
     let path = format!("/{}/{}?sessionId=x", seat.process_id, seat.room_id);
     assert_eq!(ws_handshake(&public, &path).unwrap(), 101);
     proxy.assert_no_rejected_config();
+}
+
+/// `--evict-dead-from-presence`: a killed process's MongooseDriver listings are deleted (as
+/// Colyseus's `driver.cleanup(processId)` would), so nobody is offered its rooms; the other
+/// process's rooms stay.
+#[test]
+fn a_dead_process_listings_leave_mongodb() {
+    let mut setup = setup_with("fallback-evict", &["--evict-dead-from-presence", "true"]);
+    let public = setup.proxy.public();
+    let uri = setup.mongo.as_ref().unwrap().uri();
+    let mut mongo = MongoClient::connect(&uri);
+    // Colyseus creates each new room on the process with the fewest rooms: one on each.
+    let seats = [
+        matchmake(&public, "create", "echo"),
+        matchmake(&public, "create", "echo"),
+    ];
+    assert_ne!(seats[0].process_id, seats[1].process_id);
+    let count = |mongo: &mut MongoClient, pid: &str| {
+        mongo.send(serde_json::json!({"op": "count", "filter": {"processId": pid}}))
+    };
+    assert_eq!(count(&mut mongo, &seats[0].process_id), 1);
+    let victim = setup
+        .servers
+        .iter_mut()
+        .find(|s| s.process_id == seats[0].process_id)
+        .unwrap();
+    victim.proc.signal("KILL");
+    let start = Instant::now();
+    wait_for(
+        "the dead process's listings deleted",
+        Duration::from_secs(20),
+        || (count(&mut mongo, &seats[0].process_id) == 0).then_some(()),
+    );
+    println!("kill -9 -> listings deleted in {:?}", start.elapsed());
+    let (status, _, _) =
+        http_get(&setup.proxy.api(), &format!("/rooms/{}", seats[0].room_id)).unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(count(&mut mongo, &seats[1].process_id), 1);
+    let (status, _, _) =
+        http_get(&setup.proxy.api(), &format!("/rooms/{}", seats[1].room_id)).unwrap();
+    assert_eq!(status, 200);
 }
 
 /// RedisDriver listings (`--redis-rooms`), read whole only at start here (the period is an

@@ -10,8 +10,10 @@ use routing::{PluginConfig, RoutingConfig};
 
 /// colyseus-envoy agent: keeps Envoy routing every Colyseus player to the process that
 /// holds their room.
+/// A flag given twice takes its last value (scripts append overrides to a base command
+/// line, as with environment defaults).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

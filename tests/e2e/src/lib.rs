@@ -1103,6 +1103,16 @@ pub fn ws_first_frame(addr: &str, path: &str) -> (u16, Option<u8>, Option<u8>) {
 }
 
 /// User plus system CPU time of a process so far, from `/proc/{pid}/stat`.
+/// Resident memory of a process (`VmRSS`), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 pub fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the command name (which may hold spaces) start at its closing ')'.

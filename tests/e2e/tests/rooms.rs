@@ -28,15 +28,6 @@ fn rejected(proxy: &Proxy, reason: &str) -> u64 {
     ))
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn mongo_room_listings_route_by_room_id() {
     let dir = scratch("rooms");

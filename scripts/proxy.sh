@@ -41,50 +41,8 @@ envoy="$root/.venv/bin/envoy"
 pids_file="$RUN_DIR/pids"
 
 say() { echo "proxy: $*" >&2; }
-
-# What a PID must be running for us to signal it (guards against a recycled PID).
-expected_cmd() {
-  case "$1" in
-    agent) echo colyseus-envoy-agent ;;
-    envoy) echo envoy ;;
-    *) echo "$1" ;;
-  esac
-}
-
-# `alive NAME PID`: the process runs and, for a PID read back from $RUN_DIR/pids, still
-# runs what we started (a child of this script may not have exec'd yet: verify_cmd=0).
-verify_cmd=1
-alive() {
-  kill -0 "$2" 2>/dev/null || return 1
-  [ "$verify_cmd" -eq 0 ] && return 0
-  tr '\0' ' ' <"/proc/$2/cmdline" 2>/dev/null | grep -q -- "$(expected_cmd "$1")"
-}
-
-# `stop_all NAME PID ...`: SIGTERM, wait up to 10 s, then SIGKILL.
-stop_all() {
-  local -a names=() pids=()
-  while [ $# -ge 2 ]; do
-    if alive "$1" "$2"; then
-      names+=("$1")
-      pids+=("$2")
-      kill -TERM "$2" 2>/dev/null || true
-    fi
-    shift 2
-  done
-  local i n
-  for ((n = 0; n < 100; n++)); do
-    local left=0
-    for i in "${!pids[@]}"; do alive "${names[$i]}" "${pids[$i]}" && left=1; done
-    [ "$left" -eq 0 ] && return 0
-    sleep 0.1
-  done
-  for i in "${!pids[@]}"; do
-    if alive "${names[$i]}" "${pids[$i]}"; then
-      say "${names[$i]} (pid ${pids[$i]}) did not stop in 10 s; SIGKILL"
-      kill -KILL "${pids[$i]}" 2>/dev/null || true
-    fi
-  done
-}
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 stop_from_file() {
   if [ ! -f "$pids_file" ]; then

@@ -22,6 +22,8 @@ pids_file="$dir/pids"
 env_file="$dir/stack.env"
 
 say() { echo "stack: $*" >&2; }
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 # `up` records its settings so that `status` and `down` use the same ones.
 if [ -f "$env_file" ] && [ "${1:-up}" != up ]; then
@@ -36,47 +38,6 @@ GAME_BASE_PORT="${GAME_BASE_PORT:-2567}"
 ADMIN_ADDR="${ADMIN_ADDR:-127.0.0.1:9901}"
 AGENT_API_ADDR="${AGENT_API_ADDR:-127.0.0.1:9902}"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-
-# What a PID must be running for us to signal it (guards against a recycled PID).
-expected_cmd() {
-  case "$1" in
-    redis) echo redis-server ;;
-    game-*) echo example/server.js ;;
-    agent) echo colyseus-envoy-agent ;;
-    envoy) echo envoy ;;
-  esac
-}
-alive() {
-  kill -0 "$2" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$2/cmdline" 2>/dev/null | grep -q -- "$(expected_cmd "$1")"
-}
-
-# `stop_all NAME PID ...`: SIGTERM all, wait up to 10 s, then SIGKILL what is left.
-stop_all() {
-  local -a names=() pids=()
-  while [ $# -ge 2 ]; do
-    if alive "$1" "$2"; then
-      names+=("$1")
-      pids+=("$2")
-      kill -TERM "$2" 2>/dev/null || true
-    fi
-    shift 2
-  done
-  [ ${#pids[@]} -eq 0 ] && return 0
-  local i n left
-  for ((n = 0; n < 100; n++)); do
-    left=0
-    for i in "${!pids[@]}"; do alive "${names[$i]}" "${pids[$i]}" && left=1; done
-    [ "$left" -eq 0 ] && return 0
-    sleep 0.1
-  done
-  for i in "${!pids[@]}"; do
-    if alive "${names[$i]}" "${pids[$i]}"; then
-      say "${names[$i]} (pid ${pids[$i]}) did not stop in 10 s; SIGKILL"
-      kill -KILL "${pids[$i]}" 2>/dev/null || true
-    fi
-  done
-}
 
 # Number of recorded processes still running.
 running_count() {

@@ -22,6 +22,8 @@ pids_file="$dir/pids"
 env_file="$dir/stack.env"
 
 say() { echo "stack: $*" >&2; }
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 # `up` records its settings so that `status` and `down` use the same ones.
 if [ -f "$env_file" ] && [ "${1:-up}" != up ]; then
@@ -37,52 +39,27 @@ ADMIN_ADDR="${ADMIN_ADDR:-127.0.0.1:9901}"
 AGENT_API_ADDR="${AGENT_API_ADDR:-127.0.0.1:9902}"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 
-# What a PID must be running for us to signal it (guards against a recycled PID).
-expected_cmd() {
-  case "$1" in
-    redis) echo redis-server ;;
-    game-*) echo example/server.js ;;
-    agent) echo colyseus-envoy-agent ;;
-    envoy) echo envoy ;;
-  esac
-}
-alive() {
-  kill -0 "$2" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$2/cmdline" 2>/dev/null | grep -q -- "$(expected_cmd "$1")"
-}
-
-# `stop_all NAME PID ...`: SIGTERM all, wait up to 10 s, then SIGKILL what is left.
-stop_all() {
-  local -a names=() pids=()
-  while [ $# -ge 2 ]; do
-    if alive "$1" "$2"; then
-      names+=("$1")
-      pids+=("$2")
-      kill -TERM "$2" 2>/dev/null || true
-    fi
-    shift 2
-  done
-  [ ${#pids[@]} -eq 0 ] && return 0
-  local i n left
-  for ((n = 0; n < 100; n++)); do
-    left=0
-    for i in "${!pids[@]}"; do alive "${names[$i]}" "${pids[$i]}" && left=1; done
-    [ "$left" -eq 0 ] && return 0
-    sleep 0.1
-  done
-  for i in "${!pids[@]}"; do
-    if alive "${names[$i]}" "${pids[$i]}"; then
-      say "${names[$i]} (pid ${pids[$i]}) did not stop in 10 s; SIGKILL"
-      kill -KILL "${pids[$i]}" 2>/dev/null || true
-    fi
-  done
+# The recorded processes, one `NAME PID` a line: the stack's own, and the proxy's from its
+# own pids file, which a hot restart (scripts/proxy.sh hot-restart) keeps current; an old
+# Envoy that has finished draining is left out.
+entries() {
+  [ -f "$pids_file" ] || return 0
+  local proxy_pids="$dir/proxy/pids" name pid
+  if [ ! -f "$proxy_pids" ]; then
+    cat "$pids_file"
+    return 0
+  fi
+  grep -vE '^(agent|envoy|envoy-retiring) ' "$pids_file" || true
+  while read -r name pid; do
+    if [ "$name" = envoy-retiring ] && ! alive "$name" "$pid"; then continue; fi
+    echo "$name $pid"
+  done <"$proxy_pids"
 }
 
 # Number of recorded processes still running.
 running_count() {
   local name pid count=0
-  [ -f "$pids_file" ] || { echo 0; return; }
-  while read -r name pid; do alive "$name" "$pid" && count=$((count + 1)); done <"$pids_file"
+  while read -r name pid; do alive "$name" "$pid" && count=$((count + 1)); done < <(entries)
   echo "$count"
 }
 
@@ -97,11 +74,11 @@ down() {
   local name pid
   while read -r name pid; do
     case "$name" in
-      agent | envoy) proxy+=("$name" "$pid") ;;
+      agent | envoy | envoy-retiring) proxy+=("$name" "$pid") ;;
       game-*) games+=("$name" "$pid") ;;
       redis) redis+=("$name" "$pid") ;;
     esac
-  done <"$pids_file"
+  done < <(entries)
   [ ${#proxy[@]} -gt 0 ] && { say "stopping the proxy"; stop_all "${proxy[@]}"; }
   [ ${#games[@]} -gt 0 ] && { say "stopping the game servers"; stop_all "${games[@]}"; }
   [ ${#redis[@]} -gt 0 ] && { say "stopping redis"; stop_all "${redis[@]}"; }
@@ -117,7 +94,7 @@ status() {
   fi
   while read -r name pid; do
     if alive "$name" "$pid"; then echo "$name: running (pid $pid)"; else echo "$name: NOT running (pid $pid)"; fi
-  done <"$pids_file"
+  done < <(entries)
   echo "public: http://$IP:$PORT"
   echo "agent: http://$AGENT_API_ADDR/processes"
   curl -fsS --max-time 2 "http://$AGENT_API_ADDR/processes" || echo "(agent API not answering)"
@@ -154,7 +131,7 @@ up() {
   if [ -f "$pids_file" ] && [ "$count" -gt 0 ]; then
     # shellcheck disable=SC1090
     [ -f "$env_file" ] && . "$env_file"
-    if [ "$count" -eq "$(wc -l <"$pids_file")" ]; then
+    if [ "$count" -eq "$(entries | wc -l)" ]; then
       say "already up"
       status || true
       exit 0

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one test command (CI runs it through .ci/run). Installs and builds what is needed
 # (scripts/setup.sh), then: rustfmt, clippy (native and wasm32-wasip1), the unit tests, the
-# routing grammar tests compiled to wasm and run under Node's WASI, and the end-to-end suite
-# (real Redis, Envoy, Colyseus servers and colyseus.js clients, started by the tests).
+# routing grammar tests compiled to wasm and run under Node's WASI, a compile check of the
+# fuzz targets, and the end-to-end suite (real Redis, Envoy, Colyseus servers and
+# colyseus.js clients, started by the tests).
 #
 #   scripts/test.sh           everything
 #   scripts/test.sh --quick   everything but the end-to-end suite
@@ -18,7 +19,7 @@ quick=0
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
-    -h | --help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown argument: $arg" >&2; exit 64 ;;
   esac
 done
@@ -58,6 +59,28 @@ step() {
   "$@" 2>&1 | tee -a "$log"
 }
 
+# The fuzz targets are their own workspace, built only by scripts/fuzz.sh (nightly), so
+# nothing else notices when a change to the crates breaks them. A type check on stable,
+# counted as one test (a `test result:` line, which the closing count adds up). It shares
+# the workspace's target directory (the dependencies are the same versions), and points
+# libfuzzer-sys at an empty stub library instead of letting its build script compile
+# libFuzzer's C++ (most of a cold check's time): a check never links.
+fuzz_check() {
+  local dir="${CARGO_TARGET_DIR:-$root/target}"
+  # Absolute: libfuzzer-sys's build script runs in its own directory.
+  case "$dir" in /*) ;; *) dir="$root/$dir" ;; esac
+  mkdir -p "$dir"
+  # Created once: its mtime must not change, or the build script reruns every time.
+  [ -f "$dir/libfuzzer-stub.a" ] || : >"$dir/libfuzzer-stub.a"
+  if CUSTOM_LIBFUZZER_PATH="$dir/libfuzzer-stub.a" \
+    cargo check --manifest-path fuzz/Cargo.toml --bins --target-dir "$dir"; then
+    echo "test result: ok. 1 passed; 0 failed (fuzz targets compile)"
+  else
+    echo "test result: FAILED. 0 passed; 1 failed (fuzz targets do not compile)"
+    return 1
+  fi
+}
+
 step scripts/setup.sh
 step cargo fmt --all --check
 step cargo clippy --workspace --all-targets -- -D warnings
@@ -66,6 +89,7 @@ step cargo clippy -p colyseus-envoy-filter --target wasm32-wasip1 -- -D warnings
 step cargo test --workspace
 step cargo test -p routing --target wasm32-wasip1
 step cargo test -p colyseus-envoy-filter --target wasm32-wasip1
+step fuzz_check
 if [ "$quick" -eq 0 ]; then
   step cargo test -p e2e --features e2e -- --test-threads=1
 else

@@ -4,6 +4,7 @@
 //! name cannot pass the route guard).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -61,7 +62,6 @@ async fn processes(State(status): State<Arc<Status>>) -> impl IntoResponse {
     Json(status.processes())
 }
 
-/// 200 with the room's process (active or draining), 404 naming the room otherwise.
 /// Query of `GET /rooms/{roomId}`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -70,20 +70,28 @@ struct RoomQuery {
     process_id: Option<String>,
 }
 
+/// 200 with the room's process (active or draining), 404 naming the room otherwise; each
+/// answer is counted by outcome and timed (`colyseus_envoy_lookup_duration_seconds`).
 async fn room(
     State(status): State<Arc<Status>>,
     Path(room_id): Path<String>,
     Query(query): Query<RoomQuery>,
 ) -> axum::response::Response {
-    match status.resolve(&room_id, query.process_id.as_deref()).await {
-        Some(location) => Json(location).into_response(),
+    let started = Instant::now();
+    let (found, response) = match status.resolve(&room_id, query.process_id.as_deref()).await {
+        Some(location) => (true, Json(location).into_response()),
         None => (
-            StatusCode::NOT_FOUND,
-            Json(routing::wire::UnknownRoom {
-                error: routing::wire::UNKNOWN_ROOM.to_owned(),
-                room_id,
-            }),
-        )
-            .into_response(),
-    }
+            false,
+            (
+                StatusCode::NOT_FOUND,
+                Json(routing::wire::UnknownRoom {
+                    error: routing::wire::UNKNOWN_ROOM.to_owned(),
+                    room_id,
+                }),
+            )
+                .into_response(),
+        ),
+    };
+    status.metrics.lookups.record(found, started.elapsed());
+    response
 }

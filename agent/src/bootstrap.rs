@@ -15,6 +15,7 @@ use std::time::Duration;
 use routing::RoutingConfig;
 use serde_json::{json, Value};
 
+use crate::model::{Endpoint, Host};
 use crate::sinks::envoy_files::CDS_FILE;
 
 /// Name of the SDS secret holding the public certificate.
@@ -41,9 +42,10 @@ pub struct BootstrapSpec<'a> {
     /// Proxies in front of Envoy whose x-forwarded-for entries are trusted (0: Envoy is the
     /// edge, the TCP peer is the client).
     pub trusted_hops: u32,
-    /// The agent's API, reached by the filter through the static cluster
-    /// `routing.agent_cluster` (room lookups, the live process list).
-    pub agent_api: SocketAddr,
+    /// The agent's API, reached by the filter through the bootstrap cluster
+    /// `routing.agent_cluster` (room lookups, the live process list): an IP literal, or a
+    /// DNS name where the agent has no fixed address (docker compose, Kubernetes).
+    pub agent_api: Endpoint,
 }
 
 /// TLS termination.
@@ -145,17 +147,32 @@ pub fn render(spec: &BootstrapSpec<'_>) -> Value {
 
 /// The agent's API for the filter's `dispatch_http_call`. Its name never passes the route
 /// guard (checked with the plugin configuration), so clients cannot reach it.
+///
+/// An IP literal makes a STATIC cluster (warm at once). A name makes a STRICT_DNS one:
+/// Envoy re-resolves it (every 5 s by default), so an agent container restarted with a new
+/// address is found again, and every address a name returns is used (agents are alike:
+/// each answers from the same Redis and MongoDB).
 fn agent_cluster(spec: &BootstrapSpec<'_>) -> Value {
     let name = &spec.routing.agent_cluster;
-    json!({
+    let (kind, address) = match &spec.agent_api.host {
+        Host::Ip(ip) => ("STATIC", ip.to_string()),
+        Host::Name(host) => ("STRICT_DNS", host.clone()),
+    };
+    let mut cluster = json!({
         "name": name,
-        "type": "STATIC",
+        "type": kind,
         "connect_timeout": "0.250s",
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket(spec.agent_api) } }] }],
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": { "socket_address": {
+                "address": address, "port_value": spec.agent_api.port } } } }] }],
         },
-    })
+    });
+    if matches!(spec.agent_api.host, Host::Name(_)) {
+        // As for the game processes' clusters (sinks::envoy_files).
+        cluster["dns_lookup_family"] = json!("V4_PREFERRED");
+    }
+    cluster
 }
 
 fn listeners(spec: &BootstrapSpec<'_>) -> Value {
@@ -418,7 +435,7 @@ mod tests {
             health_path: None,
             max_downstream_connections: 1000,
             trusted_hops: 0,
-            agent_api: "127.0.0.1:9902".parse().unwrap(),
+            agent_api: crate::config::parse_host_port("127.0.0.1:9902").unwrap(),
         };
         let b = render(&spec);
         assert_eq!(
@@ -478,7 +495,7 @@ mod tests {
             health_path,
             max_downstream_connections: 1000,
             trusted_hops: 0,
-            agent_api: "127.0.0.1:9902".parse().unwrap(),
+            agent_api: crate::config::parse_host_port("127.0.0.1:9902").unwrap(),
         }
     }
 
@@ -544,5 +561,34 @@ mod tests {
             ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"];
         assert_eq!(routes[0]["direct_response"]["status"], 200);
         assert_eq!(routes.as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn agent_cluster_is_static_for_ip_literals_and_dns_for_names() {
+        let routing = RoutingConfig::try_from(PluginConfig::default()).unwrap();
+        let agent_cluster_for = |addr: &str| {
+            let mut spec = spec_with(&routing, None, None);
+            spec.agent_api = crate::config::parse_host_port(addr).unwrap();
+            render(&spec)["static_resources"]["clusters"][0].clone()
+        };
+        let address = |c: &Value| {
+            c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]
+                .clone()
+        };
+        for (addr, host) in [("10.1.2.3:9902", "10.1.2.3"), ("[fd00::2]:9902", "fd00::2")] {
+            let c = agent_cluster_for(addr);
+            assert_eq!(c["type"], "STATIC", "{addr}");
+            assert_eq!(address(&c)["address"], host, "{addr}");
+            assert_eq!(address(&c)["port_value"], 9902, "{addr}");
+            assert!(c.get("dns_lookup_family").is_none(), "{addr}");
+        }
+        let c = agent_cluster_for("agent:9903");
+        assert_eq!(c["name"], routing.agent_cluster);
+        assert_eq!(c["type"], "STRICT_DNS");
+        assert_eq!(address(&c)["address"], "agent");
+        assert_eq!(address(&c)["port_value"], 9903);
+        assert_eq!(c["dns_lookup_family"], "V4_PREFERRED");
+        assert_eq!(c["load_assignment"]["cluster_name"], routing.agent_cluster);
     }
 }

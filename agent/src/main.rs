@@ -140,7 +140,7 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
         health_path,
         max_downstream_connections: args.max_downstream_connections,
         trusted_hops: args.trusted_hops,
-        agent_api: args.agent_api_addr,
+        agent_api: args.agent_api_addr.clone(),
     };
     match serde_json::to_string_pretty(&bootstrap::render(&spec)) {
         Ok(text) => {

@@ -1,9 +1,19 @@
-//! The agent's counters and gauges, rendered as Prometheus text on `/metrics`.
+//! The agent's counters, gauges and one histogram, rendered as Prometheus text on
+//! `/metrics`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the room-lookup latency buckets. An answer is an in-memory
+/// lookup plus a small JSON body: tens of microseconds; the upper buckets show lock
+/// contention or a starved runtime long before the filter's 500 ms budget runs out.
+pub const LOOKUP_BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05,
+    0.25,
+];
 
 /// Counters shared by the sync loop (writer) and the API (reader).
 #[derive(Debug, Default)]
@@ -42,10 +52,107 @@ pub struct Metrics {
     pub mongo_up: AtomicU64,
     /// 1 while the RedisDriver room-listing source is up.
     pub redis_rooms_up: AtomicU64,
+    /// Room lookups answered (`GET /rooms/{roomId}`): what the filter waits for when it
+    /// cannot trust a path's processId.
+    pub lookups: Lookups,
     /// Inputs rejected, by source and reason.
     rejected: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Single-room reads from a listing source for rooms the index lacked, by outcome.
     room_fetches: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Room lookups by outcome, and how long the agent took to answer them.
+#[derive(Debug)]
+pub struct Lookups {
+    /// From the handler's start to the response built (body serialized). The filter also
+    /// waits for the HTTP round trip: Envoy's `cluster.colyseus_agent.upstream_rq_time`.
+    pub duration: Histogram,
+    /// Answered 200: the room's process.
+    pub found: AtomicU64,
+    /// Answered 404 `unknown_room`.
+    pub unknown: AtomicU64,
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Self {
+            duration: Histogram::new(&LOOKUP_BUCKETS),
+            found: AtomicU64::default(),
+            unknown: AtomicU64::default(),
+        }
+    }
+}
+
+impl Lookups {
+    pub fn record(&self, found: bool, took: Duration) {
+        self.duration.observe(took);
+        let outcome = if found { &self.found } else { &self.unknown };
+        outcome.fetch_add(1, Relaxed);
+    }
+}
+
+/// A Prometheus histogram over fixed buckets, lock-free: the API records from any task.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Upper bounds in seconds, ascending; an observation equal to a bound is in it.
+    bounds: &'static [f64],
+    /// Observations per bucket, not cumulative (summed when rendered); one more than
+    /// `bounds`, the last being `+Inf`.
+    counts: Box<[AtomicU64]>,
+    /// Sum of the observations, in nanoseconds (u64: 584 years of them).
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    /// `bounds` must be ascending (they are constants of this module).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::default()).collect(),
+            sum_nanos: AtomicU64::default(),
+        }
+    }
+
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(self.bounds.len());
+        if let Some(count) = self.counts.get(bucket) {
+            count.fetch_add(1, Relaxed);
+        }
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        // Saturates instead of wrapping (fetch_add would wrap).
+        let _ = self
+            .sum_nanos
+            .fetch_update(Relaxed, Relaxed, |sum| Some(sum.saturating_add(nanos)));
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// `# HELP`, `# TYPE`, the cumulative `_bucket` lines, `_sum` (seconds) and `_count`.
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count.load(Relaxed);
+            match self.bounds.get(i) {
+                Some(le) => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum = Duration::from_nanos(self.sum_nanos.load(Relaxed)).as_secs_f64();
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
 }
 
 impl Metrics {
@@ -182,6 +289,25 @@ impl Metrics {
                 value.load(Relaxed)
             );
         }
+        self.lookups.duration.render(
+            &mut out,
+            "colyseus_envoy_lookup_duration_seconds",
+            "Time the agent took to answer a room lookup (GET /rooms/{roomId}).",
+        );
+        out.push_str(
+            "# HELP colyseus_envoy_lookups_total Room lookups answered, by outcome.\n\
+             # TYPE colyseus_envoy_lookups_total counter\n",
+        );
+        for (outcome, n) in [
+            ("found", &self.lookups.found),
+            ("unknown", &self.lookups.unknown),
+        ] {
+            let _ = writeln!(
+                out,
+                "colyseus_envoy_lookups_total{{outcome=\"{outcome}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
         out.push_str(
             "# HELP colyseus_envoy_rejected_inputs_total Inputs skipped, by source and reason.\n",
         );
@@ -224,5 +350,53 @@ mod tests {
             "colyseus_envoy_rejected_inputs_total{source=\"redis\",reason=\"bad_address\"} 2\n"
         ));
         assert_eq!(m.rejected("redis", "bad_address"), 2);
+    }
+
+    #[test]
+    fn renders_the_lookup_histogram_cumulatively() {
+        let m = Metrics::default();
+        // 10 µs exactly (in the first bucket: `le` is inclusive), 30 µs, 2 ms, 1 s (+Inf).
+        for (found, micros) in [(true, 10), (true, 30), (false, 2_000), (false, 1_000_000)] {
+            m.lookups.record(found, Duration::from_micros(micros));
+        }
+        let text = m.render();
+        let name = "colyseus_envoy_lookup_duration_seconds";
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(name)).collect();
+        assert_eq!(
+            lines,
+            [
+                "# HELP colyseus_envoy_lookup_duration_seconds Time the agent took to answer a room lookup (GET /rooms/{roomId}).",
+                "# TYPE colyseus_envoy_lookup_duration_seconds histogram",
+                "colyseus_envoy_lookup_duration_seconds_bucket{le=\"0.00001\"} 1",
+                "colyseus_envoy_lookup_duration_seconds_bucket{le=\"0.000025\"} 1",
+                "colyseus_envoy_lookup_duration_seconds_bucket{le=\"0.00005\"} 2",
+                "colyseus_envoy_lookup_duration_seconds_bucket{le=\"0.0001\"} 2",
+                "colyseus_envoy_lookup_duration_seconds_bucket{le=\"0.00025\"} 2",
+                "colyseus_envoy_lookup_duration_seconds_bucket{le=\"0.0005\"} 2",
+                "colyseus_envoy_lookup_duration_seconds_bucket{le=\"0.001\"} 2",
+                "colyseus_envoy_lookup_duration_seconds_bucket{le=\"0.0025\"} 3",
+                "colyseus_envoy_lookup_duration_seconds_bucket{le=\"0.005\"} 3",
+                "colyseus_envoy_lookup_duration_seconds_bucket{le=\"0.01\"} 3",
+                "colyseus_envoy_lookup_duration_seconds_bucket{le=\"0.05\"} 3",
+                "colyseus_envoy_lookup_duration_seconds_bucket{le=\"0.25\"} 3",
+                "colyseus_envoy_lookup_duration_seconds_bucket{le=\"+Inf\"} 4",
+                "colyseus_envoy_lookup_duration_seconds_sum 1.00204",
+                "colyseus_envoy_lookup_duration_seconds_count 4",
+            ]
+        );
+        assert!(text.contains(
+            "# TYPE colyseus_envoy_lookups_total counter\n\
+             colyseus_envoy_lookups_total{outcome=\"found\"} 2\n\
+             colyseus_envoy_lookups_total{outcome=\"unknown\"} 2\n"
+        ));
+        assert_eq!(m.lookups.duration.count(), 4);
+    }
+
+    #[test]
+    fn an_empty_histogram_renders_zeros() {
+        let text = Metrics::default().render();
+        assert!(text.contains("colyseus_envoy_lookup_duration_seconds_bucket{le=\"+Inf\"} 0\n"));
+        assert!(text.contains("colyseus_envoy_lookup_duration_seconds_sum 0\n"));
+        assert!(text.contains("colyseus_envoy_lookups_total{outcome=\"unknown\"} 0\n"));
     }
 }

@@ -60,7 +60,7 @@ fn health_path(spec: &str) {
             health_path: Some(path.clone()),
             max_downstream_connections: 10_000,
             trusted_hops: 0,
-            agent_api: "127.0.0.1:9902".parse().unwrap(),
+            agent_api: colyseus_envoy_agent::config::parse_host_port("127.0.0.1:9902").unwrap(),
         };
         let doc = render(&bootstrap);
         let mut matches = Vec::new();

@@ -271,8 +271,18 @@ fn compose_file_runs_the_tested_bootstrap_and_agent_flags() {
             "the bootstrap script never writes {path}"
         );
     }
-    // The agent's API stays on the private network (no port of the agent is published).
-    assert!(flag(&agent_cmd, "--api-addr").ends_with(":9902"));
+    // The agent's API stays on the private network (no port of the agent is published),
+    // and Envoy's filter reaches it there by the agent's service name and API port.
+    let api_port = flag(&agent_cmd, "--api-addr")
+        .rsplit_once(':')
+        .map(|(_, port)| port.to_owned())
+        .unwrap();
+    assert_eq!(api_port, "9902");
+    assert_eq!(
+        flag(&bootstrap_cmd, "--agent-api-addr"),
+        format!("agent:{api_port}"),
+        "the bootstrap's --agent-api-addr names the agent service"
+    );
 
     // The bootstrap as compose renders it: every path is the compose one.
     let agent = agent_bin();
@@ -290,6 +300,20 @@ fn compose_file_runs_the_tested_bootstrap_and_agent_flags() {
         rendered["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"],
         80
     );
+    // The agent's cluster resolves the service name (Docker's DNS), not a fixed address.
+    let clusters = rendered["static_resources"]["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 1, "{clusters:?}");
+    let agent_cluster = &clusters[0];
+    assert_eq!(agent_cluster["name"], "colyseus_agent");
+    assert_eq!(agent_cluster["type"], "STRICT_DNS");
+    let endpoints = agent_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        .as_array()
+        .unwrap();
+    assert_eq!(endpoints.len(), 1, "{endpoints:?}");
+    let socket = &endpoints[0]["endpoint"]["address"]["socket_address"];
+    assert_eq!(socket["address"], "agent");
+    assert!(services.contains_key("agent"));
+    assert_eq!(socket["port_value"].to_string(), api_port);
 
     // The agent accepts the compose `sync` flags and writes the CDS file Envoy needs to
     // start (before Redis answers: no process yet). Substituted: the config dir (a temp

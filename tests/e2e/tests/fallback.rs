@@ -12,6 +12,11 @@ const JOIN_ROOM: u8 = 10;
 /// WebSocket binary frame.
 const BINARY: u8 = 2;
 const AGENT_CALLS: &str = "cluster.colyseus_agent.upstream_rq_total";
+/// The agent's room-lookup metrics (`/metrics`).
+const LOOKUPS_FOUND: &str = "colyseus_envoy_lookups_total{outcome=\"found\"}";
+const LOOKUPS_UNKNOWN: &str = "colyseus_envoy_lookups_total{outcome=\"unknown\"}";
+const LOOKUPS_TIMED: &str = "colyseus_envoy_lookup_duration_seconds_count";
+const LOOKUPS_SLOW: &str = "colyseus_envoy_lookup_duration_seconds_bucket{le=\"0.25\"}";
 
 /// Everything a test keeps alive.
 /// Fields drop in order: the processes first, the scratch directory last.
@@ -125,6 +130,7 @@ fn untrusted_process_ids_are_routed_by_room() {
 
     // Missing, `undefined` or dead processId with a valid seat: the player still reaches the
     // room's process (JOIN_ROOM, not "seat reservation expired").
+    let found_before = proxy.agent_metric(LOOKUPS_FOUND);
     let mut by_process = std::collections::BTreeMap::<String, u32>::new();
     for (i, form) in ["/undefined/{r}", "/nope12345/{r}", "/{r}"]
         .iter()
@@ -152,6 +158,12 @@ fn untrusted_process_ids_are_routed_by_room() {
         *by_process.entry(seat.process_id).or_default() += 1;
     }
     println!("fallback joins by process: {by_process:?}");
+    // Each of the 9 seats was found twice: by the test's own GET and by the filter's lookup.
+    let found = proxy.agent_metric(LOOKUPS_FOUND) - found_before;
+    assert!(
+        found >= 18,
+        "{found} lookups counted found for 9 fallback joins"
+    );
 
     // The fast path makes no call out: the agent cluster only sees the process-list ticks
     // (2 workers x 1/s). 200 lookups of unknown rooms each make one.
@@ -173,6 +185,10 @@ fn untrusted_process_ids_are_routed_by_room() {
         "{calls} agent calls for 200 fast-path upgrades"
     );
     let before = proxy.envoy_stat(AGENT_CALLS);
+    let (unknown_before, timed_before) = (
+        proxy.agent_metric(LOOKUPS_UNKNOWN),
+        proxy.agent_metric(LOOKUPS_TIMED),
+    );
     for i in 0..200 {
         let path = format!("/undefined/gone{i}?sessionId=x");
         assert_eq!(ws_handshake(&public, &path).unwrap(), 404);
@@ -180,6 +196,33 @@ fn untrusted_process_ids_are_routed_by_room() {
     let calls = proxy.envoy_stat(AGENT_CALLS) - before;
     println!("fallback path: 200 unknown rooms made {calls} agent calls");
     assert!(calls >= 200);
+    // The agent counted and timed each of those lookups (nothing else asked for rooms), and
+    // none of them took anywhere near the filter's 500 ms budget.
+    let unknown = proxy.agent_metric(LOOKUPS_UNKNOWN) - unknown_before;
+    let timed = proxy.agent_metric(LOOKUPS_TIMED);
+    assert_eq!(unknown, 200, "lookups counted unknown");
+    assert_eq!(timed - timed_before, 200, "lookups timed");
+    assert_eq!(
+        proxy.agent_metric(LOOKUPS_SLOW),
+        timed,
+        "lookups over 250 ms"
+    );
+    let (_, _, metrics) = http_get(&proxy.api(), "/metrics").unwrap();
+    let sum: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("colyseus_envoy_lookup_duration_seconds_sum "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    let (_, _, waits) = http_get(
+        &proxy.admin(),
+        "/stats?filter=^cluster.colyseus_agent.upstream_rq_time$",
+    )
+    .unwrap();
+    println!(
+        "agent lookup time: mean {:.1} us over {timed} lookups; filter's wait (Envoy): {}",
+        sum / timed as f64 * 1e6,
+        waits.trim()
+    );
 
     // Agent gone: lookups fail with a clear 503, and a known processId still works (after a
     // failed refresh every processId counts as known).

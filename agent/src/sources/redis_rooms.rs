@@ -2,11 +2,12 @@
 //! only, conversions are in [`crate::rooms`].
 //!
 //! RedisDriver announces nothing when it writes a listing, so the hash is read whole every
-//! `interval` (HGETALL) and sent as a reload; a room created since the last read is read
+//! `interval` (in HSCAN pages) and sent as a reload; a room created since the last read is read
 //! alone when someone asks for it ([`RedisRoomFetcher`], the API's read-through), so a
 //! player never waits for the next read. Any error ends the session; the next one
 //! reconnects and reads everything again.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -15,7 +16,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::redis_call::{bounded, RedisCallError};
-use crate::rooms::{self, Room, RoomFeed, RoomRejection};
+use crate::rooms::{self, Room, RoomEvent, RoomFeed, RoomRejection};
 
 /// RedisDriver's hash.
 pub const DEFAULT_KEY: &str = "roomcaches";
@@ -93,38 +94,113 @@ impl RedisRoomsSource {
 
     async fn session(&self, tx: &mpsc::Sender<RoomFeed>) -> Result<(), RedisRoomsError> {
         let mut conn = connect(&self.client, self.config.timeout).await?;
-        let mut first = true;
         let mut tick = tokio::time::interval(self.config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first read of a session is a reload; later ones send only what changed.
+        tick.tick().await;
+        let started = std::time::Instant::now();
+        let entries = self.read_all(&mut conn).await?;
+        let mut seen = fingerprints(&entries);
+        let (rooms, rejected) = convert_all(entries);
+        info!(rooms = rooms.len(), rejected = rejected.len(), took = ?started.elapsed(), "Following RedisDriver room listings (periodic reads).");
+        send(tx, RoomFeed::Reload { rooms, rejected }).await?;
+        send(tx, RoomFeed::Up(true)).await?;
         loop {
             tick.tick().await;
             let started = std::time::Instant::now();
-            let entries: Vec<(String, Vec<u8>)> = bounded(
-                self.config.timeout,
-                "HGETALL room listings",
-                redis::cmd("HGETALL")
-                    .arg(&self.config.key)
-                    .query_async(&mut conn),
-            )
-            .await?;
-            let (rooms, rejected) = convert_all(entries);
-            if first {
-                info!(rooms = rooms.len(), rejected = rejected.len(), took = ?started.elapsed(), "Following RedisDriver room listings (periodic reads).");
-            } else {
-                debug!(rooms = rooms.len(), rejected = rejected.len(), took = ?started.elapsed(), "Read RedisDriver room listings.");
-            }
-            send(tx, RoomFeed::Reload { rooms, rejected }).await?;
-            if first {
-                send(tx, RoomFeed::Up(true)).await?;
-                first = false;
+            let entries = self.read_all(&mut conn).await?;
+            let changes = diff(&mut seen, entries);
+            debug!(changes = changes.len(), took = ?started.elapsed(), "Read RedisDriver room listings.");
+            for feed in changes {
+                send(tx, feed).await?;
             }
         }
     }
 }
 
+/// A listing's content hash, to convert only what changed between reads (a full conversion
+/// of a million listings every second would keep a core busy).
+fn fingerprint(json: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    json.hash(&mut h);
+    h.finish()
+}
+
+fn fingerprints(entries: &HashMap<String, Vec<u8>>) -> HashMap<String, u64> {
+    entries
+        .iter()
+        .map(|(k, v)| (k.clone(), fingerprint(v)))
+        .collect()
+}
+
+/// The feeds that turn the previous read (`seen`, updated) into `entries`: an upsert for a
+/// new or changed listing, a delete for a gone one, a delete and a rejection for a listing
+/// that became unusable.
+fn diff(seen: &mut HashMap<String, u64>, entries: HashMap<String, Vec<u8>>) -> Vec<RoomFeed> {
+    let mut feeds = Vec::new();
+    let mut now = HashMap::with_capacity(entries.len());
+    for (key, json) in entries {
+        let fp = fingerprint(&json);
+        if seen.get(&key) != Some(&fp) {
+            match rooms::from_hash_field(&key, &json) {
+                Ok(room) => feeds.push(RoomFeed::Event(RoomEvent::Upsert(room))),
+                Err(why) => {
+                    feeds.push(RoomFeed::Event(RoomEvent::Delete(key.clone())));
+                    feeds.push(RoomFeed::Rejected(key.clone(), why));
+                }
+            }
+        }
+        now.insert(key, fp);
+    }
+    for key in seen.keys() {
+        if !now.contains_key(key) {
+            feeds.push(RoomFeed::Event(RoomEvent::Delete(key.clone())));
+        }
+    }
+    *seen = now;
+    feeds
+}
+
+impl RedisRoomsSource {
+    /// The whole hash, by HSCAN pages: each call is short (Redis serves Colyseus meanwhile,
+    /// where one HGETALL of a million listings would block it for seconds) and bounded by
+    /// the timeout on its own. A field seen twice (HSCAN may repeat) keeps its last value.
+    async fn read_all(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<HashMap<String, Vec<u8>>, RedisRoomsError> {
+        let mut entries = HashMap::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, page): (u64, Vec<(String, Vec<u8>)>) = bounded(
+                self.config.timeout,
+                "HSCAN room listings",
+                redis::cmd("HSCAN")
+                    .arg(&self.config.key)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(SCAN_PAGE)
+                    .query_async(conn),
+            )
+            .await?;
+            entries.extend(page);
+            if next == 0 {
+                return Ok(entries);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// Fields asked for per HSCAN call.
+const SCAN_PAGE: usize = 2000;
+
 /// Converts every field of the hash; bad ones are kept apart with their reason.
-fn convert_all(entries: Vec<(String, Vec<u8>)>) -> (Vec<Room>, Vec<(String, RoomRejection)>) {
-    let (mut rooms, mut rejected) = (Vec::with_capacity(entries.len()), Vec::new());
+fn convert_all(
+    entries: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> (Vec<Room>, Vec<(String, RoomRejection)>) {
+    let (mut rooms, mut rejected) = (Vec::new(), Vec::new());
     for (key, json) in entries {
         match rooms::from_hash_field(&key, &json) {
             Ok(room) => rooms.push(room),
@@ -206,6 +282,51 @@ async fn send(tx: &mpsc::Sender<RoomFeed>, feed: RoomFeed) -> Result<(), RedisRo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entries(list: &[(&str, &str)]) -> HashMap<String, Vec<u8>> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn later_reads_send_only_what_changed() {
+        let first = entries(&[
+            ("r1", r#"{"roomId":"r1","processId":"p1","clients":1}"#),
+            ("r2", r#"{"roomId":"r2","processId":"p1"}"#),
+            ("r3", r#"{"roomId":"r3","processId":"p2"}"#),
+        ]);
+        let mut seen = fingerprints(&first);
+        assert!(diff(&mut seen, first.clone()).is_empty());
+        let second = entries(&[
+            ("r1", r#"{"roomId":"r1","processId":"p1","clients":2}"#),
+            ("r3", "garbage"),
+            ("r4", r#"{"roomId":"r4","processId":"p2"}"#),
+        ]);
+        let mut feeds: Vec<String> = diff(&mut seen, second)
+            .into_iter()
+            .map(|f| match f {
+                RoomFeed::Event(RoomEvent::Upsert(r)) => {
+                    format!("upsert {} {}", r.room_id, r.info.clients)
+                }
+                RoomFeed::Event(RoomEvent::Delete(id)) => format!("delete {id}"),
+                RoomFeed::Rejected(k, why) => format!("reject {k} {}", why.reason()),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        feeds.sort();
+        assert_eq!(
+            feeds,
+            [
+                "delete r2",
+                "delete r3",
+                "reject r3 not_json",
+                "upsert r1 2",
+                "upsert r4 0"
+            ]
+        );
+        assert_eq!(seen.len(), 3);
+    }
 
     #[test]
     fn bad_fields_are_set_apart_not_fatal() {

@@ -142,11 +142,18 @@ def main():
                     "cpu_per_msg": ratio(s["cpu_us_per_msg"], b["cpu_us_per_msg"]) if base != "direct" else None,
                 }
     latest = {"meta": meta, "summary": summary, "ratios": ratios, "rounds": rows, "plots": made}
+    scale = []
+    if "--scale" in sys.argv:
+        path = sys.argv[sys.argv.index("--scale") + 1]
+        if os.path.exists(path):
+            scale = [l.strip() for l in open(path) if l.startswith("SCALE ")]
+    latest["scale"] = scale
     json.dump(latest, open(os.path.join(outdir, "latest.json"), "w"), indent=1)
-    open(os.path.join(ROOT, "BENCHMARKS.md"), "w").write(markdown(meta, summary, ratios, rows, made, plot_err))
+    open(os.path.join(ROOT, "BENCHMARKS.md"), "w").write(
+        markdown(meta, summary, ratios, rows, made, plot_err, scale))
 
 
-def markdown(meta, s, ratios, rows, made, plot_err):
+def markdown(meta, s, ratios, rows, made, plot_err, scale=()):
     st = meta["settings"]
     L = []
     w = L.append
@@ -226,6 +233,16 @@ def markdown(meta, s, ratios, rows, made, plot_err):
         line("memory/idle WS vs @colyseus/proxy", f"{o['rss_kb_per_idle_ws']:.1f} vs {c['rss_kb_per_idle_ws']:.1f} KB",
              "<=", o["rss_kb_per_idle_ws"] <= c["rss_kb_per_idle_ws"])
         w("")
+    w("## Agent scale\n")
+    if scale:
+        w("From `tests/e2e/tests/scale.rs` (liveness and Envoy health checks off, so only the "
+          "sync is measured; Envoy with the file-based CDS the agent writes):\n")
+        w("```")
+        for l in scale:
+            w(l)
+        w("```\n")
+    else:
+        w("Not run this time (`scripts/bench.sh --scale`).\n")
     w("## Is the load generator the bottleneck?\n")
     w("`loadgen` runs one thread; `busy` is its CPU time (from /proc/self/stat) over the measured "
       "wall time: 1.0 would mean saturated.\n")

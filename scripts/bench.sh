@@ -7,8 +7,10 @@
 # all on 127.0.0.1, free ports, configured from the same Redis registrations. Writes
 # bench/results/latest.json, bench/results/*.png (if matplotlib installs) and BENCHMARKS.md.
 #
-# Usage: scripts/bench.sh [--quick] [--rounds R] [--no-pin]
-#   --quick   small settings, one round (about a minute)
+# Usage: scripts/bench.sh [--quick] [--rounds R] [--no-pin] [--scale|--no-scale]
+#   --quick   small settings, one round (about a minute), no agent-scale run
+#   --scale   also run the agent-scale benchmark (tests/e2e/tests/scale.rs; default unless
+#             --quick; about 5 minutes: 10/1,000/10,000 processes, 100,000/1,000,000 rooms)
 #   default   medians of 3 rounds (bounded to about 5 minutes of measuring)
 # Settings by environment: BENCH_CONN_N, BENCH_CONN_C, BENCH_ECHO_C, BENCH_ECHO_K,
 # BENCH_ECHO_T, BENCH_WARMUP, BENCH_UPSTREAMS, BENCH_ENVOY_CONCURRENCY, BENCH_NOTE.
@@ -19,11 +21,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$(pwd)"
 
 quick=0
+scale=""
 rounds=""
 pin=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
+    --scale) scale=1 ;;
+    --no-scale) scale=0 ;;
     --rounds) rounds="$2"; shift ;;
     --no-pin) pin=0 ;;
     -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -268,5 +273,13 @@ json.dump({
 }, open(sys.argv[1], "w"), indent=1)
 PYEOF
 cleanup
-"$py" bench/report.py "$raw" "$run_dir/meta.json" --plots "$plots"
+: >"$run_dir/scale.txt"
+if [ "${scale:-$((1 - quick))}" -eq 1 ]; then
+  say "agent scale (tests/e2e/tests/scale.rs)"
+  SCALE_PROCESSES="${SCALE_PROCESSES:-10,1000,10000}" SCALE_ROOMS="${SCALE_ROOMS:-100000,1000000}" \
+    cargo test -q -p e2e --features e2e --test scale -- --ignored --nocapture --test-threads 1 \
+    >"$run_dir/scale.log" 2>&1 || say "WARNING: the agent-scale run failed (see $run_dir/scale.log)"
+  grep '^SCALE ' "$run_dir/scale.log" >"$run_dir/scale.txt" || true
+fi
+"$py" bench/report.py "$raw" "$run_dir/meta.json" --plots "$plots" --scale "$run_dir/scale.txt"
 say "done: BENCHMARKS.md, bench/results/latest.json"

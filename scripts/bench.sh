@@ -71,6 +71,10 @@ echo_bin="$target_dir/release/bench-echo"
 if [ ! -x "$agent" ] || [ ! -f "$wasm" ] || [ ! -x "$envoy" ]; then
   "$root/scripts/setup.sh"
 fi
+# Always through build-filter.sh: a plain cargo build of the filter leaves the .wasm without
+# its callbacks stripped, which costs VM calls on every message (see build-filter.sh).
+say "building the filter"
+"$root/scripts/build-filter.sh" >/dev/null
 say "building loadgen and bench-echo"
 cargo build --release -q -p colyseus-envoy-bench
 if [ ! -f bench/colyseus-proxy/node_modules/@colyseus/proxy/proxy.js ]; then

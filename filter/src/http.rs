@@ -216,6 +216,11 @@ impl Context for RoomRouter {
     }
 }
 
+/// Only the request headers (and the agent's answer) are handled. The callbacks left at the
+/// SDK's no-op defaults (request and response bodies, response headers, trailers, `on_log`,
+/// `on_done`) are removed from the `.wasm` exports by `scripts/build-filter.sh`
+/// (`strip_callbacks::UNUSED_CALLBACKS`), so Envoy does not enter the VM for every WebSocket
+/// frame. Implementing one of them means taking it off that list.
 impl HttpContext for RoomRouter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.on_headers(&mut ProxyHost)
@@ -661,5 +666,48 @@ mod tests {
         r.on_call_response(&mut host, 101, 0, 0);
         assert_eq!(host.resumed, 1);
         assert_eq!(host.header(HEADER), None);
+    }
+
+    /// Each callback `scripts/build-filter.sh` strips from the module must be the SDK's
+    /// no-op default here, for the request context and the root context, because Envoy
+    /// then behaves as if it returned `Continue` (or `true`, or nothing). A name added to
+    /// the strip list without a case here fails this test.
+    #[test]
+    fn stripped_callbacks_are_sdk_defaults() {
+        use proxy_wasm::traits::RootContext;
+
+        let mut r = router(Some(&config()), Rc::default());
+        let mut root = crate::root::Root::default();
+        for name in strip_callbacks::UNUSED_CALLBACKS {
+            match *name {
+                "proxy_on_request_body" => {
+                    assert_eq!(r.on_http_request_body(64, false), Action::Continue);
+                    assert_eq!(r.on_http_request_body(0, true), Action::Continue);
+                }
+                "proxy_on_response_body" => {
+                    assert_eq!(r.on_http_response_body(64, false), Action::Continue);
+                    assert_eq!(r.on_http_response_body(0, true), Action::Continue);
+                }
+                "proxy_on_response_headers" => {
+                    assert_eq!(r.on_http_response_headers(3, false), Action::Continue);
+                }
+                "proxy_on_request_trailers" => {
+                    assert_eq!(r.on_http_request_trailers(1), Action::Continue);
+                }
+                "proxy_on_response_trailers" => {
+                    assert_eq!(r.on_http_response_trailers(1), Action::Continue);
+                }
+                "proxy_on_log" => {
+                    r.on_log();
+                    root.on_log();
+                }
+                "proxy_on_done" => {
+                    assert!(r.on_done());
+                    assert!(root.on_done());
+                }
+                other => panic!("no check for stripped callback {other}"),
+            }
+        }
+        assert!(r.pending.is_none());
     }
 }

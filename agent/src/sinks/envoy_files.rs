@@ -176,6 +176,9 @@ fn cluster(name: &str, endpoints: &[(&Endpoint, Option<u32>)], options: &Cluster
         "type": kind,
         "connect_timeout": format!("{:.3}s", options.connect_timeout.as_secs_f64()),
         "lb_policy": "ROUND_ROBIN",
+        // Envoy's edge-proxy guidance: 32 KiB per upstream connection instead of the 1 MiB
+        // default, as on the listeners; past it Envoy applies back-pressure, nothing fails.
+        "per_connection_buffer_limit_bytes": UPSTREAM_BUFFER_LIMIT,
         "circuit_breakers": { "thresholds": [{
             "max_connections": options.max_connections,
             "max_pending_requests": options.max_connections,
@@ -192,6 +195,9 @@ fn cluster(name: &str, endpoints: &[(&Endpoint, Option<u32>)], options: &Cluster
     options.health_check.apply(&mut cluster);
     cluster
 }
+
+/// Per-connection buffer limit of every game-server cluster.
+const UPSTREAM_BUFFER_LIMIT: u32 = 32 * 1024;
 
 /// FNV-1a: a stable content hash for `version_info` (std's hasher may change between
 /// Rust releases; this must not, or every agent upgrade would rewrite the file).
@@ -409,6 +415,9 @@ mod tests {
             c["load_assignment"]["endpoints"][0]["lb_endpoints"][i]["load_balancing_weight"].clone()
         };
         assert_eq!(weight_of("colyseus-all", 0), json!(10));
+        for c in &clusters {
+            assert_eq!(c["per_connection_buffer_limit_bytes"], json!(32768));
+        }
         assert_eq!(weight_of("colyseus-all", 1), Value::Null);
         assert_eq!(weight_of("colyseus-process-a", 0), Value::Null);
         // Without weights: no weight field at all (plain round robin).

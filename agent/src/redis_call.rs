@@ -34,3 +34,24 @@ pub async fn bounded<T>(
         Err(_) => Err(RedisCallError::Timeout { what, timeout }),
     }
 }
+
+/// A multiplexed connection whose connect and every later response are bounded by
+/// `timeout` (`what` describes the attempt, for the error).
+///
+/// # Errors
+/// Connecting failed or timed out.
+pub async fn connect(
+    client: &redis::Client,
+    timeout: Duration,
+    what: &'static str,
+) -> Result<redis::aio::MultiplexedConnection, RedisCallError> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout);
+    bounded(
+        timeout,
+        what,
+        client.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
+}

@@ -24,7 +24,6 @@ use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use routing::ProcessId;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -33,7 +32,7 @@ use tracing::{debug, info, warn};
 use crate::config::RegisterArgs;
 use crate::lease;
 use crate::model::{parse_member, Host, Registration, Rejection};
-use crate::redis_call::{bounded, RedisCallError};
+use crate::redis_call::{self, bounded, RedisCallError};
 use health::{Decision, HealthCheck, HealthCheckError, HealthTracker};
 
 /// Shortest lease accepted: heartbeats every second, so a slow Redis round trip or two
@@ -269,16 +268,7 @@ impl RedisLease {
         if let Some(conn) = &self.conn {
             return Ok(conn.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout);
-        let conn = bounded(
-            self.timeout,
-            "connecting to Redis",
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await?;
+        let conn = redis_call::connect(&self.client, self.timeout, "connecting to Redis").await?;
         self.conn = Some(conn.clone());
         Ok(conn)
     }

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubStream};
-use redis::AsyncConnectionConfig;
 
 use crate::lease;
-use crate::redis_call::{bounded, RedisCallError};
+use crate::redis_call::{self, bounded, RedisCallError};
 
 /// Prefix of the request ids of this agent's liveness pings; Colyseus answers each on
 /// `ipc:{requestId}`, and the agent subscribes to `ipc:{IPC_PREFIX}*`.
@@ -111,16 +110,7 @@ impl RedisPresenceSource {
             pubsub.psubscribe(format!("ipc:{IPC_PREFIX}*")),
         )
         .await?;
-        let conn_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout);
-        let commands = bounded(
-            timeout,
-            "connecting",
-            self.client
-                .get_multiplexed_async_connection_with_config(&conn_config),
-        )
-        .await?;
+        let commands = redis_call::connect(&self.client, timeout, "connecting").await?;
         Ok(RedisSession {
             messages: pubsub.into_on_message(),
             commands,

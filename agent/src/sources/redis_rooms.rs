@@ -11,11 +11,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::redis_call::{bounded, RedisCallError};
+use crate::redis_call::{self, bounded, RedisCallError};
 use crate::rooms::{self, Room, RoomEvent, RoomFeed, RoomRejection};
 
 /// RedisDriver's hash.
@@ -264,15 +263,7 @@ async fn connect(
     client: &redis::Client,
     timeout: Duration,
 ) -> Result<MultiplexedConnection, RedisRoomsError> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(timeout)
-        .set_response_timeout(timeout);
-    Ok(bounded(
-        timeout,
-        "connecting to Redis (room listings)",
-        client.get_multiplexed_async_connection_with_config(&config),
-    )
-    .await?)
+    Ok(redis_call::connect(client, timeout, "connecting to Redis (room listings)").await?)
 }
 
 async fn send(tx: &mpsc::Sender<RoomFeed>, feed: RoomFeed) -> Result<(), RedisRoomsError> {

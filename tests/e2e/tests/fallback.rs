@@ -76,6 +76,22 @@ fn ready(
     }
 }
 
+/// Joins `seat`'s room through the untrusted path `form` (`{r}` = the roomId): the player
+/// must get Colyseus's `JOIN_ROOM`, not "seat reservation expired".
+fn join_by(public: &str, form: &str, seat: &Seat, try_no: usize) {
+    let path = format!(
+        "{}?sessionId={}",
+        form.replace("{r}", &seat.room_id),
+        seat.session_id
+    );
+    assert_eq!(
+        ws_first_frame(public, &path),
+        (101, Some(BINARY), Some(JOIN_ROOM)),
+        "try {try_no}: {path} (room on {})",
+        seat.process_id
+    );
+}
+
 fn room_known_to_agent(proxy: &Proxy, room_id: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -144,17 +160,7 @@ fn untrusted_process_ids_are_routed_by_room() {
             &seat.room_id,
             Duration::from_secs(10)
         ));
-        let path = format!(
-            "{}?sessionId={}",
-            form.replace("{r}", &seat.room_id),
-            seat.session_id
-        );
-        assert_eq!(
-            ws_first_frame(&public, &path),
-            (101, Some(BINARY), Some(JOIN_ROOM)),
-            "try {i}: {path} (room on {})",
-            seat.process_id
-        );
+        join_by(&public, form, &seat, i);
         *by_process.entry(seat.process_id).or_default() += 1;
     }
     println!("fallback joins by process: {by_process:?}");
@@ -329,17 +335,7 @@ fn redis_driver_rooms_are_routed_by_room_at_once() {
     {
         // A new room each time, joined at once with an untrusted processId.
         let seat = matchmake(&public, "create", "echo");
-        let path = format!(
-            "{}?sessionId={}",
-            form.replace("{r}", &seat.room_id),
-            seat.session_id
-        );
-        assert_eq!(
-            ws_first_frame(&public, &path),
-            (101, Some(BINARY), Some(JOIN_ROOM)),
-            "try {i}: {path} (room on {})",
-            seat.process_id
-        );
+        join_by(&public, form, &seat, i);
         assert_eq!(proxy.agent_metric(found), i as u64 + 1);
         *by_process.entry(seat.process_id).or_default() += 1;
     }

@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 use routing::ProcessId;
 
 /// What the all-processes cluster's weights follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "daemon", derive(clap::ValueEnum))]
 pub enum Balance {
     /// Plain round robin.
     Even,

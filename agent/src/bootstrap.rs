@@ -441,7 +441,7 @@ mod tests {
             health_path: None,
             max_downstream_connections: 1000,
             trusted_hops: 0,
-            agent_api: crate::config::parse_host_port("127.0.0.1:9902").unwrap(),
+            agent_api: crate::model::parse_host_port("127.0.0.1:9902").unwrap(),
         };
         let b = render(&spec);
         assert_eq!(
@@ -502,7 +502,7 @@ mod tests {
             health_path,
             max_downstream_connections: 1000,
             trusted_hops: 0,
-            agent_api: crate::config::parse_host_port("127.0.0.1:9902").unwrap(),
+            agent_api: crate::model::parse_host_port("127.0.0.1:9902").unwrap(),
         }
     }
 
@@ -575,7 +575,7 @@ mod tests {
         let routing = RoutingConfig::try_from(PluginConfig::default()).unwrap();
         let agent_cluster_for = |addr: &str| {
             let mut spec = spec_with(&routing, None, None);
-            spec.agent_api = crate::config::parse_host_port(addr).unwrap();
+            spec.agent_api = crate::model::parse_host_port(addr).unwrap();
             render(&spec)["static_resources"]["clusters"][0].clone()
         };
         let address = |c: &Value| {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use routing::{PluginConfig, RoutingConfig};
 
-use crate::model::{parse_address, Endpoint, Host};
+use crate::model::{parse_host_port, Endpoint};
 
 /// colyseus-envoy agent: keeps Envoy routing every Colyseus player to the process that
 /// holds their room.
@@ -339,23 +339,6 @@ fn sibling_of(dir: &std::path::Path, name: &str) -> PathBuf {
     parent.unwrap_or(std::path::Path::new(".")).join(name)
 }
 
-/// `host:port` of a service Envoy connects to. Any IP literal `SocketAddr` reads is taken as
-/// before (`0.0.0.0` included: Linux connects it to the local host); anything else must be a
-/// DNS name, checked as Redis members' hosts are.
-pub fn parse_host_port(s: &str) -> Result<Endpoint, String> {
-    let endpoint = match s.parse::<SocketAddr>() {
-        Ok(addr) => Endpoint {
-            host: Host::Ip(addr.ip()),
-            port: addr.port(),
-        },
-        Err(_) => parse_address(s, 0).map_err(|why| format!("{s:?} is not host:port: {why}"))?,
-    };
-    if endpoint.port == 0 {
-        return Err(format!("{s:?} is not host:port: the port is missing or 0"));
-    }
-    Ok(endpoint)
-}
-
 /// `SOCKET_TIMEOUT` as `@colyseus/proxy` reads it (milliseconds), or a humantime duration.
 fn parse_socket_timeout(s: &str) -> Result<Duration, String> {
     match s.parse::<u64>() {
@@ -409,34 +392,4 @@ pub struct RegisterArgs {
     pub redis_timeout: Duration,
     #[command(flatten)]
     pub presence: PresenceKeys,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_port_takes_ip_literals_and_dns_names() {
-        let ok = |s: &str| parse_host_port(s).unwrap();
-        assert_eq!(ok("127.0.0.1:9902").host, Host::Ip([127, 0, 0, 1].into()));
-        assert_eq!(ok("[::1]:9902").host, Host::Ip("::1".parse().unwrap()));
-        assert_eq!(ok("0.0.0.0:9902").host, Host::Ip([0, 0, 0, 0].into()));
-        let name = ok("Agent.colyseus_net.:9902");
-        assert_eq!(name.host, Host::Name("agent.colyseus_net.".into()));
-        assert_eq!(name.port, 9902);
-        for bad in [
-            "agent",
-            "agent:",
-            "agent:0",
-            "127.0.0.1:0",
-            "agent:65536",
-            "::1:9902",
-            "[::1]",
-            "ag ent:9902",
-            "-agent:9902",
-            "http://agent:9902",
-        ] {
-            assert!(parse_host_port(bad).is_err(), "{bad} accepted");
-        }
-    }
 }

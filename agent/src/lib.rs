@@ -15,23 +15,35 @@
 //! - [`registrar`]: `register`, the sidecar that registers a server that does not
 //!   register itself, with a lease ([`lease`]: its Redis keys).
 //! - [`config`]: command line and environment.
+//!
+//! Feature `daemon` (default) builds all of it. Without it only the pure parts are built
+//! (`model`, `rooms`, `balance`, `liveness`, `lease`, `bootstrap`, `sinks`, `state`,
+//! `metrics`, the traefik parser): what the fuzz targets exercise.
 
+#[cfg(feature = "daemon")]
 pub mod api;
 pub mod atomic_file;
 pub mod balance;
 pub mod bootstrap;
+#[cfg(feature = "daemon")]
 pub mod config;
+#[cfg(feature = "daemon")]
 pub mod inspect;
 pub mod lease;
 pub mod liveness;
 pub mod metrics;
 pub mod model;
+#[cfg(feature = "daemon")]
 pub mod probe;
+#[cfg(feature = "daemon")]
 pub mod redis_call;
+#[cfg(feature = "daemon")]
 pub mod registrar;
 pub mod rooms;
 pub mod sinks;
 pub mod sources;
 pub mod state;
+#[cfg(feature = "daemon")]
 pub mod status;
+#[cfg(feature = "daemon")]
 pub mod sync;

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use routing::ProcessId;
@@ -112,6 +112,23 @@ pub fn parse_member(member: &str, default_port: u16) -> Result<Registration, Rej
         process_id,
         endpoint,
     })
+}
+
+/// `host:port` of a service Envoy connects to. Any IP literal `SocketAddr` reads is taken as
+/// before (`0.0.0.0` included: Linux connects it to the local host); anything else must be a
+/// DNS name, checked as Redis members' hosts are.
+pub fn parse_host_port(s: &str) -> Result<Endpoint, String> {
+    let endpoint = match s.parse::<SocketAddr>() {
+        Ok(addr) => Endpoint {
+            host: Host::Ip(addr.ip()),
+            port: addr.port(),
+        },
+        Err(_) => parse_address(s, 0).map_err(|why| format!("{s:?} is not host:port: {why}"))?,
+    };
+    if endpoint.port == 0 {
+        return Err(format!("{s:?} is not host:port: the port is missing or 0"));
+    }
+    Ok(endpoint)
 }
 
 /// Parses `host`, `host:port`, `[v6]` or `[v6]:port`.
@@ -737,5 +754,30 @@ mod tests {
         let (mut after_restart, outcome) = read(&current, &["a/127.0.0.1:1"], now);
         after_restart.restore(outcome.vanished);
         assert_eq!(after_restart, current);
+    }
+
+    #[test]
+    fn host_port_takes_ip_literals_and_dns_names() {
+        let ok = |s: &str| parse_host_port(s).unwrap();
+        assert_eq!(ok("127.0.0.1:9902").host, Host::Ip([127, 0, 0, 1].into()));
+        assert_eq!(ok("[::1]:9902").host, Host::Ip("::1".parse().unwrap()));
+        assert_eq!(ok("0.0.0.0:9902").host, Host::Ip([0, 0, 0, 0].into()));
+        let name = ok("Agent.colyseus_net.:9902");
+        assert_eq!(name.host, Host::Name("agent.colyseus_net.".into()));
+        assert_eq!(name.port, 9902);
+        for bad in [
+            "agent",
+            "agent:",
+            "agent:0",
+            "127.0.0.1:0",
+            "agent:65536",
+            "::1:9902",
+            "[::1]",
+            "ag ent:9902",
+            "-agent:9902",
+            "http://agent:9902",
+        ] {
+            assert!(parse_host_port(bad).is_err(), "{bad} accepted");
+        }
     }
 }

@@ -1,21 +1,26 @@
 //! Where registrations come from. Each source reads and converts; it decides nothing.
 
 /// MongooseDriver's room listings (`roomcaches`) through the official `mongodb` driver.
+#[cfg(feature = "daemon")]
 pub mod mongo;
+#[cfg(feature = "daemon")]
 pub mod redis;
 /// RedisDriver's room listings (the `roomcaches` hash): periodic reads plus single-room reads.
+#[cfg(feature = "daemon")]
 pub mod redis_rooms;
 /// `@colyseus/traefik` (Colyseus 0.17+): its `traefik/...` Redis keys, parsed (pure, no I/O).
 pub mod traefik;
 
 /// Reads one room's listing straight from its source: the read-through for a room the index
 /// does not have yet (created since the last read, or its change event not yet applied).
+#[cfg(feature = "daemon")]
 #[derive(Debug)]
 pub enum RoomFetcher {
     Mongo(mongo::MongoRoomFetcher),
     Redis(Box<redis_rooms::RedisRoomFetcher>),
 }
 
+#[cfg(feature = "daemon")]
 impl RoomFetcher {
     /// The room listed as `room_id` (`Some(Err)`: listed but unusable), `None` if unlisted.
     ///

@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target in fuzz/ for a while each and fails on any crash (a panic,
-# which includes every broken invariant the targets assert).
+# Runs every fuzz target in fuzz/ (cargo-fuzz layout, libFuzzer) for a while each and fails
+# on any crash (a panic, which includes every broken invariant the targets assert).
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]    default 20
 #
-# Needs the nightly toolchain (exits 2 without it) and cargo-fuzz (installed with
-# `cargo install cargo-fuzz --locked` if missing). Per target it prints the inputs run,
-# libFuzzer's coverage (cov: edges, ft: features, from its last status line) and exec/s.
-# All targets run from one build (the binaries themselves, not `cargo fuzz run`, so a
-# source edit during the run does not rebuild half-way). Seeds are fuzz/corpus/<target>/
+# Builds with stable Rust: the coverage instrumentation cargo-fuzz adds is made of stable
+# codegen flags (below), so neither nightly nor cargo-fuzz is needed, and the test suite
+# runs this briefly. Per target it prints the inputs run, libFuzzer's coverage (cov: edges,
+# ft: features, from its last status line) and exec/s. Seeds are fuzz/corpus/<target>/
 # (committed, read only); what libFuzzer finds goes to fuzz/target/corpus/<target>/ and is
 # reused by the next run. A crash leaves its input in fuzz/artifacts/<target>/; replay it
-# with `cargo +nightly fuzz run -s none -a <target> <file>`.
+# with `fuzz/target/<host triple>/release/<target> <file>`.
 #
 # Settings: FUZZ_SANITIZER (default none: every crate of ours forbids unsafe code, so
-# AddressSanitizer would mostly cost throughput; `address` turns it on),
-# FUZZ_TARGETS (space-separated subset).
+# AddressSanitizer would mostly cost throughput; `address` turns it on and needs the
+# nightly toolchain), FUZZ_TARGETS (space-separated subset).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,7 +23,7 @@ if [ -d "$HOME/.cargo/bin" ] && ! command -v cargo >/dev/null 2>&1; then
 fi
 
 case "${1:-}" in
-  -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 seconds="${1:-20}"
 if ! [[ "$seconds" =~ ^[1-9][0-9]*$ ]]; then
@@ -34,24 +33,34 @@ fi
 [ $# -le 1 ] || { echo "fuzz.sh: one argument at most" >&2; exit 64; }
 sanitizer="${FUZZ_SANITIZER:-none}"
 
-if ! cargo +nightly --version >/dev/null 2>&1; then
-  echo "fuzz.sh: the Rust nightly toolchain is missing; cargo-fuzz needs it." >&2
-  echo "fuzz.sh: install it with: rustup toolchain install nightly" >&2
-  exit 2
+toolchain=()
+# The flags cargo-fuzz passes (libFuzzer's inline 8-bit counters, PC table, compare
+# tracing, stack depth), for our code and every dependency. `--target` keeps them off build
+# scripts and proc macros, which are not linked with libFuzzer.
+rustflags="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4"
+rustflags+=" -Cllvm-args=-sanitizer-coverage-inline-8bit-counters"
+rustflags+=" -Cllvm-args=-sanitizer-coverage-pc-table"
+rustflags+=" -Cllvm-args=-sanitizer-coverage-trace-compares"
+rustflags+=" -Cllvm-args=-sanitizer-coverage-stack-depth --cfg fuzzing -Cdebug-assertions"
+if [ "$sanitizer" != none ]; then
+  if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz.sh: FUZZ_SANITIZER=$sanitizer needs the nightly toolchain:" >&2
+    echo "fuzz.sh: rustup toolchain install nightly" >&2
+    exit 2
+  fi
+  toolchain=(+nightly)
+  rustflags+=" -Zsanitizer=$sanitizer"
 fi
-if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-  echo "==== installing cargo-fuzz"
-  cargo install cargo-fuzz --locked
-fi
+host=$(rustc "${toolchain[@]}" -vV | sed -n 's/^host: //p')
 
 start=$SECONDS
-flags=(--sanitizer "$sanitizer" --debug-assertions)
 echo "==== building the fuzz targets (sanitizer: $sanitizer)"
-cargo +nightly fuzz build "${flags[@]}"
+RUSTFLAGS="$rustflags" cargo "${toolchain[@]}" build --release --manifest-path fuzz/Cargo.toml \
+  --bins --target "$host" --target-dir fuzz/target
 echo "==== built in $((SECONDS - start))s"
 
-read -r -a targets <<<"${FUZZ_TARGETS:-$(cargo +nightly fuzz list | tr '\n' ' ')}"
-host=$(rustc +nightly -vV | sed -n 's/^host: //p')
+all_targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -vx colyseus-envoy-fuzz | tr '\n' ' ')
+read -r -a targets <<<"${FUZZ_TARGETS:-$all_targets}"
 bins="fuzz/target/$host/release"
 logs=fuzz/target/logs
 mkdir -p "$logs"

@@ -33,8 +33,11 @@ pub enum Balance {
 }
 
 /// Endpoint weight per process of the all-processes cluster; a process without an entry
-/// has the default weight (1). Empty: round robin.
+/// has [`DEFAULT_WEIGHT`]. Empty: round robin.
 pub type Weights = BTreeMap<ProcessId, u32>;
+
+/// Envoy's endpoint weight when none is written.
+pub const DEFAULT_WEIGHT: u32 = 1;
 
 /// Highest weight (an idle process).
 pub const MAX_WEIGHT: u32 = 10;

@@ -22,6 +22,10 @@ pub struct ProcessRow {
     pub address: String,
     pub cluster: String,
     pub state: String,
+    /// Matchmaking weight; absent for processes that take no matchmaking, and from agents
+    /// older than this field.
+    #[serde(default)]
+    pub weight: Option<u32>,
 }
 
 /// `cluster -> upstream_cx_active` from Envoy's `/stats` text.
@@ -83,8 +87,8 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<16} {:<24} {:<9} {:>6} {:>6} {:>12}",
-            "PROCESS", "ADDRESS", "STATE", "ROOMS", "CCU", "CONNECTIONS"
+            "{:<16} {:<24} {:<9} {:>6} {:>6} {:>6} {:>12}",
+            "PROCESS", "ADDRESS", "STATE", "WEIGHT", "ROOMS", "CCU", "CONNECTIONS"
         );
         for p in &self.processes {
             let (rooms, ccu) = self
@@ -101,10 +105,11 @@ impl Report {
                 .connections
                 .get(&p.cluster)
                 .map_or("-".to_owned(), u64::to_string);
+            let weight = p.weight.map_or("-".to_owned(), |w| w.to_string());
             let _ = writeln!(
                 out,
-                "{:<16} {:<24} {:<9} {:>6} {:>6} {:>12}",
-                p.process_id, p.address, p.state, rooms, ccu, cx
+                "{:<16} {:<24} {:<9} {:>6} {:>6} {:>6} {:>12}",
+                p.process_id, p.address, p.state, weight, rooms, ccu, cx
             );
         }
         for problem in &self.problems {
@@ -269,6 +274,14 @@ mod tests {
             address: "10.0.0.5:2567".into(),
             cluster: "colyseus-process-abc123xyz".into(),
             state: "active".into(),
+            weight: Some(10),
+        });
+        report.processes.push(ProcessRow {
+            process_id: "old1".into(),
+            address: "10.0.0.6:2567".into(),
+            cluster: "colyseus-process-old1".into(),
+            state: "draining".into(),
+            weight: None,
         });
         report.roomcount.insert("abc123xyz".into(), "3,12".into());
         report
@@ -283,7 +296,21 @@ mod tests {
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(
             cells,
-            ["abc123xyz", "10.0.0.5:2567", "active", "3", "12", "12"]
+            [
+                "abc123xyz",
+                "10.0.0.5:2567",
+                "active",
+                "10",
+                "3",
+                "12",
+                "12"
+            ]
+        );
+        let row = text.lines().nth(3).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["old1", "10.0.0.6:2567", "draining", "-", "-", "-", "-"]
         );
     }
 }

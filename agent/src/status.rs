@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::balance::{Weights, DEFAULT_WEIGHT};
 use crate::metrics::Metrics;
 use crate::model::{ProcessState, Registry};
 use crate::rooms::{RoomFeed, RoomIndex, RoomRejection};
@@ -26,6 +27,9 @@ pub struct ProcessView {
     /// `active` (takes matchmaking), `draining` (room connections only) or `dead`
     /// (registered but not answering: not routed).
     pub state: &'static str,
+    /// Endpoint weight in the all-processes cluster (matchmaking share, see `balance`);
+    /// `None` when the process takes no matchmaking (draining or dead).
+    pub weight: Option<u32>,
     /// Rooms listed for the process, when a room-listing source is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rooms: Option<u32>,
@@ -91,9 +95,9 @@ impl Status {
         self.ready.load(Relaxed)
     }
 
-    /// Records what Envoy now routes to, and marks the agent ready. Rooms of processes that
-    /// just left the registry leave the index.
-    pub fn set_registry(&self, registry: &Registry) {
+    /// Records what Envoy now routes to (and the matchmaking weights written with it), and
+    /// marks the agent ready. Rooms of processes that just left the registry leave the index.
+    pub fn set_registry(&self, registry: &Registry, weights: &Weights) {
         let views: Vec<ProcessView> = registry
             .iter()
             .map(|(pid, entry)| ProcessView {
@@ -105,6 +109,9 @@ impl Status {
                     ProcessState::Draining { .. } => "draining",
                     ProcessState::Dead { .. } => "dead",
                 },
+                weight: entry
+                    .is_active()
+                    .then(|| weights.get(pid).copied().unwrap_or(DEFAULT_WEIGHT)),
                 rooms: None,
                 ccu: None,
             })

@@ -614,7 +614,7 @@ impl Syncer {
         metrics
             .processes_dead
             .store(count(|e| !e.is_routable()), Relaxed);
-        self.status.set_registry(&self.registry);
+        self.status.set_registry(&self.registry, &self.weights);
         if let Some(path) = &self.config.state_file {
             let members = |regs: Vec<Registration>| regs.iter().map(Registration::member).collect();
             let state = SyncedState {

@@ -79,6 +79,23 @@ fn matchmaking_favours_the_least_loaded_processes() {
         .unwrap();
     assert!(load.starts_with("1,"), "roomcount of {busy}: {load}");
     assert_eq!(weights[&busy], 1, "{weights:?}");
+    // The agent's /processes (what `agent status` shows) tells the same weights.
+    let (_, _, body) = http_get(&proxy.api(), "/processes").unwrap();
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let listed: std::collections::BTreeMap<String, u64> = listed
+        .iter()
+        .map(|p| {
+            (
+                p["address"].as_str().unwrap().to_owned(),
+                p["weight"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        weights.iter().map(|(h, w)| (h.clone(), *w)).collect(),
+        "/processes: {body}"
+    );
 
     let before = proxy.all_cluster_host_stat("rq_total");
     for _ in 0..105 {

@@ -3,7 +3,7 @@
 //! Each trial registers a fresh processId for an upstream that is already running, exactly
 //! as a Colyseus 0.11-0.16 process does (`SADD colyseus:nodes {pid}/{host:port}`, then
 //! `PUBLISH colyseus:nodes:discovery` of the JSON string `"add,{member}"`), and opens
-//! WebSocket upgrades to `/{pid}/r?sessionId=x` about every millisecond until that upstream
+//! WebSocket upgrades to `/{pid}/r{pid}?sessionId=x` about every millisecond until that upstream
 //! answers one with `101` (it is recognized by its `x-bench-echo` tag: @colyseus/proxy sends
 //! an unknown processId to any process, so "some 101" would prove nothing). Then it
 //! unregisters it the same way (`SREM`, `"remove,{member}"`) and polls until the proxy stops
@@ -266,7 +266,8 @@ pub async fn run(cfg: &Converge) -> anyhow::Result<Value> {
         // Unique per run and trial, in Colyseus's id alphabet.
         let pid = format!("cv{}x{i}", std::process::id());
         let member = format!("{pid}/{}", cfg.upstream);
-        let path = format!("/{pid}/r?sessionId=x");
+        // A roomId of its own too: the filter caches a room's cluster by roomId for 2 s.
+        let path = format!("/{pid}/r{pid}?sessionId=x");
         let routed = || async {
             let (status, tag) = probe(&cfg.proxy, &path).await;
             status == 101 && tag.as_deref() == Some(cfg.tag.as_str())

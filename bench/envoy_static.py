@@ -4,7 +4,8 @@
 usage: envoy_static.py PORT ADMIN_PORT PID=HOST:PORT [PID=HOST:PORT ...] > envoy.json
 
 One STATIC cluster per game process and one route per process matching the path regex
-`^/{processId}/`, anything else to the first process. Listener settings follow what
+`^/{processId}/`; anything else (matchmaking) round-robin over all processes, as the other
+proxies do. Listener settings follow what
 `colyseus-envoy-agent bootstrap` renders (buffer limit, timeouts, WebSocket upgrade,
 x-forwarded-for), minus the wasm filter, the local-reply mappers and the health checks.
 """
@@ -14,11 +15,11 @@ import sys
 
 port, admin = int(sys.argv[1]), int(sys.argv[2])
 procs = [a.split("=", 1) for a in sys.argv[3:]]
-clusters, routes = [], []
-for pid, addr in procs:
-    host, p = addr.rsplit(":", 1)
-    name = f"colyseus-process-{pid}"
-    clusters.append({
+
+
+def cluster(name, addrs):
+    hosts = [a.rsplit(":", 1) for a in addrs]
+    return {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "2s",
@@ -29,14 +30,22 @@ for pid, addr in procs:
                                              "max_pending_requests": 1000000,
                                              "max_requests": 1000000}]},
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(p)}}}}
+            {"endpoint": {"address": {"socket_address": {"address": h, "port_value": int(p)}}}}
+            for h, p in hosts
         ]}]},
-    })
+    }
+
+
+clusters, routes = [], []
+for pid, addr in procs:
+    name = f"colyseus-process-{pid}"
+    clusters.append(cluster(name, [addr]))
     routes.append({
         "match": {"safe_regex": {"regex": f"^/{re.escape(pid)}/.*"}},
         "route": {"cluster": name, "timeout": "0s"},
     })
-routes.append({"match": {"prefix": "/"}, "route": {"cluster": clusters[0]["name"], "timeout": "15s"}})
+clusters.append(cluster("colyseus-all", [addr for _, addr in procs]))
+routes.append({"match": {"prefix": "/"}, "route": {"cluster": "colyseus-all", "timeout": "15s"}})
 hcm = {
     "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
     "stat_prefix": "public",

@@ -22,6 +22,10 @@
  *   DRIVER          "redis" (default, RedisDriver on REDIS_URL) or "mongoose" (MongooseDriver)
  *   MONGO_URI       MongoDB URI for DRIVER=mongoose (default mongodb://127.0.0.1:27017/colyseus)
  *   MAX_CLIENTS     maxClients of the "echo" room (default 4)
+ *   FILTER_BY       comma-separated join options the "echo" room is matched by (Colyseus
+ *                   filterBy; default none). joinOrCreate calls with the same filter values
+ *                   queue behind one Redis lock fleet-wide (a waiter sleeps up to 0.5-1.1 s),
+ *                   so the benchmark gives each of its concurrent clients its own value.
  *   SHUTDOWN_DELAY_MS  on SIGTERM/SIGINT, wait this long after unregistering from discovery
  *                   before disposing rooms (default 0), so open WebSockets keep working
  *                   for a while after "remove" (for drain tests)
@@ -50,6 +54,7 @@ const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
 const PRESENCE = (process.env.PRESENCE || 'redis').toLowerCase();
 const DRIVER = (process.env.DRIVER || 'redis').toLowerCase();
 const MAX_CLIENTS = parseInt(process.env.MAX_CLIENTS || '4', 10);
+const FILTER_BY = (process.env.FILTER_BY || '').split(',').map((s) => s.trim()).filter(Boolean);
 const SHUTDOWN_DELAY_MS = parseInt(process.env.SHUTDOWN_DELAY_MS || '0', 10);
 const DEBUG_JOINS = /(^|[,\s])(\*|example[^,\s]*)/.test(process.env.DEBUG || '');
 
@@ -145,7 +150,8 @@ async function main() {
   if (process.env.PUBLIC_ADDRESS) serverOptions.publicAddress = process.env.PUBLIC_ADDRESS;
 
   const gameServer = new Server(serverOptions); // registers SIGINT/SIGTERM/SIGUSR2 -> gracefullyShutdown()
-  gameServer.define('echo', EchoRoom);
+  const echoRoom = gameServer.define('echo', EchoRoom);
+  if (FILTER_BY.length) echoRoom.filterBy(FILTER_BY);
 
   gameServer.onBeforeShutdown(async () => {
     log(`shutting down (processId ${matchMaker.processId}); unregistered from discovery`);

@@ -7,7 +7,10 @@
 //!   connections, then a closed loop of K 64-byte messages in flight per connection;
 //!   reports messages/s and round-trip latency over T seconds after a warm-up.
 //!
-//! Both report the load generator's own CPU time (from /proc/self/stat) over the measured
+//! - `loadgen converge --proxy H:P --redis H:P --upstream H:P --tag T`: registration to first
+//!   routed upgrade, and removal to unroutable, over fresh processIds (see `converge.rs`).
+//!
+//! `connect` and `echo` report the load generator's own CPU time (from /proc/self/stat) over the measured
 //! interval, and for every `--watch-pid` its CPU time and RSS (from /proc/PID) over the same
 //! interval, so the proxy's cost is measured exactly where the load is.
 
@@ -23,6 +26,8 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+
+mod converge;
 
 #[derive(Parser)]
 struct Cli {
@@ -66,6 +71,9 @@ enum Mode {
         #[arg(long, default_value_t = 50)]
         concurrency: usize,
     },
+    /// Time from a Redis registration to the first routed upgrade, and from the removal to
+    /// unroutable.
+    Converge(converge::Converge),
 }
 
 #[derive(ClapArgs)]
@@ -480,6 +488,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let threads = match &cli.mode {
         Mode::Connect { common, .. } | Mode::Echo { common, .. } => common.threads.max(1),
+        Mode::Converge(_) => 1,
     };
     let rt = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -519,6 +528,10 @@ fn main() -> anyhow::Result<()> {
                 )
                 .await
             }
+            // An error is a result too: the harness records it and goes on.
+            Mode::Converge(cfg) => converge::run(cfg).await.unwrap_or_else(
+                |e| json!({"mode": "converge", "label": cfg.label(), "error": format!("{e:#}")}),
+            ),
         }
     });
     println!("{result}");

@@ -1,6 +1,8 @@
 //! `bench-echo --port P`: the upstream the benchmark loads. Answers a WebSocket upgrade on
 //! any path (e.g. `/{processId}/{roomId}?sessionId=...`) and echoes every data frame back;
-//! any other request gets `200 ok`. One thread, like a Node game server.
+//! any other request gets `200 ok`. One thread, like a Node game server. With `--tag T`
+//! every response carries `x-bench-echo: T`, so `loadgen converge` can tell this upstream's
+//! answer from another's (@colyseus/proxy sends an unknown processId to any process).
 
 use std::net::SocketAddr;
 
@@ -16,6 +18,9 @@ struct Args {
     port: u16,
     #[arg(long, default_value = "127.0.0.1")]
     ip: String,
+    /// Value of the `x-bench-echo` header on every response (none when unset).
+    #[arg(long)]
+    tag: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,17 +31,22 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         let addr: SocketAddr = format!("{}:{}", args.ip, args.port).parse()?;
         let listener = TcpListener::bind(addr).await?;
+        // Built once and kept for the life of the process, so every connection can borrow it.
+        let tag_header: &'static str = match &args.tag {
+            Some(t) => Box::leak(format!("x-bench-echo: {t}\r\n").into_boxed_str()),
+            None => "",
+        };
         println!("READY {addr}");
         loop {
             let (sock, _) = listener.accept().await?;
             tokio::spawn(async move {
-                let _ = serve(sock).await;
+                let _ = serve(sock, tag_header).await;
             });
         }
     })
 }
 
-async fn serve(sock: TcpStream) -> anyhow::Result<()> {
+async fn serve(sock: TcpStream, tag_header: &str) -> anyhow::Result<()> {
     sock.set_nodelay(true)?;
     let (rd, mut wr) = sock.into_split();
     let mut rd = Reader::new(rd);
@@ -48,13 +58,15 @@ async fn serve(sock: TcpStream) -> anyhow::Result<()> {
             .then(|| v.trim().to_owned())
     });
     let Some(key) = key else {
-        wr.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
-            .await?;
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n{tag_header}\r\nok\n"
+        );
+        wr.write_all(resp.as_bytes()).await?;
         return Ok(());
     };
     let resp = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n\r\n",
+         Sec-WebSocket-Accept: {}\r\n{tag_header}\r\n",
         accept_key(&key)
     );
     wr.write_all(resp.as_bytes()).await?;

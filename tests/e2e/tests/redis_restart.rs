@@ -80,3 +80,50 @@ fn redis_restart_keeps_live_processes_and_drops_dead_ones() {
     assert_eq!(result.ok, 20, "{:?}", result.errors);
     proxy.assert_no_rejected_config();
 }
+
+/// Readiness (what a deployment gates traffic on) is false until the agent's first full
+/// sync has reached Envoy's config: an agent started before Redis is live but not ready,
+/// and becomes ready once it has read the registrations.
+#[test]
+fn the_agent_is_ready_only_after_its_first_sync() {
+    let dir = scratch("first-sync");
+    let redis_port = free_port();
+    let config_dir = dir.join("envoy-config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let _agent = Proc::spawn(
+        "agent",
+        std::process::Command::new(agent_bin())
+            .args([
+                "sync",
+                "--redis-url",
+                &format!("redis://127.0.0.1:{redis_port}"),
+            ])
+            .args(["--api-addr", &api])
+            .arg("--config-dir")
+            .arg(&config_dir)
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_for("agent live", Duration::from_secs(10), || {
+        (http_get(&api, "/live").ok()?.0 == 200).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (status, _, body) = http_get(&api, "/ready").unwrap();
+    assert_eq!(status, 503, "ready without Redis: {body}");
+
+    // Redis comes up, then a game server registers in it.
+    let redis = Redis::start_on(&dir, redis_port);
+    let server = GameServer::start(&dir, &redis, &[]);
+    wait_for("agent ready", Duration::from_secs(20), || {
+        (http_get(&api, "/ready").ok()?.0 == 200).then_some(())
+    });
+    wait_for(
+        "the registration in Envoy's config",
+        Duration::from_secs(20),
+        || {
+            let cds = std::fs::read_to_string(config_dir.join("cds.json")).ok()?;
+            cds.contains(&format!("colyseus-process-{}", server.process_id))
+                .then_some(())
+        },
+    );
+}

@@ -419,7 +419,8 @@ if [ "${scale:-$((1 - quick))}" -eq 1 ]; then
   SCALE_PROCESSES="${SCALE_PROCESSES:-10,1000,10000}" SCALE_ROOMS="${SCALE_ROOMS:-100000,1000000}" \
     cargo test -q -p e2e --features e2e --test scale -- --ignored --nocapture --test-threads 1 \
     >"$run_dir/scale.log" 2>&1 || say "WARNING: the agent-scale run failed (see $run_dir/scale.log)"
-  grep '^SCALE ' "$run_dir/scale.log" >"$run_dir/scale.txt" || true
+  # -o: with -q, cargo prints a test's progress dot on the line its output starts on.
+  grep -o 'SCALE .*' "$run_dir/scale.log" >"$run_dir/scale.txt" || true
 fi
 "$py" bench/report.py "$raw" "$run_dir/meta.json" --plots "$plots" --scale "$run_dir/scale.txt" \
   --converge "$conv"

@@ -19,7 +19,8 @@
 # Settings by environment: BENCH_CONN_N, BENCH_CONN_C, BENCH_ECHO_C, BENCH_ECHO_K,
 # BENCH_ECHO_T, BENCH_WARMUP, BENCH_UPSTREAMS, BENCH_ENVOY_CONCURRENCY, BENCH_FLOW_N (joins
 # per target and round; 0 skips the flow), BENCH_FLOW_C, BENCH_FLOW_SERVERS,
-# BENCH_FLOW_MAX_CLIENTS, BENCH_CONV_TRIALS (0 skips convergence), BENCH_NOTE.
+# BENCH_FLOW_MAX_CLIENTS, BENCH_CONV_TRIALS (0 skips convergence), BENCH_NOTE,
+# BENCH_AGENT_ARGS (extra `agent sync` flags for (3), e.g. `--balance even`).
 # Logs and raw results: .run/bench/.
 set -euo pipefail
 
@@ -188,7 +189,8 @@ start_static() {
 # `start_ours NAME REDIS_URL`: (3) agent bootstrap + agent sync + Envoy with the filter, as
 # scripts/proxy.sh runs them (the filter asks this agent's API about unknown processIds).
 start_ours() {
-  local name="$1" redis="$2" api agent_pid
+  local name="$1" redis="$2" api agent_pid agent_extra
+  read -r -a agent_extra <<<"${BENCH_AGENT_ARGS:-}"
   px_port="$(free_port)"
   px_admin="$(free_port)"
   api="$(free_port)"
@@ -198,7 +200,7 @@ start_ours() {
     --filter-wasm "$wasm" >"$run_dir/$name/envoy.json"
   start "$name-agent" "${pin_proxy[@]}" "$agent" sync --redis-url "$redis" \
     --config-dir "$run_dir/$name/envoy-config" --state-file "$run_dir/$name/agent-state.json" \
-    --api-addr "127.0.0.1:$api"
+    --api-addr "127.0.0.1:$api" "${agent_extra[@]}"
   agent_pid=$spid
   wait_http "http://127.0.0.1:$api/ready"
   start "$name" "${pin_proxy[@]}" "$envoy" -c "$run_dir/$name/envoy.json" --log-level warn \

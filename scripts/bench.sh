@@ -343,13 +343,13 @@ flow() { # TARGET N CONCURRENCY
 
 # Every target must route every processId before anything is measured.
 for t in "${targets[@]}"; do
-  out="$("$loadgen" connect --url "${url[$t]}" --n 30 --concurrency 3 --settle-ms 0)"
-  ok="$(echo "$out" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["ok"])')"
-  [ "$ok" = 30 ] || { say "smoke test through $t failed: $out"; exit 1; }
+  smoke="$("$loadgen" connect --url "${url[$t]}" --n 30 --concurrency 3 --settle-ms 0)"
+  ok="$(echo "$smoke" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["ok"])')"
+  [ "$ok" = 30 ] || { say "smoke test through $t failed: $smoke"; exit 1; }
   if [ "$BENCH_FLOW_N" -gt 0 ]; then
-    out="$(flow "$t" 30 3)"
-    ok="$(echo "$out" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["ok"])')"
-    [ "$ok" = 30 ] || { say "flow smoke test through $t failed: $out"; exit 1; }
+    smoke="$(flow "$t" 30 3)"
+    ok="$(echo "$smoke" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["ok"])')"
+    [ "$ok" = 30 ] || { say "flow smoke test through $t failed: $smoke"; exit 1; }
   fi
 done
 say "all targets answer; pinning: $pinning"

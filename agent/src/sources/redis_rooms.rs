@@ -2,7 +2,8 @@
 //! only, conversions are in [`crate::rooms`].
 //!
 //! RedisDriver announces nothing when it writes a listing, so the hash is read whole every
-//! `interval` (in HSCAN pages) and sent as a reload; a room created since the last read is read
+//! `interval` (in HSCAN pages, folded as they arrive): the first read of a session is sent as
+//! a reload, later ones as the listings that changed. A room created since the last read is read
 //! alone when someone asks for it ([`RedisRoomFetcher`], the API's read-through), so a
 //! player never waits for the next read. Any error ends the session; the next one
 //! reconnects and reads everything again.
@@ -98,78 +99,31 @@ impl RedisRoomsSource {
         // The first read of a session is a reload; later ones send only what changed.
         tick.tick().await;
         let started = std::time::Instant::now();
-        let entries = self.read_all(&mut conn).await?;
-        let mut seen = fingerprints(&entries);
-        let (rooms, rejected) = convert_all(entries);
+        let mut seen = HashMap::new();
+        let (rooms, rejected) = self.read(&mut conn, &seen).await?.reload(&mut seen);
         info!(rooms = rooms.len(), rejected = rejected.len(), took = ?started.elapsed(), "Following RedisDriver room listings (periodic reads).");
         send(tx, RoomFeed::Reload { rooms, rejected }).await?;
         send(tx, RoomFeed::Up(true)).await?;
         loop {
             tick.tick().await;
             let started = std::time::Instant::now();
-            let entries = self.read_all(&mut conn).await?;
-            let changes = diff(&mut seen, entries);
+            let changes = self.read(&mut conn, &seen).await?.changes(&mut seen);
             debug!(changes = changes.len(), took = ?started.elapsed(), "Read RedisDriver room listings.");
             for feed in changes {
                 send(tx, feed).await?;
             }
         }
     }
-}
 
-/// A listing's content hash, to convert only what changed between reads (a full conversion
-/// of a million listings every second would keep a core busy).
-fn fingerprint(json: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    json.hash(&mut h);
-    h.finish()
-}
-
-fn fingerprints(entries: &HashMap<String, Vec<u8>>) -> HashMap<String, u64> {
-    entries
-        .iter()
-        .map(|(k, v)| (k.clone(), fingerprint(v)))
-        .collect()
-}
-
-/// The feeds that turn the previous read (`seen`, updated) into `entries`: an upsert for a
-/// new or changed listing, a delete for a gone one, a delete and a rejection for a listing
-/// that became unusable.
-fn diff(seen: &mut HashMap<String, u64>, entries: HashMap<String, Vec<u8>>) -> Vec<RoomFeed> {
-    let mut feeds = Vec::new();
-    let mut now = HashMap::with_capacity(entries.len());
-    for (key, json) in entries {
-        let fp = fingerprint(&json);
-        if seen.get(&key) != Some(&fp) {
-            match rooms::from_hash_field(&key, &json) {
-                Ok(room) => feeds.push(RoomFeed::Event(RoomEvent::Upsert(room))),
-                Err(why) => {
-                    feeds.push(RoomFeed::Event(RoomEvent::Delete(key.clone())));
-                    feeds.push(RoomFeed::Rejected(key.clone(), why));
-                }
-            }
-        }
-        now.insert(key, fp);
-    }
-    for key in seen.keys() {
-        if !now.contains_key(key) {
-            feeds.push(RoomFeed::Event(RoomEvent::Delete(key.clone())));
-        }
-    }
-    *seen = now;
-    feeds
-}
-
-impl RedisRoomsSource {
     /// The whole hash, by HSCAN pages: each call is short (Redis serves Colyseus meanwhile,
     /// where one HGETALL of a million listings would block it for seconds) and bounded by
-    /// the timeout on its own. A field seen twice (HSCAN may repeat) keeps its last value.
-    async fn read_all(
+    /// the timeout on its own. Each page is folded into the read as it arrives.
+    async fn read(
         &self,
         conn: &mut MultiplexedConnection,
-    ) -> Result<HashMap<String, Vec<u8>>, RedisRoomsError> {
-        let mut entries = HashMap::new();
+        seen: &HashMap<String, u64>,
+    ) -> Result<Read, RedisRoomsError> {
+        let mut read = Read::default();
         let mut cursor: u64 = 0;
         loop {
             let (next, page): (u64, Vec<(String, Vec<u8>)>) = bounded(
@@ -183,9 +137,9 @@ impl RedisRoomsSource {
                     .query_async(conn),
             )
             .await?;
-            entries.extend(page);
+            read.add_page(seen, page);
             if next == 0 {
-                return Ok(entries);
+                return Ok(read);
             }
             cursor = next;
         }
@@ -195,18 +149,82 @@ impl RedisRoomsSource {
 /// Fields asked for per HSCAN call.
 const SCAN_PAGE: usize = 2000;
 
-/// Converts every field of the hash; bad ones are kept apart with their reason.
-fn convert_all(
-    entries: impl IntoIterator<Item = (String, Vec<u8>)>,
-) -> (Vec<Room>, Vec<(String, RoomRejection)>) {
-    let (mut rooms, mut rejected) = (Vec::new(), Vec::new());
-    for (key, json) in entries {
-        match rooms::from_hash_field(&key, &json) {
-            Ok(room) => rooms.push(room),
-            Err(why) => rejected.push((key, why)),
+/// A listing's content hash, to convert only what changed between reads (a full conversion
+/// of a million listings every second would keep a core busy).
+fn fingerprint(json: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    json.hash(&mut h);
+    h.finish()
+}
+
+/// One full read of the hash, folded page by page. A listing unchanged since the previous
+/// read (`seen`) is only fingerprinted, so a read holds the changed listings, converted,
+/// and a fingerprint per field; never the hash's JSON (about 250 bytes a room: a million
+/// rooms held whole cost hundreds of MB at every read).
+#[derive(Debug, Default)]
+struct Read {
+    fingerprints: HashMap<String, u64>,
+    /// New or changed listings, each once, in the order read.
+    changed: Vec<(String, Result<Room, RoomRejection>)>,
+}
+
+impl Read {
+    fn add_page(&mut self, seen: &HashMap<String, u64>, page: Vec<(String, Vec<u8>)>) {
+        for (key, json) in page {
+            let fp = fingerprint(&json);
+            match self.fingerprints.get(&key) {
+                // HSCAN repeated the field: nothing new.
+                Some(&earlier) if earlier == fp => continue,
+                // Repeated and changed in between (rare: the hash was resized during the
+                // scan): the last value counts.
+                Some(_) => self.changed.retain(|(k, _)| *k != key),
+                None => {}
+            }
+            if seen.get(&key) != Some(&fp) {
+                let listing = rooms::from_hash_field(&key, &json);
+                self.changed.push((key.clone(), listing));
+            }
+            self.fingerprints.insert(key, fp);
         }
     }
-    (rooms, rejected)
+
+    /// A first read: every listing, and the ones skipped with their reason. `seen` becomes
+    /// this read.
+    fn reload(self, seen: &mut HashMap<String, u64>) -> (Vec<Room>, Vec<(String, RoomRejection)>) {
+        *seen = self.fingerprints;
+        let (mut rooms, mut rejected) = (Vec::with_capacity(self.changed.len()), Vec::new());
+        for (key, listing) in self.changed {
+            match listing {
+                Ok(room) => rooms.push(room),
+                Err(why) => rejected.push((key, why)),
+            }
+        }
+        (rooms, rejected)
+    }
+
+    /// The feeds that turn the previous read (`seen`, which becomes this one) into this
+    /// one: an upsert for a new or changed listing, a delete for a gone one, a delete and a
+    /// rejection for a listing that became unusable.
+    fn changes(self, seen: &mut HashMap<String, u64>) -> Vec<RoomFeed> {
+        let mut feeds = Vec::new();
+        for (key, listing) in self.changed {
+            match listing {
+                Ok(room) => feeds.push(RoomFeed::Event(RoomEvent::Upsert(room))),
+                Err(why) => {
+                    feeds.push(RoomFeed::Event(RoomEvent::Delete(key.clone())));
+                    feeds.push(RoomFeed::Rejected(key, why));
+                }
+            }
+        }
+        for key in seen.keys() {
+            if !self.fingerprints.contains_key(key) {
+                feeds.push(RoomFeed::Event(RoomEvent::Delete(key.clone())));
+            }
+        }
+        *seen = self.fingerprints;
+        feeds
+    }
 }
 
 /// Reads one listing (HGET), for a room the index does not have yet.
@@ -274,27 +292,23 @@ async fn send(tx: &mpsc::Sender<RoomFeed>, feed: RoomFeed) -> Result<(), RedisRo
 mod tests {
     use super::*;
 
-    fn entries(list: &[(&str, &str)]) -> HashMap<String, Vec<u8>> {
+    fn page(list: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
         list.iter()
             .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
             .collect()
     }
 
-    #[test]
-    fn later_reads_send_only_what_changed() {
-        let first = entries(&[
-            ("r1", r#"{"roomId":"r1","processId":"p1","clients":1}"#),
-            ("r2", r#"{"roomId":"r2","processId":"p1"}"#),
-            ("r3", r#"{"roomId":"r3","processId":"p2"}"#),
-        ]);
-        let mut seen = fingerprints(&first);
-        assert!(diff(&mut seen, first.clone()).is_empty());
-        let second = entries(&[
-            ("r1", r#"{"roomId":"r1","processId":"p1","clients":2}"#),
-            ("r3", "garbage"),
-            ("r4", r#"{"roomId":"r4","processId":"p2"}"#),
-        ]);
-        let mut feeds: Vec<String> = diff(&mut seen, second)
+    /// A read of `pages` after the read that left `seen`.
+    fn read(seen: &HashMap<String, u64>, pages: &[&[(&str, &str)]]) -> Read {
+        let mut read = Read::default();
+        for p in pages {
+            read.add_page(seen, page(p));
+        }
+        read
+    }
+
+    fn describe(feeds: Vec<RoomFeed>) -> Vec<String> {
+        let mut feeds: Vec<String> = feeds
             .into_iter()
             .map(|f| match f {
                 RoomFeed::Event(RoomEvent::Upsert(r)) => {
@@ -306,8 +320,33 @@ mod tests {
             })
             .collect();
         feeds.sort();
+        feeds
+    }
+
+    #[test]
+    fn later_reads_send_only_what_changed() {
+        let first: &[&[(&str, &str)]] = &[
+            &[
+                ("r1", r#"{"roomId":"r1","processId":"p1","clients":1}"#),
+                ("r2", r#"{"roomId":"r2","processId":"p1"}"#),
+            ],
+            &[("r3", r#"{"roomId":"r3","processId":"p2"}"#)],
+        ];
+        let mut seen = HashMap::new();
+        let (rooms, rejected) = read(&seen, first).reload(&mut seen);
+        assert_eq!((rooms.len(), rejected.len(), seen.len()), (3, 0, 3));
+        assert!(read(&seen, first).changes(&mut seen).is_empty());
+        let second: &[&[(&str, &str)]] = &[
+            &[("r1", r#"{"roomId":"r1","processId":"p1","clients":2}"#)],
+            &[
+                ("r3", "garbage"),
+                ("r4", r#"{"roomId":"r4","processId":"p2"}"#),
+            ],
+        ];
+        let unchanged_not_held = read(&seen, &[&[("r2", r#"{"roomId":"r2","processId":"p1"}"#)]]);
+        assert!(unchanged_not_held.changed.is_empty());
         assert_eq!(
-            feeds,
+            describe(read(&seen, second).changes(&mut seen)),
             [
                 "delete r2",
                 "delete r3",
@@ -320,18 +359,40 @@ mod tests {
     }
 
     #[test]
-    fn bad_fields_are_set_apart_not_fatal() {
-        let (rooms, rejected) = convert_all(vec![
-            ("r1".into(), br#"{"roomId":"r1","processId":"p1"}"#.to_vec()),
-            ("r2".into(), b"garbage".to_vec()),
-            ("r3".into(), br#"{"roomId":"r1","processId":"p1"}"#.to_vec()),
-            ("r4".into(), br#"{"roomId":"r4"}"#.to_vec()),
-        ]);
+    fn a_field_hscan_repeats_is_sent_once() {
+        let mut seen = HashMap::new();
+        let r1 = r#"{"roomId":"r1","processId":"p1"}"#;
+        let (rooms, _) = read(&seen, &[&[("r1", r1)], &[("r1", r1)]]).reload(&mut seen);
         assert_eq!(rooms.len(), 1);
-        let reasons: Vec<_> = rejected
+        let r1b = r#"{"roomId":"r1","processId":"p1","clients":3}"#;
+        let feeds = read(&seen, &[&[("r1", r1b)], &[("r1", r1b)]]).changes(&mut seen);
+        assert_eq!(describe(feeds), ["upsert r1 3"]);
+        // Changed between two pages: only the last value counts.
+        let feeds = read(&seen, &[&[("r1", r1)], &[("r1", "garbage")]]).changes(&mut seen);
+        assert_eq!(describe(feeds), ["delete r1", "reject r1 not_json"]);
+        let feeds = read(&seen, &[&[("r1", r1)], &[("r1", "garbage")]]).changes(&mut seen);
+        assert!(feeds.is_empty(), "{feeds:?}");
+    }
+
+    #[test]
+    fn bad_fields_are_set_apart_not_fatal() {
+        let mut seen = HashMap::new();
+        let (rooms, rejected) = read(
+            &seen,
+            &[&[
+                ("r1", r#"{"roomId":"r1","processId":"p1"}"#),
+                ("r2", "garbage"),
+                ("r3", r#"{"roomId":"r1","processId":"p1"}"#),
+                ("r4", r#"{"roomId":"r4"}"#),
+            ]],
+        )
+        .reload(&mut seen);
+        assert_eq!(rooms.len(), 1);
+        let mut reasons: Vec<_> = rejected
             .iter()
             .map(|(k, r)| (k.as_str(), r.reason()))
             .collect();
+        reasons.sort_unstable();
         assert_eq!(
             reasons,
             [

@@ -42,6 +42,22 @@ pub fn parse_active_connections(stats: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// The room-listing source named by `colyseus_envoy_room_source_info`, if the agent
+/// follows one, and whether it is up (its `..._up` gauge).
+pub fn room_source(metrics: &str) -> Option<(String, Option<bool>)> {
+    let source = metrics.lines().find_map(|l| {
+        l.strip_prefix("colyseus_envoy_room_source_info{source=\"")?
+            .split_once('"')
+            .map(|(s, _)| s.to_owned())
+    })?;
+    let gauge = match source.as_str() {
+        "mongo" => "colyseus_envoy_mongo_up",
+        _ => "colyseus_envoy_redis_rooms_up",
+    };
+    let up = metric(metrics, gauge).map(|v| v == 1);
+    Some((source, up))
+}
+
 /// A metric sample from the agent's `/metrics`.
 pub fn metric(metrics: &str, series: &str) -> Option<u64> {
     metrics.lines().find_map(|l| {
@@ -58,6 +74,8 @@ pub fn metric(metrics: &str, series: &str) -> Option<u64> {
 pub struct Report {
     pub agent_ready: Option<bool>,
     pub redis_up: Option<bool>,
+    /// The room-listing source and whether it is up; `None` when the agent follows none.
+    pub room_source: Option<(String, Option<bool>)>,
     pub processes: Vec<ProcessRow>,
     pub rejected: Option<u64>,
     pub envoy_live: Option<bool>,
@@ -68,6 +86,19 @@ pub struct Report {
 }
 
 impl Report {
+    /// Everything answered and is up: what `agent status`'s exit code says.
+    pub fn is_healthy(&self) -> bool {
+        let rooms_up = self
+            .room_source
+            .as_ref()
+            .is_none_or(|(_, up)| *up == Some(true));
+        self.problems.is_empty()
+            && self.agent_ready == Some(true)
+            && self.redis_up == Some(true)
+            && self.envoy_live == Some(true)
+            && rooms_up
+    }
+
     /// The text an operator reads.
     pub fn render(&self) -> String {
         let yes_no = |v: Option<bool>, yes: &str, no: &str| match v {
@@ -76,9 +107,15 @@ impl Report {
             None => "unknown".to_owned(),
         };
         let mut out = String::new();
+        let rooms = self
+            .room_source
+            .as_ref()
+            .map_or(String::new(), |(source, up)| {
+                format!(", room listings ({source}): {}", yes_no(*up, "up", "DOWN"))
+            });
         let _ = writeln!(
             out,
-            "agent: {}, redis: {}, envoy: {}, inputs rejected: {}",
+            "agent: {}, redis: {}{rooms}, envoy: {}, inputs rejected: {}",
             yes_no(self.agent_ready, "ready", "NOT READY"),
             yes_no(self.redis_up, "up", "DOWN"),
             yes_no(self.envoy_live, "live", "NOT LIVE"),
@@ -188,6 +225,7 @@ pub async fn gather(api: SocketAddr, admin: SocketAddr, redis_url: &str) -> Repo
     }
     if let Ok((200, body)) = http_get(api, "/metrics", t).await {
         report.redis_up = metric(&body, "colyseus_envoy_redis_up").map(|v| v == 1);
+        report.room_source = room_source(&body);
         let rejected = body
             .lines()
             .filter(|l| l.starts_with("colyseus_envoy_rejected_inputs_total{"))
@@ -247,6 +285,30 @@ mod tests {
         assert_eq!(cx.get("colyseus-process-a"), Some(&12));
         assert_eq!(cx.len(), 2);
         assert_eq!(metric("# HELP x\nx_up 1\nx_up_total 5\n", "x_up"), Some(1));
+    }
+
+    #[test]
+    fn reads_the_room_source_health() {
+        assert_eq!(room_source("colyseus_envoy_mongo_up 0\n"), None);
+        let up = "colyseus_envoy_mongo_up 1\ncolyseus_envoy_redis_rooms_up 0\n\
+                  colyseus_envoy_room_source_info{source=\"mongo\"} 1\n";
+        assert_eq!(room_source(up), Some(("mongo".into(), Some(true))));
+        let down = "colyseus_envoy_redis_rooms_up 0\n\
+                    colyseus_envoy_room_source_info{source=\"redis-rooms\"} 1\n";
+        assert_eq!(room_source(down), Some(("redis-rooms".into(), Some(false))));
+        let mut report = Report {
+            agent_ready: Some(true),
+            redis_up: Some(true),
+            envoy_live: Some(true),
+            room_source: room_source(down),
+            ..Report::default()
+        };
+        assert!(!report.is_healthy());
+        assert!(report.render().starts_with(
+            "agent: ready, redis: up, room listings (redis-rooms): DOWN, envoy: live"
+        ));
+        report.room_source = room_source(up);
+        assert!(report.is_healthy());
     }
 
     #[test]

@@ -58,11 +58,7 @@ fn status(args: &colyseus_envoy_agent::config::StatusArgs) -> ExitCode {
         &args.redis_url,
     ));
     print!("{}", report.render());
-    let healthy = report.problems.is_empty()
-        && report.agent_ready == Some(true)
-        && report.redis_up == Some(true)
-        && report.envoy_live == Some(true);
-    if healthy {
+    if report.is_healthy() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -68,6 +68,9 @@ pub struct Metrics {
     pub mongo_up: AtomicU64,
     /// 1 while the RedisDriver room-listing source is up.
     pub redis_rooms_up: AtomicU64,
+    /// The room-listing source followed (`mongo` or `redis-rooms`), set once at start: tells
+    /// "not configured" from "down" (both gauges above read 0 then).
+    pub room_source: std::sync::OnceLock<&'static str>,
     /// Room lookups answered (`GET /rooms/{roomId}`): what the filter waits for when it
     /// cannot trust a path's processId.
     pub lookups: Lookups,
@@ -303,6 +306,14 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
                 value.load(Relaxed)
+            );
+        }
+        if let Some(source) = self.room_source.get() {
+            let _ = writeln!(
+                out,
+                "# HELP colyseus_envoy_room_source_info The room-listing source the agent follows.\n\
+                 # TYPE colyseus_envoy_room_source_info gauge\n\
+                 colyseus_envoy_room_source_info{{source=\"{source}\"}} 1"
             );
         }
         self.lookups.duration.render(

@@ -80,6 +80,7 @@ impl Status {
     /// Rooms the index lacks are read from their source on lookup (see [`Self::resolve`]).
     #[must_use]
     pub fn with_fetcher(mut self, fetcher: RoomFetcher) -> Self {
+        let _ = self.metrics.room_source.set(fetcher.source());
         self.fetcher = Some(fetcher);
         self
     }

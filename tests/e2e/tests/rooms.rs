@@ -208,6 +208,8 @@ fn standalone_mongo_is_polled_and_restarts_are_survived() {
     wait_for("mongo source up", Duration::from_secs(10), || {
         (proxy.agent_metric("colyseus_envoy_mongo_up") == 1).then_some(())
     });
+    let (_, report) = agent_status(&proxy, &redis);
+    assert!(report.contains("room listings (mongo): up"), "{report}");
 
     // Polling (updatedAt) sees inserts within about a poll interval (1 s)...
     let start = Instant::now();
@@ -243,6 +245,10 @@ fn standalone_mongo_is_polled_and_restarts_are_survived() {
         (proxy.agent_metric("colyseus_envoy_mongo_up") == 0).then_some(())
     });
     assert_eq!(lookup(&proxy, "s2").0, 200);
+    // The operator's report says so, and `agent status` exits non-zero.
+    let (healthy, report) = agent_status(&proxy, &redis);
+    assert!(report.contains("room listings (mongo): DOWN"), "{report}");
+    assert!(!healthy, "{report}");
 
     // Back, empty, with change streams this time: the agent follows the new server.
     server = MongoServer::start_with(&dir, port, &[]);
@@ -260,4 +266,23 @@ fn standalone_mongo_is_polled_and_restarts_are_survived() {
         || (lookup(&proxy, "s2").0 == 404).then_some(()),
     );
     drop(server);
+}
+
+/// `colyseus-envoy-agent status` against the proxy: (exit code 0, stdout).
+fn agent_status(proxy: &Proxy, redis: &Redis) -> (bool, String) {
+    let out = std::process::Command::new(agent_bin())
+        .args([
+            "status",
+            "--api-addr",
+            &proxy.api(),
+            "--admin-addr",
+            &proxy.admin(),
+        ])
+        .args(["--redis-url", &redis.url()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }

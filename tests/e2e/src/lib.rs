@@ -454,6 +454,23 @@ impl Proxy {
         });
     }
 
+    /// `colyseus-envoy-agent status` against this proxy and its Redis: (exit code 0, stdout).
+    pub fn status(&self) -> (bool, String) {
+        let out = Command::new(agent_bin())
+            .args([
+                "status",
+                "--api-addr",
+                &self.api(),
+                "--admin-addr",
+                &self.admin(),
+            ])
+            .args(["--redis-url", &self.redis_url])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), text)
+    }
+
     /// Restarts the agent process only (Envoy keeps running on the agent's last file).
     pub fn restart_agent(&mut self, extra: &[&str]) {
         self.agent.stop(Duration::from_secs(5));
@@ -833,6 +850,31 @@ impl Redis {
     pub fn pttl(&self, key: &str) -> i64 {
         redis::cmd("PTTL").arg(key).query(&mut self.conn()).unwrap()
     }
+}
+
+/// Registers `member` (`pid/host:port`) as Colyseus 0.11-0.16 does: `SADD colyseus:nodes`,
+/// then `PUBLISH colyseus:nodes:discovery` of the JSON string `"add,{member}"`.
+pub fn register(conn: &mut redis::Connection, member: &str) {
+    announce(conn, "SADD", "add", member);
+}
+
+/// Unregisters `member` the same way: `SREM`, then `"remove,{member}"`.
+pub fn unregister(conn: &mut redis::Connection, member: &str) {
+    announce(conn, "SREM", "remove", member);
+}
+
+fn announce(conn: &mut redis::Connection, set_cmd: &str, action: &str, member: &str) {
+    let _: () = redis::pipe()
+        .cmd(set_cmd)
+        .arg("colyseus:nodes")
+        .arg(member)
+        .ignore()
+        .cmd("PUBLISH")
+        .arg("colyseus:nodes:discovery")
+        .arg(format!("\"{action},{member}\""))
+        .ignore()
+        .query(conn)
+        .unwrap();
 }
 
 // === Other Colyseus versions (tests/colyseus-*/: their own npm projects) ===

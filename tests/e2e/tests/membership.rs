@@ -138,17 +138,7 @@ fn convergence_of_registration_and_removal() {
         let member = format!("{pid}/127.0.0.1:{}", server.port);
         let path = format!("/{pid}/room?sessionId=s");
         let start = Instant::now();
-        let _: () = redis::pipe()
-            .cmd("SADD")
-            .arg("colyseus:nodes")
-            .arg(&member)
-            .ignore()
-            .cmd("PUBLISH")
-            .arg("colyseus:nodes:discovery")
-            .arg(format!("\"add,{member}\""))
-            .ignore()
-            .query(&mut conn)
-            .unwrap();
+        register(&mut conn, &member);
         wait_for("routable", Duration::from_secs(5), || {
             (ws_handshake(&public, &path).ok()? == 101).then_some(())
         });
@@ -156,17 +146,7 @@ fn convergence_of_registration_and_removal() {
         assert_eq!(all_hosts(), baseline + 1);
 
         let start = Instant::now();
-        let _: () = redis::pipe()
-            .cmd("SREM")
-            .arg("colyseus:nodes")
-            .arg(&member)
-            .ignore()
-            .cmd("PUBLISH")
-            .arg("colyseus:nodes:discovery")
-            .arg(format!("\"remove,{member}\""))
-            .ignore()
-            .query(&mut conn)
-            .unwrap();
+        unregister(&mut conn, &member);
         wait_for(
             "removed from the all-processes cluster",
             Duration::from_secs(5),

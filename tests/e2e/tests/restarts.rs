@@ -27,24 +27,13 @@ fn agent_restart_and_envoy_hot_restart_keep_60_players() {
         "status shows 60 connections",
         Duration::from_secs(10),
         || {
-            let out = std::process::Command::new(agent_bin())
-                .args([
-                    "status",
-                    "--api-addr",
-                    &proxy.api(),
-                    "--admin-addr",
-                    &proxy.admin(),
-                ])
-                .args(["--redis-url", &redis.url()])
-                .output()
-                .ok()?;
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (healthy, text) = proxy.status();
             let connections: u64 = text
                 .lines()
                 .filter(|l| ids.iter().any(|id| l.starts_with(id.as_str())))
                 .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
                 .sum();
-            (out.status.success() && connections == 60).then_some(text)
+            (healthy && connections == 60).then_some(text)
         },
     );
     println!("{report}");

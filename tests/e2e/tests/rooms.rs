@@ -208,7 +208,7 @@ fn standalone_mongo_is_polled_and_restarts_are_survived() {
     wait_for("mongo source up", Duration::from_secs(10), || {
         (proxy.agent_metric("colyseus_envoy_mongo_up") == 1).then_some(())
     });
-    let (_, report) = agent_status(&proxy, &redis);
+    let (_, report) = proxy.status();
     assert!(report.contains("room listings (mongo): up"), "{report}");
 
     // Polling (updatedAt) sees inserts within about a poll interval (1 s)...
@@ -246,7 +246,7 @@ fn standalone_mongo_is_polled_and_restarts_are_survived() {
     });
     assert_eq!(lookup(&proxy, "s2").0, 200);
     // The operator's report says so, and `agent status` exits non-zero.
-    let (healthy, report) = agent_status(&proxy, &redis);
+    let (healthy, report) = proxy.status();
     assert!(report.contains("room listings (mongo): DOWN"), "{report}");
     assert!(!healthy, "{report}");
 
@@ -266,23 +266,4 @@ fn standalone_mongo_is_polled_and_restarts_are_survived() {
         || (lookup(&proxy, "s2").0 == 404).then_some(()),
     );
     drop(server);
-}
-
-/// `colyseus-envoy-agent status` against the proxy: (exit code 0, stdout).
-fn agent_status(proxy: &Proxy, redis: &Redis) -> (bool, String) {
-    let out = std::process::Command::new(agent_bin())
-        .args([
-            "status",
-            "--api-addr",
-            &proxy.api(),
-            "--admin-addr",
-            &proxy.admin(),
-        ])
-        .args(["--redis-url", &redis.url()])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }

@@ -11,6 +11,7 @@
 //! Rooms: R RedisDriver listings (`--redis-rooms`): agent start to all R indexed, RSS, and
 //! the CPU of one full read.
 #![cfg(feature = "e2e")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,18 @@ fn stat(proxy: &Proxy, name: &str) -> u64 {
     }
 }
 
+/// `SADD`s the members `ids` in one pipeline, with no announcement (a fleet already there).
+fn add_members(conn: &mut redis::Connection, ids: std::ops::Range<usize>) {
+    let mut pipe = redis::pipe();
+    for i in ids {
+        pipe.cmd("SADD")
+            .arg("colyseus:nodes")
+            .arg(member(i))
+            .ignore();
+    }
+    let _: () = pipe.query(conn).unwrap();
+}
+
 fn member(i: usize) -> String {
     format!(
         "scale{i}/127.0.{}.{}:{}",
@@ -71,14 +84,7 @@ fn agent_scale_processes() {
         let redis = Redis::start(&dir);
         let mut conn = redis.conn();
         let mut proxy = Proxy::start_with(&dir, &redis.url(), &QUIET);
-        let mut pipe = redis::pipe();
-        for i in 0..n {
-            pipe.cmd("SADD")
-                .arg("colyseus:nodes")
-                .arg(member(i))
-                .ignore();
-        }
-        let _: () = pipe.query(&mut conn).unwrap();
+        add_members(&mut conn, 0..n);
         let base_clusters = proxy.envoy_stat("cluster_manager.active_clusters");
 
         let start = Instant::now();
@@ -116,17 +122,7 @@ fn agent_scale_processes() {
         for k in 0..updates {
             let m = member(n + k);
             let t = Instant::now();
-            let _: () = redis::pipe()
-                .cmd("SADD")
-                .arg("colyseus:nodes")
-                .arg(&m)
-                .ignore()
-                .cmd("PUBLISH")
-                .arg("colyseus:nodes:discovery")
-                .arg(format!("\"add,{m}\""))
-                .ignore()
-                .query(&mut conn)
-                .unwrap();
+            register(&mut conn, &m);
             wait_for(
                 "Envoy has the new cluster",
                 Duration::from_secs(120),
@@ -157,14 +153,7 @@ fn agent_scale_rooms() {
         let redis = Redis::start(&dir);
         let mut conn = redis.conn();
         let processes = 100;
-        let mut pipe = redis::pipe();
-        for p in 0..processes {
-            pipe.cmd("SADD")
-                .arg("colyseus:nodes")
-                .arg(member(p))
-                .ignore();
-        }
-        let _: () = pipe.query(&mut conn).unwrap();
+        add_members(&mut conn, 0..processes);
         for chunk in (0..r).collect::<Vec<_>>().chunks(10_000) {
             let mut pipe = redis::pipe();
             for &i in chunk {

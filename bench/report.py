@@ -180,6 +180,14 @@ def us(v):
     return "–" if v is None else (f"{v/1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs")
 
 
+def save(plt, fig, outdir, fname):
+    """Writes the figure as outdir/fname and returns its path from the repository root."""
+    path = os.path.join(outdir, fname)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return os.path.relpath(path, ROOT)
+
+
 def plots(summary, outdir):
     import matplotlib
     matplotlib.use("Agg")
@@ -203,10 +211,7 @@ def plots(summary, outdir):
                 ax.annotate(f"{v:,.0f}" if v >= 10 else f"{v:.2f}", (i, v), ha="center", va="bottom", fontsize=8)
         fig.suptitle(title, fontsize=11)
         fig.tight_layout()
-        path = os.path.join(outdir, fname)
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        made.append(os.path.relpath(path, ROOT))
+        made.append(save(plt, fig, outdir, fname))
 
     bars("connect.png", "WebSocket connection setup",
          [("connections/s", "conn_per_s", False), ("handshake p50 (µs)", "handshake_p50_us", False),
@@ -245,10 +250,7 @@ def plot_converge(conv, outdir):
         ax.legend(fontsize=8)
     fig.suptitle("Convergence with Redis presence", fontsize=11)
     fig.tight_layout()
-    path = os.path.join(outdir, "converge.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [os.path.relpath(path, ROOT)]
+    return [save(plt, fig, outdir, "converge.png")]
 
 
 def plot_scale(procs, rooms, outdir):
@@ -278,10 +280,7 @@ def plot_scale(procs, rooms, outdir):
         ax.legend(fontsize=7)
     fig.suptitle("Agent scale (tests/e2e/tests/scale.rs; file-based CDS, health checks off)", fontsize=11)
     fig.tight_layout()
-    path = os.path.join(outdir, "scale.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [os.path.relpath(path, ROOT)]
+    return [save(plt, fig, outdir, "scale.png")]
 
 
 def main():

@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::balance::parse_roomcount;
+use crate::envoy_admin::AdminEndpoint;
 
 /// A process as the agent's `/processes` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -156,61 +156,17 @@ impl Report {
     }
 }
 
-/// One HTTP/1.1 GET with `Connection: close` (Envoy's admin refuses HTTP/1.0): (status, body).
+/// One GET to the agent's API (TCP): (status, body).
 async fn http_get(
     addr: SocketAddr,
     path: &str,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
-    let fetch = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(req.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok(parse_response(&String::from_utf8_lossy(&raw)))
-    };
-    tokio::time::timeout(timeout, fetch)
-        .await
-        .unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "timed out",
-            ))
-        })
-}
-
-/// Status and body of a raw HTTP/1.1 response, chunked or not.
-fn parse_response(text: &str) -> (u16, String) {
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return (status, body.to_owned());
-    }
-    let (mut out, mut rest) = (String::new(), body);
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = match usize::from_str_radix(size.trim(), 16) {
-            Ok(n) if n > 0 && after.len() >= n => n,
-            _ => break,
-        };
-        let (Some(chunk), Some(tail)) = (after.get(..n), after.get(n..)) else {
-            break;
-        };
-        out.push_str(chunk);
-        rest = tail.trim_start_matches("\r\n");
-    }
-    (status, out)
+    AdminEndpoint::Tcp(addr).get(path, timeout).await
 }
 
 /// Gathers the report; each source that fails adds a problem instead of failing the whole.
-pub async fn gather(api: SocketAddr, admin: SocketAddr, redis_url: &str) -> Report {
+pub async fn gather(api: SocketAddr, admin: &AdminEndpoint, redis_url: &str) -> Report {
     let t = Duration::from_secs(2);
     let mut report = Report::default();
     match http_get(api, "/ready", t).await {
@@ -233,11 +189,11 @@ pub async fn gather(api: SocketAddr, admin: SocketAddr, redis_url: &str) -> Repo
             .sum();
         report.rejected = Some(rejected);
     }
-    match http_get(admin, "/ready", t).await {
+    match admin.get("/ready", t).await {
         Ok((status, body)) => report.envoy_live = Some(status == 200 && body.starts_with("LIVE")),
         Err(e) => report.problems.push(format!("Envoy admin at {admin}: {e}")),
     }
-    if let Ok((200, body)) = http_get(admin, "/stats?filter=upstream_cx_active$", t).await {
+    if let Ok((200, body)) = admin.get("/stats?filter=upstream_cx_active$", t).await {
         report.connections = parse_active_connections(&body);
     }
     match read_roomcount(redis_url, t).await {
@@ -309,17 +265,6 @@ mod tests {
         ));
         report.room_source = room_source(up);
         assert!(report.is_healthy());
-    }
-
-    #[test]
-    fn parses_plain_and_chunked_responses() {
-        assert_eq!(
-            parse_response("HTTP/1.1 200 OK\r\nA: b\r\n\r\nLIVE\n"),
-            (200, "LIVE\n".into())
-        );
-        let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nLIVE\n\r\n3\r\nabc\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked), (200, "LIVE\nabc".into()));
-        assert_eq!(parse_response("garbage").0, 0);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!   source fails or Redis restarts empty.
 //! - [`bootstrap`]: renders Envoy's static bootstrap from the same flags.
 //! - [`api`], [`status`], [`metrics`]: the private HTTP API (`/live`, `/ready`, `/metrics`).
+//! - [`envoy_admin`]: the one client of Envoy's admin interface (TCP or Unix socket).
 //! - [`probe`], [`state`], [`atomic_file`]: liveness probes, persisted sync state, safe writes.
 //! - [`registrar`]: `register`, the sidecar that registers a server that does not
 //!   register itself, with a lease ([`lease`]: its Redis keys).
@@ -27,6 +28,8 @@ pub mod balance;
 pub mod bootstrap;
 #[cfg(feature = "daemon")]
 pub mod config;
+#[cfg(feature = "daemon")]
+pub mod envoy_admin;
 #[cfg(feature = "daemon")]
 pub mod inspect;
 pub mod lease;

@@ -54,7 +54,7 @@ fn status(args: &colyseus_envoy_agent::config::StatusArgs) -> ExitCode {
     };
     let report = runtime.block_on(inspect::gather(
         args.api_addr,
-        args.admin_addr,
+        &colyseus_envoy_agent::envoy_admin::AdminEndpoint::Tcp(args.admin_addr),
         &args.redis_url,
     ));
     print!("{}", report.render());

@@ -15,6 +15,7 @@
 //! - [`probe`], [`state`], [`atomic_file`]: liveness probes, persisted sync state, safe writes.
 //! - [`registrar`]: `register`, the sidecar that registers a server that does not
 //!   register itself, with a lease ([`lease`]: its Redis keys).
+//! - [`upstream_policy`]: pure; which addresses a registration may point Envoy at.
 //! - [`config`]: command line and environment.
 //!
 //! Feature `daemon` (default) builds all of it. Without it only the pure parts are built
@@ -50,3 +51,4 @@ pub mod state;
 pub mod status;
 #[cfg(feature = "daemon")]
 pub mod sync;
+pub mod upstream_policy;

@@ -195,12 +195,14 @@ start_ours() {
   px_admin="$(free_port)"
   api="$(free_port)"
   mkdir -p "$run_dir/$name/envoy-config"
+  # The admin on TCP (the explicit opt-in; the default is a Unix socket): the loadgen reads
+  # it by ip:port. The agent is told, so it refuses the admin as an upstream.
   "$agent" bootstrap --ip 127.0.0.1 --port "$px_port" --admin-addr "127.0.0.1:$px_admin" \
     --agent-api-addr "127.0.0.1:$api" --config-dir "$run_dir/$name/envoy-config" \
     --filter-wasm "$wasm" >"$run_dir/$name/envoy.json"
   start "$name-agent" "${pin_proxy[@]}" "$agent" sync --redis-url "$redis" \
     --config-dir "$run_dir/$name/envoy-config" --state-file "$run_dir/$name/agent-state.json" \
-    --api-addr "127.0.0.1:$api" "${agent_extra[@]}"
+    --api-addr "127.0.0.1:$api" --admin-addr "127.0.0.1:$px_admin" "${agent_extra[@]}"
   agent_pid=$spid
   wait_http "http://127.0.0.1:$api/ready"
   start "$name" "${pin_proxy[@]}" "$envoy" -c "$run_dir/$name/envoy.json" --log-level warn \

@@ -6,7 +6,8 @@
 #   REDIS_URL       Redis of the game servers' RedisPresence  (default redis://127.0.0.1:6379)
 #   PORT            public listener port                      (default 80)
 #   IP              public listener address                   (default 0.0.0.0)
-#   ADMIN_ADDR      Envoy admin address, keep it on loopback  (default 127.0.0.1:9901)
+#   ADMIN_ADDR      Envoy admin: unix:PATH, a Unix socket of mode 0600 (default
+#                   unix:$RUN_DIR/envoy-admin.sock), or a loopback ip:port (TCP opt-in)
 #   AGENT_API_ADDR  agent API: /live /ready /metrics /processes (default 127.0.0.1:9902)
 #   RUN_DIR         bootstrap, watched config dir, state, logs, pids (default .run/proxy)
 #   ENVOY_LOG_LEVEL Envoy's --log-level                       (default warn)
@@ -37,7 +38,6 @@ root="$(pwd)"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 PORT="${PORT:-80}"
 IP="${IP:-0.0.0.0}"
-ADMIN_ADDR="${ADMIN_ADDR:-127.0.0.1:9901}"
 AGENT_API_ADDR="${AGENT_API_ADDR:-127.0.0.1:9902}"
 RUN_DIR="${RUN_DIR:-.run/proxy}"
 ENVOY_LOG_LEVEL="${ENVOY_LOG_LEVEL:-warn}"
@@ -46,6 +46,7 @@ ENVOY_DRAIN_TIME="${ENVOY_DRAIN_TIME:-600}"
 ENVOY_PARENT_SHUTDOWN_TIME="${ENVOY_PARENT_SHUTDOWN_TIME:-900}"
 mkdir -p "$RUN_DIR"
 RUN_DIR="$(cd "$RUN_DIR" && pwd)"
+ADMIN_ADDR="${ADMIN_ADDR:-unix:$RUN_DIR/envoy-admin.sock}"
 
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
@@ -95,7 +96,20 @@ show_status() {
   [ "$up" -eq 1 ]
 }
 
-http_ok() { curl -fsS -o /dev/null --max-time 1 "http://$1$2" 2>/dev/null; }
+# `curl_target ADDR PATH`: sets $target, curl's arguments for http://ADDR/PATH, or for PATH
+# over the Unix socket of ADDR `unix:SOCKET` (Envoy's admin).
+curl_target() {
+  if [[ "$1" == unix:* ]]; then
+    target=(--unix-socket "${1#unix:}" "http://localhost$2")
+  else
+    target=("http://$1$2")
+  fi
+}
+http_ok() {
+  local -a target
+  curl_target "$1" "$2"
+  curl -fsS -o /dev/null --max-time 1 "${target[@]}" 2>/dev/null
+}
 
 # The PID recorded for NAME in the pids file.
 recorded_pid() {
@@ -107,9 +121,12 @@ recorded_pid() {
 # the new Envoy takes over from the old one).
 epoch_live() {
   local stats
-  stats="$(curl -fsS --max-time 1 "http://$1/stats?filter=^server.hot_restart_epoch\$" 2>/dev/null)" || return 1
+  local -a target
+  curl_target "$1" "/stats?filter=^server.hot_restart_epoch\$"
+  stats="$(curl -fsS --max-time 1 "${target[@]}" 2>/dev/null)" || return 1
   [ "$(tr -d ' \n' <<<"$stats")" = "server.hot_restart_epoch:$2" ] || return 1
-  [ "$(curl -fsS --max-time 1 "http://$1/ready" 2>/dev/null)" = LIVE ]
+  curl_target "$1" /ready
+  [ "$(curl -fsS --max-time 1 "${target[@]}" 2>/dev/null)" = LIVE ]
 }
 
 # `spawn_envoy LOG ARGS...`: starts Envoy detached and sets $started_pid. An Envoy that
@@ -267,7 +284,8 @@ mkdir -p "$RUN_DIR/envoy-config"
   --config-dir "$RUN_DIR/envoy-config" --filter-wasm "$wasm" >"$RUN_DIR/envoy.json.tmp"
 mv "$RUN_DIR/envoy.json.tmp" "$RUN_DIR/envoy.json"
 agent_cmd=("$agent" sync --redis-url "$REDIS_URL" --config-dir "$RUN_DIR/envoy-config"
-  --state-file "$RUN_DIR/agent-state.json" --api-addr "$AGENT_API_ADDR")
+  --state-file "$RUN_DIR/agent-state.json" --api-addr "$AGENT_API_ADDR"
+  --admin-addr "$ADMIN_ADDR")
 envoy_cmd=("$envoy" -c "$RUN_DIR/envoy.json" --log-level "$ENVOY_LOG_LEVEL")
 if [ -n "${ENVOY_CONCURRENCY:-}" ]; then envoy_cmd+=(--concurrency "$ENVOY_CONCURRENCY"); fi
 rm -f "$envoy_args_file" "$envoy_admin_file" "$base_id_file" "$epoch_file"
@@ -354,7 +372,7 @@ done
 
 read -r http_url ws_url < <(public_urls)
 say "listening on $IP:$PORT: $http_url  $ws_url"
-say "agent API http://$AGENT_API_ADDR/processes   Envoy admin http://$ADMIN_ADDR (loopback only)"
+say "agent API http://$AGENT_API_ADDR/processes   Envoy admin $ADMIN_ADDR (private)"
 
 if [ "$background" -eq 1 ]; then
   trap - INT TERM EXIT

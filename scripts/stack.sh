@@ -10,7 +10,7 @@
 #   PORT=8080              public port of the proxy       IP=127.0.0.1 its address
 #   REDIS_PORT=6390        Redis (127.0.0.1, no persistence)
 #   GAME_SERVERS=3         number of game servers         GAME_BASE_PORT=2567 first port
-#   ADMIN_ADDR=127.0.0.1:9901       Envoy admin
+#   ADMIN_ADDR=unix:.run/stack/proxy/envoy-admin.sock   Envoy admin (Unix socket, mode 0600)
 #   AGENT_API_ADDR=127.0.0.1:9902   agent API (/live /ready /metrics /processes)
 # Everything lives in .run/stack/: logs, pids, the proxy's config (.run/stack/proxy/).
 set -euo pipefail
@@ -35,7 +35,7 @@ IP="${IP:-127.0.0.1}"
 REDIS_PORT="${REDIS_PORT:-6390}"
 GAME_SERVERS="${GAME_SERVERS:-3}"
 GAME_BASE_PORT="${GAME_BASE_PORT:-2567}"
-ADMIN_ADDR="${ADMIN_ADDR:-127.0.0.1:9901}"
+ADMIN_ADDR="${ADMIN_ADDR:-unix:$dir/proxy/envoy-admin.sock}"
 AGENT_API_ADDR="${AGENT_API_ADDR:-127.0.0.1:9902}"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 
@@ -205,7 +205,7 @@ colyseus-envoy local stack is up:
   public endpoint  http://$host:$PORT   ws://$host:$PORT
   try              node tests/clients/swarm.js --endpoint http://$host:$PORT --clients 20
   agent API        http://$AGENT_API_ADDR/processes  (/live /ready /metrics)
-  Envoy admin      http://$ADMIN_ADDR  (loopback only)
+  Envoy admin      $ADMIN_ADDR  (curl --unix-socket PATH http://localhost/stats)
   Redis            $REDIS_URL
   logs             $dir/
   status / stop    scripts/stack.sh status   /   scripts/stack.sh down

@@ -9,7 +9,11 @@
 //! `weight = 1 + round(9 * (max - load) / max)`, in `1..=10`, `max` = the highest load.
 //!
 //! An idle process gets 10, the busiest 1 (never 0: it still takes some requests, and its
-//! load may be stale). A process with no `roomcount` entry (just started) counts as idle.
+//! load may be stale). A process with no `roomcount` entry gets 1 too: its load is unknown,
+//! and favouring it would hand the largest share of matchmaking to any registration that
+//! never reports (a poisoned one, issue 11). A real new process loses little: Colyseus
+//! places new rooms by its own room counts, whoever answered, and it reports once it has a
+//! room. When no process reports, it is plain round robin.
 //! When every load is equal, no weights are set at all (plain round robin), so a steady
 //! fleet does not rewrite Envoy's config. Weights have only ten steps, so small changes of
 //! load do not rewrite it either.
@@ -70,23 +74,36 @@ pub fn weights<'a>(
     loads: &BTreeMap<ProcessId, Load>,
     active: impl IntoIterator<Item = &'a ProcessId>,
 ) -> Weights {
+    if policy == Balance::Even {
+        return Weights::new();
+    }
+    // `None`: no roomcount entry. A 0.14 entry has no CCU: it counts as 0 clients.
     let metric = |pid: &ProcessId| {
-        let load = loads.get(pid).copied().unwrap_or_default();
-        match policy {
-            Balance::Even => 0,
-            Balance::Rooms => load.rooms,
+        let load = loads.get(pid)?;
+        Some(match policy {
+            Balance::Even | Balance::Rooms => load.rooms,
             Balance::Ccu => load.ccu.unwrap_or(0),
-        }
+        })
     };
-    let values: Vec<(&ProcessId, u64)> = active.into_iter().map(|p| (p, metric(p))).collect();
-    let max = values.iter().map(|(_, v)| *v).max().unwrap_or(0);
-    if max == 0 || values.iter().all(|(_, v)| *v == max) {
+    let values: Vec<(&ProcessId, Option<u64>)> =
+        active.into_iter().map(|p| (p, metric(p))).collect();
+    let max = values.iter().filter_map(|(_, v)| *v).max();
+    let Some(max) = max else {
+        return Weights::new();
+    };
+    if values.iter().all(|(_, v)| *v == Some(max)) {
         return Weights::new();
     }
     let steps = u128::from(MAX_WEIGHT - 1);
     values
         .into_iter()
         .map(|(pid, v)| {
+            let Some(v) = v else {
+                return (pid.clone(), DEFAULT_WEIGHT);
+            };
+            if max == 0 {
+                return (pid.clone(), MAX_WEIGHT);
+            }
             let free = u128::from(max - v);
             let max = u128::from(max);
             // Rounded to the nearest step, in integers (loads may be large).
@@ -180,12 +197,18 @@ mod tests {
     }
 
     #[test]
-    fn unreported_processes_count_as_idle_and_others_are_ignored() {
-        let l = loads(&[("a", 8, None), ("gone", 100, None)]);
-        let w = weights(Balance::Rooms, &l, &[pid("a"), pid("new")]);
+    fn unreported_processes_weigh_least_and_others_are_ignored() {
+        let l = loads(&[("a", 8, None), ("b", 0, None), ("gone", 100, None)]);
+        let w = weights(Balance::Rooms, &l, &[pid("a"), pid("b"), pid("new")]);
         assert_eq!(w.get(&pid("a")), Some(&1));
-        assert_eq!(w.get(&pid("new")), Some(&MAX_WEIGHT));
+        assert_eq!(w.get(&pid("b")), Some(&MAX_WEIGHT));
+        assert_eq!(w.get(&pid("new")), Some(&DEFAULT_WEIGHT));
         assert!(!w.contains_key(&pid("gone")));
+        // All idle but one unreported: the idle ones are preferred.
+        let idle = loads(&[("a", 0, None)]);
+        let w = weights(Balance::Rooms, &idle, &[pid("a"), pid("new")]);
+        assert_eq!(w.get(&pid("a")), Some(&MAX_WEIGHT));
+        assert_eq!(w.get(&pid("new")), Some(&DEFAULT_WEIGHT));
     }
 
     #[test]

@@ -18,6 +18,9 @@ use serde_json::{json, Value};
 use crate::model::{Endpoint, Host};
 use crate::sinks::envoy_files::CDS_FILE;
 
+mod edge;
+pub use edge::{AdminListen, PublicHost};
+
 /// Name of the SDS secret holding the public certificate.
 pub const TLS_SECRET: &str = "public_tls";
 
@@ -28,7 +31,12 @@ pub struct BootstrapSpec<'a> {
     /// path), as `@colyseus/proxy` does with `SSL_KEY`/`SSL_CERT`.
     pub listen: SocketAddr,
     pub tls: Option<TlsSpec<'a>>,
-    pub admin: SocketAddr,
+    pub admin: AdminListen,
+    /// Longest a connection may stay without an active request: a silent new connection
+    /// is closed after it (see `http_connection_manager`).
+    pub silent_connection_timeout: Duration,
+    /// Where the HTTP listener redirects to with TLS on; `None`: the request's valid Host.
+    pub public_host: Option<PublicHost>,
     pub config_dir: &'a Path,
     pub filter_wasm: &'a Path,
     pub routing: &'a RoutingConfig,
@@ -120,7 +128,7 @@ pub fn tls_secret(cert: &Path, key: &Path) -> Value {
 pub fn render(spec: &BootstrapSpec<'_>) -> Value {
     json!({
         "node": { "id": "colyseus-envoy", "cluster": "colyseus-envoy" },
-        "admin": { "address": socket(spec.admin) },
+        "admin": { "address": edge::admin_address(&spec.admin) },
         "dynamic_resources": {
             "cds_config": {
                 "resource_api_version": "V3",
@@ -241,17 +249,15 @@ fn tls_socket(tls: &TlsSpec<'_>) -> Value {
 
 /// The plain-HTTP listener next to TLS: the health path, and a redirect for the rest.
 fn redirect_manager(spec: &BootstrapSpec<'_>, https_port: u16) -> Value {
-    let mut redirect = json!({ "https_redirect": true });
-    if https_port != 443 {
-        redirect["port_redirect"] = json!(https_port);
-    }
     let mut routes: Vec<Value> = spec.health_path.iter().map(health_route).collect();
-    routes.push(json!({ "match": { "prefix": "/" }, "redirect": redirect }));
+    routes.extend(edge::redirect_routes(https_port, spec.public_host.as_ref()));
     json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "public_http_redirect",
-        "codec_type": "AUTO",
+        "codec_type": "HTTP1",
+        "server_header_transformation": "PASS_THROUGH",
         "request_headers_timeout": "10s",
+        "common_http_protocol_options": { "idle_timeout": seconds(spec.silent_connection_timeout) },
         "route_config": { "name": "redirect", "virtual_hosts": [{ "name": "redirect", "domains": ["*"], "routes": routes }] },
         "http_filters": [router_filter()],
     })
@@ -271,10 +277,15 @@ fn health_route(path: &HealthPath) -> Value {
     })
 }
 
+/// The router, adding no `x-envoy-*` header to responses (`x-envoy-upstream-service-time`
+/// told clients about the upstream).
 fn router_filter() -> Value {
     json!({
         "name": "envoy.filters.http.router",
-        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+            "suppress_envoy_headers": true,
+        },
     })
 }
 
@@ -282,7 +293,11 @@ fn http_connection_manager(spec: &BootstrapSpec<'_>, stat_prefix: &str) -> Value
     json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": stat_prefix,
-        "codec_type": "AUTO",
+        // Colyseus clients speak HTTP/1.1 and upgrades; h2c (and h2 over TLS without ALPN,
+        // which AUTO sniffs) let one connection open 100 upstream requests at once.
+        "codec_type": "HTTP1",
+        // No `server: envoy` (upstream `server` headers pass as they are).
+        "server_header_transformation": "PASS_THROUGH",
         "upgrade_configs": [{ "upgrade_type": "websocket" }],
         // Edge guidance: paths are normalized before the filter and routes see them.
         "normalize_path": true,
@@ -301,9 +316,14 @@ fn http_connection_manager(spec: &BootstrapSpec<'_>, stat_prefix: &str) -> Value
         // closes an idle WebSocket (`SOCKET_TIMEOUT`); Colyseus pings every few seconds.
         "request_headers_timeout": "10s",
         "stream_idle_timeout": seconds(spec.stream_idle_timeout),
+        // `request_headers_timeout` starts at the first byte: a connection that sends
+        // nothing is closed by the connection idle timeout only, which counts from the
+        // accept while no request is active (an open WebSocket is one, so it is not cut).
+        // Short: a client then reconnects for a second matchmaking call at most.
         "common_http_protocol_options": {
-            "idle_timeout": "900s",
+            "idle_timeout": seconds(spec.silent_connection_timeout),
             "headers_with_underscores_action": "REJECT_REQUEST",
+            "max_requests_per_connection": MAX_REQUESTS_PER_CONNECTION,
         },
         // Edge guidance: bounded headers and HTTP/2 windows.
         "max_request_headers_kb": 32,
@@ -325,7 +345,7 @@ fn http_connection_manager(spec: &BootstrapSpec<'_>, stat_prefix: &str) -> Value
                     client_address_header("x-forwarded-for"),
                     client_address_header("x-real-ip"),
                 ],
-                "request_headers_to_remove": ["x-client-ip"],
+                "request_headers_to_remove": edge::request_headers_to_remove(spec.trusted_hops),
             }],
         },
         "local_reply_config": { "mappers": [
@@ -405,6 +425,9 @@ fn wasm_filter(spec: &BootstrapSpec<'_>) -> Value {
     })
 }
 
+/// Requests one client connection may carry (keep-alive matchmaking); then it reconnects.
+const MAX_REQUESTS_PER_CONNECTION: u32 = 100;
+
 fn socket(addr: SocketAddr) -> Value {
     json!({ "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } })
 }
@@ -432,7 +455,9 @@ mod tests {
         let spec = BootstrapSpec {
             listen: "0.0.0.0:80".parse().unwrap(),
             tls: None,
-            admin: "127.0.0.1:9901".parse().unwrap(),
+            admin: AdminListen::Tcp("127.0.0.1:9901".parse().unwrap()),
+            silent_connection_timeout: Duration::from_secs(10),
+            public_host: None,
             config_dir: Path::new("/var/lib/colyseus-envoy/envoy"),
             filter_wasm: Path::new("/opt/filter.wasm"),
             routing: &routing,
@@ -493,7 +518,9 @@ mod tests {
         BootstrapSpec {
             listen: "0.0.0.0:80".parse().unwrap(),
             tls,
-            admin: "127.0.0.1:9901".parse().unwrap(),
+            admin: AdminListen::Tcp("127.0.0.1:9901".parse().unwrap()),
+            silent_connection_timeout: Duration::from_secs(10),
+            public_host: None,
             config_dir: Path::new("/d"),
             filter_wasm: Path::new("/f.wasm"),
             routing,

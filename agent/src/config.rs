@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use routing::{PluginConfig, RoutingConfig};
 
+use crate::envoy_admin::AdminEndpoint;
 use crate::model::{parse_host_port, Endpoint};
 
 /// colyseus-envoy agent: keeps Envoy routing every Colyseus player to the process that
@@ -47,13 +48,14 @@ pub struct StatusArgs {
         default_value = "127.0.0.1:9902"
     )]
     pub api_addr: SocketAddr,
-    /// Envoy's admin address (as `bootstrap --admin-addr`).
+    /// Envoy's admin (as `bootstrap --admin-addr`): `unix:PATH` or `/PATH` for its Unix
+    /// socket, `ip:port` for a TCP admin. The default is `scripts/proxy.sh`'s socket.
     #[arg(
         long,
         env = "COLYSEUS_ENVOY_ADMIN_ADDR",
-        default_value = "127.0.0.1:9901"
+        default_value = "unix:.run/proxy/envoy-admin.sock"
     )]
-    pub admin_addr: SocketAddr,
+    pub admin_addr: AdminEndpoint,
     /// Redis holding Colyseus presence (for rooms and CCU in `roomcount`).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
@@ -235,11 +237,39 @@ pub struct SyncArgs {
         default_value_t = 1_000_000
     )]
     pub max_connections: u32,
+    /// Networks game servers may be in, comma-separated (`10.0.0.0/8,fd00::/8`). A
+    /// registration elsewhere is refused, loopback included unless listed. Unset: any
+    /// address but Envoy's admin, the agent's API, link-local, metadata, multicast,
+    /// broadcast, unspecified and reserved ones (loopback allowed, for a single-host stack).
+    /// Set it in production.
+    #[arg(long, env = "COLYSEUS_ENVOY_UPSTREAM_ALLOW_CIDRS")]
+    pub upstream_allow_cidrs: Option<String>,
+    /// How often registered DNS names are resolved again (by the agent, which checks every
+    /// address and gives Envoy the checked IP).
+    #[arg(long, env = "COLYSEUS_ENVOY_UPSTREAM_DNS_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub upstream_dns_interval: Duration,
+    /// Envoy's admin (as `bootstrap --admin-addr`): read to end a drain once the process
+    /// carries no connection, and, if TCP, refused as an upstream. Default: the Unix socket
+    /// `envoy-admin.sock` next to the config directory (`bootstrap`'s default).
+    #[arg(long, env = "COLYSEUS_ENVOY_ADMIN_ADDR")]
+    pub admin_addr: Option<AdminEndpoint>,
+    /// A draining process whose cluster carries no request (no WebSocket, no HTTP) for this
+    /// long is removed, instead of waiting for `--max-drain`: covers a seat reserved just
+    /// before the unregistration whose player has not connected yet.
+    #[arg(long, env = "COLYSEUS_ENVOY_DRAIN_IDLE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_idle: Duration,
     #[command(flatten)]
     pub routing: RoutingArgs,
 }
 
 impl SyncArgs {
+    /// Envoy's admin: `--admin-addr`, or `bootstrap`'s default socket.
+    pub fn admin(&self) -> AdminEndpoint {
+        self.admin_addr
+            .clone()
+            .unwrap_or_else(|| AdminEndpoint::Unix(sibling_of(&self.config_dir, ADMIN_SOCKET)))
+    }
+
     pub fn state_file(&self) -> PathBuf {
         self.state_file.clone().unwrap_or_else(|| {
             let dir = self.config_dir.components().as_path();
@@ -259,13 +289,21 @@ pub struct BootstrapArgs {
     /// Port of the public listener (`PORT` as in `@colyseus/proxy`).
     #[arg(long, env = "PORT", default_value_t = 80)]
     pub port: u16,
-    /// Envoy's admin address. Keep it on loopback: it can change and stop Envoy.
-    #[arg(
-        long,
-        env = "COLYSEUS_ENVOY_ADMIN_ADDR",
-        default_value = "127.0.0.1:9901"
-    )]
-    pub admin_addr: SocketAddr,
+    /// Envoy's admin: a Unix socket (`unix:PATH` or `/PATH`, created with mode 0600 so only
+    /// Envoy's user reaches it), or, as an explicit opt-in, a loopback `ip:port` (then give
+    /// `sync` the same `--admin-addr`, which refuses it as an upstream). It can change and
+    /// stop Envoy. Default: `envoy-admin.sock` next to the config directory.
+    #[arg(long, env = "COLYSEUS_ENVOY_ADMIN_ADDR")]
+    pub admin_addr: Option<AdminEndpoint>,
+    /// Longest a new connection may stay silent before its request starts; open
+    /// WebSockets are not affected. Envoy's `request_headers_timeout` only starts at the
+    /// first byte, so without this a silent socket is held until the idle timeout.
+    #[arg(long, env = "COLYSEUS_ENVOY_SILENT_CONNECTION_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub silent_connection_timeout: Duration,
+    /// Public `host[:port]` the HTTP listener redirects to when TLS is on. Unset: the
+    /// request's `Host`, only if it is a valid host[:port] (else 400).
+    #[arg(long, env = "COLYSEUS_ENVOY_PUBLIC_HOST")]
+    pub public_host: Option<String>,
     /// Directory the agent writes dynamic config to (as `sync --config-dir`).
     #[arg(long, env = "COLYSEUS_ENVOY_CONFIG_DIR")]
     pub config_dir: PathBuf,
@@ -325,12 +363,22 @@ pub struct BootstrapArgs {
 }
 
 impl BootstrapArgs {
+    /// Envoy's admin: `--admin-addr`, or the default socket.
+    pub fn admin(&self) -> AdminEndpoint {
+        self.admin_addr
+            .clone()
+            .unwrap_or_else(|| AdminEndpoint::Unix(sibling_of(&self.config_dir, ADMIN_SOCKET)))
+    }
+
     pub fn tls_secret_file(&self) -> PathBuf {
         self.tls_secret_file
             .clone()
             .unwrap_or_else(|| sibling_of(&self.config_dir, "tls-secret.json"))
     }
 }
+
+/// File name of Envoy's admin socket by default, next to the config directory.
+pub const ADMIN_SOCKET: &str = "envoy-admin.sock";
 
 /// `name` in the parent of `dir` (or the current directory).
 fn sibling_of(dir: &std::path::Path, name: &str) -> PathBuf {

@@ -69,6 +69,25 @@ pub fn metric(metrics: &str, series: &str) -> Option<u64> {
     })
 }
 
+/// `colyseus_envoy_rejected_inputs_total{source=..,reason=".."} n` summed by reason.
+pub fn rejected_by_reason(metrics: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("colyseus_envoy_rejected_inputs_total{") else {
+            continue;
+        };
+        let reason = rest
+            .split_once("reason=\"")
+            .and_then(|(_, r)| r.split_once('"'))
+            .map(|(r, _)| r.to_owned());
+        let n = line.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok());
+        if let (Some(reason), Some(n)) = (reason, n) {
+            *out.entry(reason).or_insert(0) += n;
+        }
+    }
+    out
+}
+
 /// Everything the report shows.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -78,6 +97,8 @@ pub struct Report {
     pub room_source: Option<(String, Option<bool>)>,
     pub processes: Vec<ProcessRow>,
     pub rejected: Option<u64>,
+    /// The same by reason (e.g. `upstream_envoy_admin`), over every source.
+    pub rejected_by_reason: BTreeMap<String, u64>,
     pub envoy_live: Option<bool>,
     pub connections: BTreeMap<String, u64>,
     pub roomcount: BTreeMap<String, String>,
@@ -119,8 +140,18 @@ impl Report {
             yes_no(self.agent_ready, "ready", "NOT READY"),
             yes_no(self.redis_up, "up", "DOWN"),
             yes_no(self.envoy_live, "live", "NOT LIVE"),
-            self.rejected
-                .map_or("unknown".to_owned(), |n| n.to_string()),
+            self.rejected.map_or("unknown".to_owned(), |n| {
+                let reasons: Vec<String> = self
+                    .rejected_by_reason
+                    .iter()
+                    .map(|(reason, n)| format!("{reason} {n}"))
+                    .collect();
+                if reasons.is_empty() {
+                    n.to_string()
+                } else {
+                    format!("{n} ({})", reasons.join(", "))
+                }
+            }),
         );
         let _ = writeln!(
             out,
@@ -182,12 +213,8 @@ pub async fn gather(api: SocketAddr, admin: &AdminEndpoint, redis_url: &str) -> 
     if let Ok((200, body)) = http_get(api, "/metrics", t).await {
         report.redis_up = metric(&body, "colyseus_envoy_redis_up").map(|v| v == 1);
         report.room_source = room_source(&body);
-        let rejected = body
-            .lines()
-            .filter(|l| l.starts_with("colyseus_envoy_rejected_inputs_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
-        report.rejected = Some(rejected);
+        report.rejected_by_reason = rejected_by_reason(&body);
+        report.rejected = Some(report.rejected_by_reason.values().sum());
     }
     match admin.get("/ready", t).await {
         Ok((status, body)) => report.envoy_live = Some(status == 200 && body.starts_with("LIVE")),
@@ -241,6 +268,20 @@ mod tests {
         assert_eq!(cx.get("colyseus-process-a"), Some(&12));
         assert_eq!(cx.len(), 2);
         assert_eq!(metric("# HELP x\nx_up 1\nx_up_total 5\n", "x_up"), Some(1));
+        let m = "colyseus_envoy_rejected_inputs_total{source=\"redis\",reason=\"upstream_agent_api\"} 2\n\
+                 colyseus_envoy_rejected_inputs_total{source=\"mongo\",reason=\"bad_member\"} 1\n\
+                 colyseus_envoy_rejected_inputs_total{source=\"redis\",reason=\"bad_member\"} 3\n";
+        let by = rejected_by_reason(m);
+        assert_eq!(by.get("upstream_agent_api"), Some(&2));
+        assert_eq!(by.get("bad_member"), Some(&4));
+        let report = Report {
+            rejected: Some(6),
+            rejected_by_reason: by,
+            ..Report::default()
+        };
+        assert!(report
+            .render()
+            .contains("inputs rejected: 6 (bad_member 4, upstream_agent_api 2)\n"));
     }
 
     #[test]

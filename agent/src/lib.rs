@@ -52,3 +52,5 @@ pub mod status;
 #[cfg(feature = "daemon")]
 pub mod sync;
 pub mod upstream_policy;
+#[cfg(feature = "daemon")]
+pub mod upstreams;

@@ -11,6 +11,7 @@ use colyseus_envoy_agent::api;
 use colyseus_envoy_agent::atomic_file;
 use colyseus_envoy_agent::bootstrap::{self, BootstrapSpec, HealthPath, TlsSpec};
 use colyseus_envoy_agent::config::{BootstrapArgs, Cli, Command, SyncArgs};
+use colyseus_envoy_agent::envoy_admin::AdminEndpoint;
 use colyseus_envoy_agent::liveness;
 use colyseus_envoy_agent::probe::ProbeConfig;
 use colyseus_envoy_agent::sinks::envoy_files::{ClusterOptions, EnvoyFilesSink, HealthCheck};
@@ -20,6 +21,7 @@ use colyseus_envoy_agent::sources::redis_rooms::{self, RedisRoomsConfig, RedisRo
 use colyseus_envoy_agent::sources::RoomFetcher;
 use colyseus_envoy_agent::status::Status;
 use colyseus_envoy_agent::sync::{LivenessConfig, SyncConfig, Syncer};
+use colyseus_envoy_agent::upstream_policy::{self, UpstreamPolicy};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -54,7 +56,7 @@ fn status(args: &colyseus_envoy_agent::config::StatusArgs) -> ExitCode {
     };
     let report = runtime.block_on(inspect::gather(
         args.api_addr,
-        &colyseus_envoy_agent::envoy_admin::AdminEndpoint::Tcp(args.admin_addr),
+        &args.admin_addr,
         &args.redis_url,
     ));
     print!("{}", report.render());
@@ -88,12 +90,13 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
         Err(e) => return usage(&e),
     };
     // The admin interface can reconfigure and stop Envoy: never expose it.
-    if !args.admin_addr.ip().is_loopback() {
-        return usage(&format!(
-            "--admin-addr {} is not a loopback address",
-            args.admin_addr
-        ));
-    }
+    let admin = match args.admin() {
+        AdminEndpoint::Tcp(addr) if !addr.ip().is_loopback() => {
+            return usage(&format!("--admin-addr {addr} is not a loopback address"));
+        }
+        AdminEndpoint::Tcp(addr) => bootstrap::AdminListen::Tcp(addr),
+        AdminEndpoint::Unix(path) => bootstrap::AdminListen::Pipe(path),
+    };
     let health_path = match args
         .health_path
         .as_deref()
@@ -127,7 +130,17 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
     let spec = BootstrapSpec {
         listen: std::net::SocketAddr::new(args.ip, args.port),
         tls,
-        admin: args.admin_addr,
+        admin,
+        silent_connection_timeout: args.silent_connection_timeout,
+        public_host: match args
+            .public_host
+            .as_deref()
+            .map(bootstrap::PublicHost::parse)
+        {
+            Some(Ok(h)) => Some(h),
+            Some(Err(e)) => return usage(&e),
+            None => None,
+        },
         config_dir: &args.config_dir,
         filter_wasm: &args.filter_wasm,
         routing: &routing,
@@ -194,7 +207,20 @@ async fn sync(args: SyncArgs) -> ExitCode {
         Ok(h) => h,
         Err(e) => return usage(&e),
     };
-    match run_sync(args, routing, source, health_check).await {
+    let allow =
+        match upstream_policy::parse_cidrs(args.upstream_allow_cidrs.as_deref().unwrap_or("")) {
+            Ok(a) => a,
+            Err(e) => return usage(&format!("--upstream-allow-cidrs: {e}")),
+        };
+    let policy = UpstreamPolicy {
+        allow,
+        envoy_admin: match args.admin() {
+            AdminEndpoint::Tcp(addr) => Some(addr),
+            AdminEndpoint::Unix(_) => None,
+        },
+        agent_api: Some(args.api_addr),
+    };
+    match run_sync(args, routing, source, health_check, policy).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -208,6 +234,7 @@ async fn run_sync(
     routing: routing::RoutingConfig,
     source: RedisPresenceSource,
     health_check: HealthCheck,
+    upstream_policy: UpstreamPolicy,
 ) -> anyhow::Result<()> {
     let mut status = Status::new(routing.names.clone());
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
@@ -294,6 +321,8 @@ async fn run_sync(
         },
         balance: args.balance,
         balance_interval: args.balance_interval,
+        upstream_policy,
+        upstream_dns_interval: args.upstream_dns_interval,
     };
     info!(redis = %args.redis_url, config_dir = %args.config_dir.display(), api = %args.api_addr, "Agent starting.");
     let syncer = Syncer::new(source, sink, config, status);

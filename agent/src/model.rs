@@ -75,6 +75,14 @@ pub enum Rejection {
         "discovery message {message:?} is not a JSON string \"add,member\" or \"remove,member\""
     )]
     BadMessage { message: String },
+    /// The address is one Envoy must never connect to for a game server (see
+    /// [`crate::upstream_policy`]); for a DNS name, what it resolved to.
+    #[error("member {member:?} is refused as an upstream: {address} ({refusal})")]
+    ForbiddenUpstream {
+        member: String,
+        address: String,
+        refusal: crate::upstream_policy::Refusal,
+    },
 }
 
 impl Rejection {
@@ -86,6 +94,7 @@ impl Rejection {
             Self::BadAddress { .. } => "bad_address",
             Self::Conflict { .. } => "conflict",
             Self::BadMessage { .. } => "bad_message",
+            Self::ForbiddenUpstream { refusal, .. } => refusal.reason(),
         }
     }
 }
@@ -477,6 +486,30 @@ impl Registry {
             };
             self.processes.insert(reg.process_id, entry);
         }
+    }
+
+    /// The same processes with each endpoint replaced by `route(pid, endpoint)`, and those
+    /// it returns `None` for left out: what Envoy is given once DNS names are resolved and
+    /// every address is checked ([`crate::upstream_policy`]).
+    pub fn routed_view(
+        &self,
+        mut route: impl FnMut(&ProcessId, &Endpoint) -> Option<Endpoint>,
+    ) -> Registry {
+        let processes = self
+            .processes
+            .iter()
+            .filter_map(|(pid, e)| {
+                let endpoint = route(pid, &e.endpoint)?;
+                Some((
+                    pid.clone(),
+                    Entry {
+                        endpoint,
+                        state: e.state,
+                    },
+                ))
+            })
+            .collect();
+        Registry { processes }
     }
 
     /// Forgets a process entirely (it is gone).

@@ -37,6 +37,7 @@ use crate::sources::redis::{
 };
 use crate::state::{self, SyncedState};
 use crate::status::Status;
+use crate::upstreams::Upstreams;
 
 const SOURCE: &str = "redis";
 
@@ -63,6 +64,10 @@ pub struct SyncConfig {
     pub balance: Balance,
     /// How often the loads are read (unless `balance` is even).
     pub balance_interval: Duration,
+    /// Which addresses registrations may point Envoy at.
+    pub upstream_policy: crate::upstream_policy::UpstreamPolicy,
+    /// How often registered DNS names are resolved again.
+    pub upstream_dns_interval: Duration,
 }
 
 /// How registered processes are watched for death.
@@ -118,6 +123,8 @@ pub struct Syncer {
     weights: Weights,
     /// `roomcount` fields that could not be read in the previous read (reported once).
     bad_loads: BTreeSet<String>,
+    /// Address checks and the agent's own resolution of DNS names.
+    upstreams: Upstreams,
 }
 
 impl Syncer {
@@ -140,14 +147,29 @@ impl Syncer {
             })
             .unwrap_or_default();
         let now = Instant::now();
+        let upstreams =
+            Upstreams::new(config.upstream_policy.clone(), config.upstream_dns_interval);
+        // An address refused now stays out, whatever an older agent saved.
+        let admitted = |m: &&String| {
+            crate::model::parse_member(m, config.default_port)
+                .is_ok_and(|r| upstreams.admit(&r).is_ok())
+        };
         let (mut registry, _) = Registry::default().from_members(
-            persisted.members.iter().map(String::as_str),
+            persisted
+                .members
+                .iter()
+                .filter(admitted)
+                .map(String::as_str),
             config.default_port,
             now,
         );
         // Drains in progress when the agent stopped go on (from now: the start is not kept).
         let (draining, _) = Registry::default().from_members(
-            persisted.draining.iter().map(String::as_str),
+            persisted
+                .draining
+                .iter()
+                .filter(admitted)
+                .map(String::as_str),
             config.default_port,
             now,
         );
@@ -183,6 +205,7 @@ impl Syncer {
             known_rejections: BTreeSet::new(),
             weights: Weights::new(),
             bad_loads: BTreeSet::new(),
+            upstreams,
         }
     }
 
@@ -192,7 +215,8 @@ impl Syncer {
         // Envoy cannot start without the file. Where there is none yet, nothing can be lost
         // by writing what the agent knows (possibly no process) before Redis answers.
         if !self.sink.cds_path().exists() {
-            match self.sink.apply(&self.registry, &self.weights) {
+            let routed = self.upstreams.routed(&self.registry);
+            match self.sink.apply(&routed, &self.weights) {
                 Ok(_) => info!(
                     processes = self.registry.len(),
                     "Wrote the initial Envoy config."
@@ -237,6 +261,7 @@ impl Syncer {
         resync.tick().await;
         let mut drain_check = tokio::time::interval(self.config.drain_check_interval);
         let mut liveness = tokio::time::interval(self.config.liveness.interval);
+        let mut dns = tokio::time::interval(self.upstreams.interval);
         let mut balance = tokio::time::interval(self.config.balance_interval);
         balance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Answers to pings sent on a previous connection cannot be told from silence.
@@ -260,6 +285,16 @@ impl Syncer {
                     self.rebalance(&mut session).await?;
                 }
                 Some(dead) = self.dead_rx.recv() => self.drop_dead_drains(dead),
+                _ = dns.tick() => self.upstreams.refresh(&self.registry),
+                Some(answers) = self.upstreams.answers() => {
+                    let (changed, refused) = self.upstreams.record(answers, &self.registry);
+                    for rejection in &refused {
+                        self.reject(rejection);
+                    }
+                    if changed {
+                        self.publish();
+                    }
+                }
                 Some((pid, ok)) = self.alive_rx.recv() => {
                     if self.liveness_result(&mut session, &pid, ok).await? {
                         self.publish();
@@ -397,11 +432,17 @@ impl Syncer {
     /// Applies one discovery payload; returns whether the registry changed.
     fn announce(&mut self, payload: &[u8]) -> bool {
         let applied = parse_announcement(payload, self.config.default_port)
+            .and_then(|a| match &a {
+                Announcement::Add(reg) => self.upstreams.admit(reg).map(|()| a),
+                Announcement::Remove(_) => Ok(a),
+            })
             .and_then(|a| self.registry.apply(a, Instant::now()));
         match applied {
             Ok(changed) => changed,
             Err(rejection) => {
                 self.reject(&rejection);
+                // The member is in the set too: the next full read must not count it again.
+                self.known_rejections.insert(rejection.to_string());
                 false
             }
         }
@@ -412,9 +453,15 @@ impl Syncer {
         let snapshot = session.snapshot().await?;
         self.status.metrics.redis_snapshots.fetch_add(1, Relaxed);
         let mut members = Vec::with_capacity(snapshot.members.len());
+        let mut refused = Vec::new();
         for raw in &snapshot.members {
             match std::str::from_utf8(raw) {
-                Ok(m) => members.push(m),
+                Ok(m) => match crate::model::parse_member(m, self.config.default_port)
+                    .map(|r| self.upstreams.admit(&r))
+                {
+                    Ok(Err(rejection)) => refused.push(rejection),
+                    _ => members.push(m),
+                },
                 Err(_) => self.reject(&Rejection::BadMember {
                     member: String::from_utf8_lossy(raw).into_owned(),
                 }),
@@ -424,7 +471,7 @@ impl Syncer {
             self.registry
                 .from_members(members, self.config.default_port, Instant::now());
         let mut rejections = BTreeSet::new();
-        for rejection in &outcome.rejected {
+        for rejection in refused.iter().chain(&outcome.rejected) {
             let key = rejection.to_string();
             if !self.known_rejections.contains(&key) {
                 self.reject(rejection);
@@ -592,7 +639,9 @@ impl Syncer {
     /// Writes the registry to the sink and the state file, and exposes it on the API.
     fn publish(&mut self) {
         let metrics = &self.status.metrics;
-        match self.sink.apply(&self.registry, &self.weights) {
+        // What Envoy gets: checked addresses only, DNS names resolved by the agent.
+        let routed = self.upstreams.routed(&self.registry);
+        match self.sink.apply(&routed, &self.weights) {
             Ok(true) => {
                 metrics.config_writes.fetch_add(1, Relaxed);
                 debug!(processes = self.registry.len(), "Wrote Envoy config.");
@@ -614,7 +663,7 @@ impl Syncer {
         metrics
             .processes_dead
             .store(count(|e| !e.is_routable()), Relaxed);
-        self.status.set_registry(&self.registry, &self.weights);
+        self.status.set_registry(&routed, &self.weights);
         if let Some(path) = &self.config.state_file {
             let members = |regs: Vec<Registration>| regs.iter().map(Registration::member).collect();
             let state = SyncedState {

@@ -62,7 +62,11 @@ fn health_path(spec: &str) {
         let bootstrap = BootstrapSpec {
             listen: addr,
             tls: Some(tls),
-            admin: "127.0.0.1:9901".parse().unwrap(),
+            admin: colyseus_envoy_agent::bootstrap::AdminListen::Tcp(
+                "127.0.0.1:9901".parse().unwrap(),
+            ),
+            silent_connection_timeout: std::time::Duration::from_secs(10),
+            public_host: None,
             config_dir: Path::new("/tmp/cfg"),
             filter_wasm: Path::new("/tmp/filter.wasm"),
             routing: &routing,

@@ -121,6 +121,15 @@ pub fn render_cds(registry: &Registry, weights: &Weights, options: &ClusterOptio
         .map(|(pid, e)| (&e.endpoint, weights.get(pid).copied()))
         .collect();
     let mut all_cluster = cluster(options.names.all(), &all, options);
+    // Matchmaking and every path naming no process: requests are short, so Envoy's
+    // defaults (1,024 each) are ample, and they stop one client from holding thousands of
+    // requests open on the game servers (paths Colyseus never answers wait for the request
+    // timeout). Room WebSockets go to the per-process clusters, which keep the high limits.
+    all_cluster["circuit_breakers"] = json!({ "thresholds": [{
+        "max_connections": ALL_CLUSTER_LIMIT,
+        "max_pending_requests": ALL_CLUSTER_LIMIT,
+        "max_requests": ALL_CLUSTER_LIMIT,
+    }] });
     // Matchmaking may go to any process: stop sending it to one that fails to connect or
     // errors repeatedly, long before the agent's liveness verdict (the route also retries
     // connect failures on another host).
@@ -195,6 +204,9 @@ fn cluster(name: &str, endpoints: &[(&Endpoint, Option<u32>)], options: &Cluster
     options.health_check.apply(&mut cluster);
     cluster
 }
+
+/// Circuit breakers of the all-processes cluster (connections, pending and open requests).
+pub const ALL_CLUSTER_LIMIT: u32 = 1024;
 
 /// Per-connection buffer limit of every game-server cluster.
 const UPSTREAM_BUFFER_LIMIT: u32 = 32 * 1024;

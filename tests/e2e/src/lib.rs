@@ -305,7 +305,9 @@ pub fn filter_wasm() -> PathBuf {
 
 pub struct Proxy {
     pub port: u16,
-    pub admin_port: u16,
+    /// Envoy's admin: `unix:{dir}/envoy-admin.sock` (the default, a Unix socket), or the
+    /// `ip:port` given to bootstrap with `--admin-addr` (the TCP opt-in).
+    admin: String,
     pub api_port: u16,
     pub dir: PathBuf,
     pub agent: Proc,
@@ -331,7 +333,15 @@ impl Proxy {
         agent_args: &[&str],
         bootstrap_args: &[&str],
     ) -> Proxy {
-        let (port, admin_port, api_port) = (free_port(), free_port(), free_port());
+        let (port, api_port) = (free_port(), free_port());
+        let admin = bootstrap_args
+            .iter()
+            .position(|a| *a == "--admin-addr")
+            .and_then(|i| bootstrap_args.get(i + 1))
+            .map_or_else(
+                || format!("unix:{}", dir.join("envoy-admin.sock").display()),
+                |a| (*a).to_owned(),
+            );
         let config_dir = dir.join("envoy-config");
         std::fs::create_dir_all(&config_dir).unwrap();
         let bootstrap = Command::new(agent_bin())
@@ -342,7 +352,6 @@ impl Proxy {
                 "--port",
                 &port.to_string(),
             ])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
             .args(["--agent-api-addr", &format!("127.0.0.1:{api_port}")])
             .args(bootstrap_args)
             .arg("--config-dir")
@@ -381,7 +390,7 @@ impl Proxy {
         );
         let mut proxy = Proxy {
             port,
-            admin_port,
+            admin,
             api_port,
             dir: dir.to_owned(),
             agent,
@@ -485,8 +494,9 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Envoy's admin, as [`http_get`] and `agent status --admin-addr` take it.
     pub fn admin(&self) -> String {
-        format!("127.0.0.1:{}", self.admin_port)
+        self.admin.clone()
     }
 
     pub fn api(&self) -> String {
@@ -632,6 +642,7 @@ pub fn file_fingerprint(pem: &Path) -> String {
 // === HTTP over raw sockets (what a client sends, nothing added) ===
 
 /// One HTTP/1.1 request with `Connection: close`; returns (status, raw headers, body).
+/// `addr` is `ip:port`, or `unix:PATH` for a Unix socket (Envoy's admin).
 pub fn http_request(
     addr: &str,
     method: &str,
@@ -649,9 +660,19 @@ pub fn http_request_within(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<(u16, String, String)> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(timeout))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let (mut stream, host): (Box<dyn ReadWrite>, &str) = match addr.strip_prefix("unix:") {
+        Some(path) => {
+            let s = std::os::unix::net::UnixStream::connect(path)?;
+            s.set_read_timeout(Some(timeout))?;
+            (Box::new(s), "localhost")
+        }
+        None => {
+            let s = TcpStream::connect(addr)?;
+            s.set_read_timeout(Some(timeout))?;
+            (Box::new(s), addr)
+        }
+    };
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -680,6 +701,10 @@ pub fn http_request_within(
     };
     Ok((status, head.to_owned(), body))
 }
+
+/// A TCP or Unix stream.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 fn dechunk(mut rest: &str) -> String {
     let mut out = String::new();

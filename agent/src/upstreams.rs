@@ -1,0 +1,197 @@
+//! What Envoy may connect to: every registration's address checked by
+//! [`crate::upstream_policy`], and DNS names resolved by the agent itself.
+//!
+//! A name used to become an Envoy DNS cluster, so Envoy resolved it and connected to
+//! whatever it returned, unchecked. Now the agent resolves each name (at once when it first
+//! appears, then every `interval`), checks every address it returns, and gives Envoy the
+//! checked IP in a STATIC cluster: what Envoy connects to is exactly what was checked. A
+//! name that returns any refused address is refused as a whole (and unrouted until it
+//! resolves to allowed addresses only); a lookup that fails keeps the last good answer, as
+//! Envoy's own DNS clusters do; a name never resolved has no cluster yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::model::{Endpoint, Host, Registration, Registry, Rejection};
+use crate::upstream_policy::{Refusal, UpstreamPolicy};
+
+/// Answers of one round of lookups: name -> addresses (empty: the lookup failed).
+type Answers = Vec<(String, Vec<IpAddr>)>;
+
+/// The policy, the resolved names, and the lookups in flight.
+pub struct Upstreams {
+    policy: UpstreamPolicy,
+    /// Period of the re-resolution of every name.
+    pub interval: Duration,
+    /// Last good answer per name (sorted, deduplicated).
+    names: BTreeMap<String, Vec<IpAddr>>,
+    in_flight: BTreeSet<String>,
+    tx: mpsc::UnboundedSender<Answers>,
+    rx: mpsc::UnboundedReceiver<Answers>,
+}
+
+impl Upstreams {
+    pub fn new(policy: UpstreamPolicy, interval: Duration) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            policy,
+            interval,
+            names: BTreeMap::new(),
+            in_flight: BTreeSet::new(),
+            tx,
+            rx,
+        }
+    }
+
+    /// Checks a registration's IP literal (a name is checked once resolved).
+    ///
+    /// # Errors
+    /// A [`Rejection::ForbiddenUpstream`] naming the member and the rule it breaks.
+    pub fn admit(&self, reg: &Registration) -> Result<(), Rejection> {
+        let Host::Ip(ip) = reg.endpoint.host else {
+            return Ok(());
+        };
+        self.check(SocketAddr::new(ip, reg.endpoint.port))
+            .map_err(|refusal| Rejection::ForbiddenUpstream {
+                member: reg.member(),
+                address: reg.endpoint.to_string(),
+                refusal,
+            })
+    }
+
+    fn check(&self, addr: SocketAddr) -> Result<(), Refusal> {
+        self.policy.check(addr, is_local)
+    }
+
+    /// The registry as Envoy gets it: names replaced by their checked address, and every
+    /// process whose address is refused or not resolved yet left out. Starts lookups of
+    /// names seen for the first time.
+    pub fn routed(&mut self, registry: &Registry) -> Registry {
+        let new: Vec<String> = registry
+            .iter()
+            .filter_map(|(_, e)| match &e.endpoint.host {
+                Host::Name(n) if !self.names.contains_key(n) && !self.in_flight.contains(n) => {
+                    Some(n.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        self.resolve(new);
+        registry.routed_view(|_, endpoint| {
+            let addr = self.verdict(endpoint)?.ok()?;
+            Some(Endpoint {
+                host: Host::Ip(addr.ip()),
+                port: addr.port(),
+            })
+        })
+    }
+
+    /// Re-resolves every name `registry` holds (the periodic round); forgets the others.
+    pub fn refresh(&mut self, registry: &Registry) {
+        let names: BTreeSet<String> = registry
+            .iter()
+            .filter_map(|(_, e)| match &e.endpoint.host {
+                Host::Name(n) => Some(n.clone()),
+                Host::Ip(_) => None,
+            })
+            .collect();
+        self.names.retain(|n, _| names.contains(n));
+        let todo = names
+            .into_iter()
+            .filter(|n| !self.in_flight.contains(n))
+            .collect();
+        self.resolve(todo);
+    }
+
+    fn resolve(&mut self, names: Vec<String>) {
+        if names.is_empty() {
+            return;
+        }
+        self.in_flight.extend(names.iter().cloned());
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let mut answers = Vec::with_capacity(names.len());
+            for name in names {
+                let found = match tokio::net::lookup_host((name.as_str(), 0)).await {
+                    Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+                    Err(e) => {
+                        debug!(%name, error = %e, "Cannot resolve a registered name.");
+                        Vec::new()
+                    }
+                };
+                answers.push((name, found));
+            }
+            let _ = tx.send(answers);
+        });
+    }
+
+    /// The next round of answers.
+    pub async fn answers(&mut self) -> Option<Answers> {
+        self.rx.recv().await
+    }
+
+    /// Records answers; returns whether any name's addresses changed, and the rejections
+    /// to report (each member at a name whose new addresses are refused).
+    pub fn record(&mut self, answers: Answers, registry: &Registry) -> (bool, Vec<Rejection>) {
+        let (mut changed, mut rejections) = (false, Vec::new());
+        for (name, mut ips) in answers {
+            self.in_flight.remove(&name);
+            // A failed lookup keeps the last good answer.
+            if ips.is_empty() {
+                continue;
+            }
+            ips.sort();
+            ips.dedup();
+            if self.names.get(&name) == Some(&ips) {
+                continue;
+            }
+            self.names.insert(name.clone(), ips);
+            changed = true;
+            for (pid, e) in registry.iter() {
+                if e.endpoint.host != Host::Name(name.clone()) {
+                    continue;
+                }
+                if let Some(Err((addr, refusal))) = self.verdict(&e.endpoint) {
+                    let reg = Registration {
+                        process_id: pid.clone(),
+                        endpoint: e.endpoint.clone(),
+                    };
+                    rejections.push(Rejection::ForbiddenUpstream {
+                        member: reg.member(),
+                        address: format!("{name} -> {addr}"),
+                        refusal,
+                    });
+                }
+            }
+        }
+        (changed, rejections)
+    }
+
+    /// Where Envoy may connect for `endpoint`: its checked address (for a name, IPv4 first,
+    /// as Envoy's `V4_PREFERRED`), or the first refused one and why. `None`: a name not
+    /// resolved yet.
+    fn verdict(&self, endpoint: &Endpoint) -> Option<Result<SocketAddr, (SocketAddr, Refusal)>> {
+        let port = endpoint.port;
+        let ips = match &endpoint.host {
+            Host::Ip(ip) => std::slice::from_ref(ip),
+            Host::Name(n) => self.names.get(n)?.as_slice(),
+        };
+        for ip in ips {
+            let addr = SocketAddr::new(*ip, port);
+            if let Err(refusal) = self.check(addr) {
+                return Some(Err((addr, refusal)));
+            }
+        }
+        let pick = ips.iter().find(|ip| ip.is_ipv4()).or_else(|| ips.first())?;
+        Some(Ok(SocketAddr::new(*pick, port)))
+    }
+}
+
+/// Whether `ip` is one of this host's addresses: only a local address can be bound.
+fn is_local(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}

@@ -32,6 +32,8 @@ pub mod config;
 #[cfg(feature = "daemon")]
 pub mod envoy_admin;
 #[cfg(feature = "daemon")]
+pub mod idle_drains;
+#[cfg(feature = "daemon")]
 pub mod inspect;
 pub mod lease;
 pub mod liveness;

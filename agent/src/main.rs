@@ -323,6 +323,9 @@ async fn run_sync(
         balance_interval: args.balance_interval,
         upstream_policy,
         upstream_dns_interval: args.upstream_dns_interval,
+        envoy_admin: Some(args.admin()),
+        drain_idle: args.drain_idle,
+        cluster_names: routing.names.clone(),
     };
     info!(redis = %args.redis_url, config_dir = %args.config_dir.display(), api = %args.api_addr, "Agent starting.");
     let syncer = Syncer::new(source, sink, config, status);

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::balance::{self, Balance, Weights};
+use crate::idle_drains::IdleDrains;
 use crate::liveness::{self, Tracker, Verdict};
 use crate::model::{parse_announcement, Announcement, Registration, Registry, Rejection};
 use crate::probe::{self, ProbeConfig};
@@ -68,6 +69,12 @@ pub struct SyncConfig {
     pub upstream_policy: crate::upstream_policy::UpstreamPolicy,
     /// How often registered DNS names are resolved again.
     pub upstream_dns_interval: Duration,
+    /// Envoy's admin, read to end the drain of a process that carries no request.
+    pub envoy_admin: Option<crate::envoy_admin::AdminEndpoint>,
+    /// How long a draining process must carry no request before its cluster goes.
+    pub drain_idle: Duration,
+    /// Cluster names, to find each process in Envoy's stats.
+    pub cluster_names: routing::ClusterNames,
 }
 
 /// How registered processes are watched for death.
@@ -125,6 +132,8 @@ pub struct Syncer {
     bad_loads: BTreeSet<String>,
     /// Address checks and the agent's own resolution of DNS names.
     upstreams: Upstreams,
+    /// Drains ended once Envoy shows no request open to the process.
+    idle_drains: IdleDrains,
 }
 
 impl Syncer {
@@ -177,6 +186,11 @@ impl Syncer {
             let _ = registry.apply(Announcement::Add(reg.clone()), now);
             let _ = registry.apply(Announcement::Remove(reg), now);
         }
+        let idle_drains = IdleDrains::new(
+            config.envoy_admin.clone(),
+            config.cluster_names.clone(),
+            config.drain_idle,
+        );
         let (dead_tx, dead_rx) = mpsc::unbounded_channel();
         let (alive_tx, alive_rx) = mpsc::unbounded_channel();
         // Unique per agent run, so several agents on one Redis ignore each other's answers.
@@ -206,6 +220,7 @@ impl Syncer {
             weights: Weights::new(),
             bad_loads: BTreeSet::new(),
             upstreams,
+            idle_drains,
         }
     }
 
@@ -285,6 +300,7 @@ impl Syncer {
                     self.rebalance(&mut session).await?;
                 }
                 Some(dead) = self.dead_rx.recv() => self.drop_dead_drains(dead),
+                Some(active) = self.idle_drains.read() => self.drop_idle_drains(&active),
                 _ = dns.tick() => self.upstreams.refresh(&self.registry),
                 Some(answers) = self.upstreams.answers() => {
                     let (changed, refused) = self.upstreams.record(answers, &self.registry);
@@ -560,6 +576,7 @@ impl Syncer {
             self.publish();
         }
         let draining = self.registry.draining();
+        self.idle_drains.check(!draining.is_empty());
         if draining.is_empty() || self.probe_in_flight {
             return;
         }
@@ -588,6 +605,20 @@ impl Syncer {
             }
         }
         if changed {
+            self.publish();
+        }
+    }
+
+    /// Removes draining processes that carried no request for `drain_idle`.
+    fn drop_idle_drains(&mut self, active: &std::collections::BTreeMap<String, u64>) {
+        let idle = self
+            .idle_drains
+            .idle(&self.registry.draining(), active, Instant::now());
+        for reg in &idle {
+            info!(process_id = %reg.process_id, "Draining process carries no connection; removing its cluster.");
+            self.registry.remove(&reg.process_id);
+        }
+        if !idle.is_empty() {
             self.publish();
         }
     }

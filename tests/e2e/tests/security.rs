@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use e2e::*;
 
 /// A tiny HTTP upstream that answers every request with the request head it received, so
-/// a test sees exactly what Envoy forwarded. Counts the requests it got.
+/// a test sees exactly what Envoy forwarded, and accepts and holds WebSocket upgrades.
+/// Counts the requests it got.
 struct Echo {
     port: u16,
     requests: Arc<AtomicUsize>,
@@ -55,6 +56,15 @@ fn serve(mut stream: TcpStream, requests: &AtomicUsize) {
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         buf.drain(..end);
         requests.fetch_add(1, Ordering::SeqCst);
+        if head.to_ascii_lowercase().contains("upgrade: websocket") {
+            // Accept the WebSocket (the handshake's fixed test key) and hold it open.
+            let accept = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                          Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+            if stream.write_all(accept.as_bytes()).is_ok() {
+                while matches!(stream.read(&mut chunk), Ok(n) if n > 0) {}
+            }
+            return;
+        }
         let reply = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{head}",
             head.len()
@@ -444,4 +454,62 @@ fn redirect_goes_to_the_public_host() {
         "{text}"
     );
     assert!(!lower.contains("\r\nserver:"), "{text}");
+}
+
+/// A process that unregisters while nothing is open to it stops draining after
+/// `--drain-idle` (its port still accepts connections, which used to keep it reachable
+/// for `--max-drain`, 10 minutes); one with an open request keeps draining.
+#[test]
+fn an_idle_unregistered_process_stops_draining_at_once() {
+    let dir = scratch("sec-drain");
+    let redis = Redis::start(&dir);
+    let echo = Echo::start();
+    let proxy = Proxy::start_with(&dir, &redis.url(), &["--drain-idle", "2s"]);
+    let mut conn = redis.conn();
+    let idle = format!("idle1/127.0.0.1:{}", echo.port);
+    let busy = format!("busy1/127.0.0.1:{}", echo.port);
+    register(&mut conn, &idle);
+    register(&mut conn, &busy);
+    proxy.wait_routed(
+        vec!["busy1".into(), "idle1".into()],
+        Duration::from_secs(10),
+    );
+    // An open WebSocket on busy1.
+    let mut open = TcpStream::connect(proxy.public()).unwrap();
+    open.write_all(
+        b"GET /busy1/r?sessionId=x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    wait_for(
+        "the open request reached busy1",
+        Duration::from_secs(5),
+        || {
+            (proxy.envoy_stat("cluster.colyseus-process-busy1.upstream_rq_active") == 1)
+                .then_some(())
+        },
+    );
+    let t0 = Instant::now();
+    unregister(&mut conn, &idle);
+    unregister(&mut conn, &busy);
+    wait_for("both draining", Duration::from_secs(5), || {
+        (proxy.draining() == ["busy1", "idle1"]).then_some(())
+    });
+    wait_for("the idle one gone", Duration::from_secs(15), || {
+        (proxy.draining() == ["busy1"]).then_some(())
+    });
+    let took = t0.elapsed();
+    println!("idle unregistered process stopped draining after {took:?} (--drain-idle 2s)");
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    wait_for("its cluster gone from Envoy", Duration::from_secs(5), || {
+        let clusters = http_get(&proxy.admin(), "/clusters").ok()?.2;
+        (!clusters.contains("colyseus-process-idle1::")).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        proxy.draining(),
+        ["busy1"],
+        "a process with an open request was dropped"
+    );
+    drop(open);
 }

@@ -1,0 +1,178 @@
+//! Ends a drain as soon as the process carries nothing: a process that unregistered and
+//! has no request open through Envoy (no WebSocket, no HTTP request) for `idle` loses its
+//! cluster, instead of staying reachable until `--max-drain` (10 minutes) or until its
+//! port stops accepting connections (a registration at any listening address never did).
+//!
+//! The signal is Envoy's own `cluster.{name}.upstream_rq_active`, read from its admin: an
+//! upgraded WebSocket is an active request for its whole life; connections of the active
+//! health check are not requests. `idle` covers a seat reserved just before the
+//! unregistration whose player has not connected yet (a client connects right after its
+//! matchmaking answer). A draining process Envoy reports nothing for is left alone.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use routing::{ClusterNames, ProcessId};
+use tokio::sync::mpsc;
+
+use crate::envoy_admin::AdminEndpoint;
+use crate::model::Registration;
+
+/// Envoy's admin query for the active requests of every cluster.
+const STATS_PATH: &str = "/stats?filter=%5Ecluster%5C..*%5C.upstream_rq_active%24";
+
+/// Idle times of draining processes, and the admin reads in flight.
+pub struct IdleDrains {
+    admin: Option<AdminEndpoint>,
+    names: ClusterNames,
+    idle: Duration,
+    idle_since: BTreeMap<ProcessId, Instant>,
+    in_flight: bool,
+    tx: mpsc::UnboundedSender<BTreeMap<String, u64>>,
+    rx: mpsc::UnboundedReceiver<BTreeMap<String, u64>>,
+}
+
+impl IdleDrains {
+    /// `admin`: `None` turns this off (drains end by probe or `max_drain` only).
+    pub fn new(admin: Option<AdminEndpoint>, names: ClusterNames, idle: Duration) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            admin,
+            names,
+            idle,
+            idle_since: BTreeMap::new(),
+            in_flight: false,
+            tx,
+            rx,
+        }
+    }
+
+    /// Starts a read of Envoy's active requests, unless one is in flight or nothing drains.
+    pub fn check(&mut self, draining: bool) {
+        let Some(admin) = self.admin.clone().filter(|_| draining && !self.in_flight) else {
+            return;
+        };
+        self.in_flight = true;
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let active = match admin.get(STATS_PATH, Duration::from_secs(2)).await {
+                Ok((200, body)) => parse_rq_active(&body),
+                // Unknown: nothing is decided on it.
+                _ => BTreeMap::new(),
+            };
+            let _ = tx.send(active);
+        });
+    }
+
+    /// The next read.
+    pub async fn read(&mut self) -> Option<BTreeMap<String, u64>> {
+        self.rx.recv().await
+    }
+
+    /// Records a read; returns the draining processes idle for `idle` or longer.
+    pub fn idle(
+        &mut self,
+        draining: &[Registration],
+        active: &BTreeMap<String, u64>,
+        now: Instant,
+    ) -> Vec<Registration> {
+        self.in_flight = false;
+        idle_for(
+            &mut self.idle_since,
+            draining,
+            |pid| active.get(&self.names.process(pid)).copied(),
+            now,
+            self.idle,
+        )
+    }
+}
+
+/// Pure core of [`IdleDrains::idle`]: `active(pid)` is the process's open requests, `None`
+/// when Envoy did not report its cluster.
+fn idle_for(
+    idle_since: &mut BTreeMap<ProcessId, Instant>,
+    draining: &[Registration],
+    active: impl Fn(&ProcessId) -> Option<u64>,
+    now: Instant,
+    idle: Duration,
+) -> Vec<Registration> {
+    idle_since.retain(|pid, _| draining.iter().any(|r| r.process_id == *pid));
+    let mut done = Vec::new();
+    for reg in draining {
+        match active(&reg.process_id) {
+            Some(0) => {
+                let since = *idle_since.entry(reg.process_id.clone()).or_insert(now);
+                if now.saturating_duration_since(since) >= idle {
+                    done.push(reg.clone());
+                }
+            }
+            _ => {
+                idle_since.remove(&reg.process_id);
+            }
+        }
+    }
+    done
+}
+
+/// `cluster.{name}.upstream_rq_active: N` lines of Envoy's `/stats`, by cluster name.
+pub fn parse_rq_active(stats: &str) -> BTreeMap<String, u64> {
+    stats
+        .lines()
+        .filter_map(|l| {
+            let (key, value) = l.split_once(": ")?;
+            let name = key
+                .strip_prefix("cluster.")?
+                .strip_suffix(".upstream_rq_active")?;
+            Some((name.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_member;
+
+    #[test]
+    fn parses_active_requests() {
+        let stats = "cluster.colyseus-process-a.upstream_rq_active: 3\n\
+                     cluster.colyseus-all.upstream_rq_active: 0\n\
+                     cluster.colyseus-process-a.upstream_rq_total: 9\n";
+        let m = parse_rq_active(stats);
+        assert_eq!(m.get("colyseus-process-a"), Some(&3));
+        assert_eq!(m.get("colyseus-all"), Some(&0));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn a_drain_ends_after_being_idle_for_the_grace() {
+        let a = parse_member("a/10.0.0.1:1", 1).unwrap();
+        let b = parse_member("b/10.0.0.2:1", 1).unwrap();
+        let draining = [a.clone(), b.clone()];
+        let (t0, idle) = (Instant::now(), Duration::from_secs(5));
+        let mut since = BTreeMap::new();
+        let load = |a: Option<u64>, b: Option<u64>| {
+            move |p: &ProcessId| if p.as_str() == "a" { a } else { b }
+        };
+        // a idle, b busy: nothing yet.
+        assert!(idle_for(&mut since, &draining, load(Some(0), Some(2)), t0, idle).is_empty());
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(
+            idle_for(&mut since, &draining, load(Some(0), Some(2)), t1, idle),
+            vec![a.clone()]
+        );
+        // A request in between restarts the wait; an unreported cluster never ends.
+        let t2 = t1 + Duration::from_secs(1);
+        assert!(idle_for(&mut since, &draining, load(Some(1), None), t2, idle).is_empty());
+        let t3 = t2 + Duration::from_secs(1);
+        assert!(idle_for(&mut since, &draining, load(Some(0), None), t3, idle).is_empty());
+        let t4 = t3 + Duration::from_secs(10);
+        assert_eq!(
+            idle_for(&mut since, &draining, load(Some(0), None), t4, idle),
+            vec![a]
+        );
+        // Registered again (no longer draining): forgotten.
+        assert!(idle_for(&mut since, &[b], load(Some(0), Some(0)), t4, idle).is_empty());
+        assert_eq!(since.len(), 1);
+    }
+}

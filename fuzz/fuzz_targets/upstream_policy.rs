@@ -18,7 +18,12 @@ fuzz_target!(|data: &[u8]| {
     let (addr_bytes, rest) = data.split_at(16);
     let (port_bytes, rest) = rest.split_at(2);
     let ip = if rest[0] & 1 == 0 {
-        IpAddr::V4(Ipv4Addr::new(addr_bytes[0], addr_bytes[1], addr_bytes[2], addr_bytes[3]))
+        IpAddr::V4(Ipv4Addr::new(
+            addr_bytes[0],
+            addr_bytes[1],
+            addr_bytes[2],
+            addr_bytes[3],
+        ))
     } else {
         let mut o = [0u8; 16];
         o.copy_from_slice(addr_bytes);
@@ -65,6 +70,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(!local(c), "{addr}");
     }
     if !allow.is_empty() {
-        assert!(allow.iter().any(|n| n.contains(c)), "{addr} outside {allow:?}");
+        assert!(
+            allow.iter().any(|n| n.contains(c)),
+            "{addr} outside {allow:?}"
+        );
     }
 });

@@ -3,6 +3,7 @@
 //! instance-metadata address or a DNS name resolving to a refused address; silent
 //! connections; h2c fan-out; forwarded headers, the redirect and Envoy's fingerprints.
 #![cfg(feature = "e2e")]
+#![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -501,10 +502,14 @@ fn an_idle_unregistered_process_stops_draining_at_once() {
     let took = t0.elapsed();
     println!("idle unregistered process stopped draining after {took:?} (--drain-idle 2s)");
     assert!(took >= Duration::from_secs(2), "{took:?}");
-    wait_for("its cluster gone from Envoy", Duration::from_secs(5), || {
-        let clusters = http_get(&proxy.admin(), "/clusters").ok()?.2;
-        (!clusters.contains("colyseus-process-idle1::")).then_some(())
-    });
+    wait_for(
+        "its cluster gone from Envoy",
+        Duration::from_secs(5),
+        || {
+            let clusters = http_get(&proxy.admin(), "/clusters").ok()?.2;
+            (!clusters.contains("colyseus-process-idle1::")).then_some(())
+        },
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         proxy.draining(),
@@ -512,4 +517,88 @@ fn an_idle_unregistered_process_stops_draining_at_once() {
         "a process with an open request was dropped"
     );
     drop(open);
+}
+
+/// The README's minimal Redis ACL, on a real `redis-server`: the agent, a registrar and
+/// Colyseus game servers each run under their own user, players join and play, liveness
+/// pings are answered, and Redis logs no denied command.
+#[test]
+fn the_documented_redis_acl_is_enough() {
+    let dir = scratch("sec-acl");
+    let redis = Redis::start(&dir);
+    let mut admin = redis.conn();
+    let setuser = |conn: &mut redis::Connection, rules: &str| {
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER");
+        for r in rules.split_whitespace() {
+            cmd.arg(r);
+        }
+        let _: () = cmd.query(conn).unwrap();
+    };
+    // Exactly the README's rules (Security model).
+    setuser(
+        &mut admin,
+        "colyseus-envoy-agent on >agentpw resetkeys resetchannels \
+         ~colyseus:nodes ~roomcount ~roomcaches ~colyseus-envoy:* \
+         &colyseus:nodes:discovery &p:* &ipc:colyseus-envoy-* \
+         -@all +info +ping +smembers +sadd +srem +exists +hgetall +hget +hscan +hdel \
+         +multi +exec +publish +subscribe +psubscribe +unsubscribe +punsubscribe",
+    );
+    setuser(
+        &mut admin,
+        "colyseus-envoy-register on >registerpw resetkeys resetchannels \
+         ~colyseus:nodes ~colyseus-envoy:* &colyseus:nodes:discovery \
+         -@all +ping +multi +exec +sadd +srem +set +del +publish",
+    );
+    setuser(
+        &mut admin,
+        "colyseus-game on >gamepw resetkeys resetchannels ~* &* +@all -@admin -@dangerous +info",
+    );
+    let url = |user: &str, pw: &str| format!("redis://{user}:{pw}@127.0.0.1:{}", redis.port);
+    let game_url = url("colyseus-game", "gamepw");
+    let env = [("REDIS_URL", game_url.as_str())];
+    let a = GameServer::start(&dir, &redis, &env);
+    let b = GameServer::start(&dir, &redis, &env);
+    // A server that does not register itself, registered by the sidecar.
+    let c = GameServer::start(&dir, &redis, &[env[0], ("PRESENCE", "local")]);
+    let c_port = c.port.to_string();
+    let register_url = url("colyseus-envoy-register", "registerpw");
+    let _sidecar = start_registrar(
+        &dir,
+        &[
+            "--redis-url",
+            &register_url,
+            "--process-id",
+            &c.process_id,
+            "--advertise-host",
+            "127.0.0.1",
+            "--port",
+            &c_port,
+        ],
+    );
+    let agent_url = url("colyseus-envoy-agent", "agentpw");
+    let proxy = Proxy::start_with(&dir, &agent_url, &["--redis-rooms"]);
+    let mut ids = vec![
+        a.process_id.clone(),
+        b.process_id.clone(),
+        c.process_id.clone(),
+    ];
+    ids.sort();
+    proxy.wait_routed(ids.clone(), Duration::from_secs(15));
+    let result = swarm(&proxy.endpoint(), 12, &["--concurrency", "4"]);
+    assert_eq!(result.ok, 12, "{:?}", result.errors);
+    // Several liveness rounds (IPC pings over Redis): nobody is declared dead.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(proxy.routed(), ids);
+    assert_eq!(proxy.agent_metric("colyseus_envoy_redis_up"), 1);
+    assert_eq!(proxy.agent_metric("colyseus_envoy_processes_died_total"), 0);
+    assert_eq!(
+        proxy.agent_metric("colyseus_envoy_redis_session_failures_total"),
+        0
+    );
+    let denied: Vec<redis::Value> = redis::cmd("ACL").arg("LOG").query(&mut admin).unwrap();
+    assert!(denied.is_empty(), "Redis denied commands: {denied:?}");
+    let (ok, status) = proxy.status();
+    println!("{status}");
+    assert!(ok, "{status}");
 }

@@ -258,9 +258,12 @@ fn generated_config_passes_envoy_validate() {
     wait_for("agent ready", Duration::from_secs(20), || {
         (http_get(&api, "/ready").ok()?.0 == 200).then_some(())
     });
-    let cds: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(config_dir.join("cds.json")).unwrap()).unwrap();
-    assert_eq!(cds["resources"].as_array().unwrap().len(), 5);
+    // The name's cluster follows its resolution by the agent, right after the first write.
+    let cds: serde_json::Value = wait_for("every cluster written", Duration::from_secs(5), || {
+        let cds: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(config_dir.join("cds.json")).ok()?).ok()?;
+        (cds["resources"].as_array()?.len() == 5).then_some(cds)
+    });
 
     // `--mode validate` does not read dynamic files: put the generated clusters in
     // static_resources so Envoy checks every one of them too.

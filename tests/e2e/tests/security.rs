@@ -475,20 +475,23 @@ fn an_idle_unregistered_process_stops_draining_at_once() {
         vec!["busy1".into(), "idle1".into()],
         Duration::from_secs(10),
     );
-    // An open WebSocket on busy1.
-    let mut open = TcpStream::connect(proxy.public()).unwrap();
-    open.write_all(
-        b"GET /busy1/r?sessionId=x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    wait_for(
-        "the open request reached busy1",
-        Duration::from_secs(5),
-        || {
-            (proxy.envoy_stat("cluster.colyseus-process-busy1.upstream_rq_active") == 1)
-                .then_some(())
-        },
+    // An open WebSocket on busy1 (retried until Envoy and the filter know the process).
+    let open = wait_for("a WebSocket open to busy1", Duration::from_secs(10), || {
+        let mut s = TcpStream::connect(proxy.public()).ok()?;
+        s.write_all(
+            b"GET /busy1/r?sessionId=x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).ok()?;
+        (&head == b"HTTP/1.1 101").then_some(s)
+    });
+    assert_eq!(
+        proxy.envoy_stat("cluster.colyseus-process-busy1.upstream_rq_active"),
+        1
     );
     let t0 = Instant::now();
     unregister(&mut conn, &idle);

@@ -195,3 +195,92 @@ impl Upstreams {
 fn is_local(ip: IpAddr) -> bool {
     std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_member;
+    use crate::upstream_policy::parse_cidrs;
+
+    fn registry(members: &[&str]) -> Registry {
+        Registry::default()
+            .from_members(members.iter().copied(), 2567, std::time::Instant::now())
+            .0
+    }
+
+    fn policy(allow: &str) -> UpstreamPolicy {
+        UpstreamPolicy {
+            allow: parse_cidrs(allow).unwrap(),
+            envoy_admin: None,
+            agent_api: Some("127.0.0.1:9902".parse().unwrap()),
+        }
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn names_are_routed_only_to_checked_addresses() {
+        let mut up = Upstreams::new(policy(""), Duration::from_secs(5));
+        let reg = registry(&["ip/10.0.0.1:2567", "game/game1:2567", "api/agent:9902"]);
+        // As if their lookups were running (the test makes no real DNS query).
+        up.in_flight
+            .extend(["game1".to_owned(), "agent".to_owned()]);
+        // Before any answer: the IP literal only.
+        let routed = up.routed(&reg);
+        assert_eq!(routed.len(), 1);
+        let answers = vec![
+            ("game1".to_owned(), ips(&["fd00::7", "10.0.0.7"])),
+            ("agent".to_owned(), ips(&["127.0.0.1"])),
+        ];
+        let (changed, refused) = up.record(answers, &reg);
+        assert!(changed);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].reason(), "upstream_agent_api");
+        assert!(
+            refused[0].to_string().contains("agent -> 127.0.0.1:9902"),
+            "{}",
+            refused[0]
+        );
+        let routed = up.routed(&reg);
+        let game = routed
+            .get(&routing::ProcessId::parse("game").unwrap())
+            .unwrap();
+        // IPv4 first, as Envoy's V4_PREFERRED.
+        assert_eq!(game.endpoint.host, Host::Ip("10.0.0.7".parse().unwrap()));
+        assert!(routed
+            .get(&routing::ProcessId::parse("api").unwrap())
+            .is_none());
+        // Same answer again: nothing changes, nothing is reported twice.
+        let again = vec![("agent".to_owned(), ips(&["127.0.0.1"]))];
+        assert_eq!(up.record(again, &reg), (false, vec![]));
+        // A failed lookup keeps the last good answer.
+        assert_eq!(
+            up.record(vec![("game1".to_owned(), vec![])], &reg),
+            (false, vec![])
+        );
+        assert_eq!(up.routed(&reg).len(), 2);
+        // Any refused address refuses the name: here the metadata address.
+        let poisoned = vec![("game1".to_owned(), ips(&["10.0.0.7", "169.254.169.254"]))];
+        let (changed, refused) = up.record(poisoned, &reg);
+        assert!(changed);
+        assert_eq!(refused[0].reason(), "upstream_link_local");
+        assert_eq!(up.routed(&reg).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn literals_are_admitted_by_the_allow_list() {
+        let up = Upstreams::new(policy("10.0.0.0/8"), Duration::from_secs(5));
+        let ok = parse_member("a/10.1.1.1:2567", 1).unwrap();
+        let local = parse_member("b/127.0.0.1:2567", 1).unwrap();
+        let name = parse_member("c/game1:2567", 1).unwrap();
+        assert_eq!(up.admit(&ok), Ok(()));
+        assert_eq!(
+            up.admit(&local).unwrap_err().reason(),
+            "upstream_not_allowed"
+        );
+        // Names are checked once resolved.
+        assert_eq!(up.admit(&name), Ok(()));
+    }
+}

@@ -12,9 +12,11 @@
 //! [`RedisTarget`] (in `connect`) builds the `redis` crate's own clients from it.
 
 mod args;
+mod batch;
 mod connect;
 
 pub use args::RedisArgs;
+pub use batch::Batch;
 pub use connect::{Commands, RedisTarget};
 
 use std::fmt;

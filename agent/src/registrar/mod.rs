@@ -32,7 +32,7 @@ use crate::config::RegisterArgs;
 use crate::lease;
 use crate::model::{parse_member, Host, Registration, Rejection};
 use crate::redis_call::{bounded, RedisCallError};
-use crate::redis_target::{Commands, RedisTarget};
+use crate::redis_target::{Batch, Commands, RedisTarget};
 use health::{Decision, HealthCheck, HealthCheckError, HealthTracker};
 
 /// Shortest lease accepted: heartbeats every second, so a slow Redis round trip or two
@@ -271,10 +271,10 @@ impl RedisLease {
     async fn query<T: redis::FromRedisValue>(
         &mut self,
         what: &'static str,
-        pipe: &redis::Pipeline,
+        pipe: &Batch,
     ) -> Result<T, RedisCallError> {
         let mut conn = self.connection().await?;
-        let result = bounded(self.timeout, what, pipe.query_async(&mut conn)).await;
+        let result = bounded(self.timeout, what, pipe.query(&mut conn)).await;
         if result.is_err() {
             self.conn = None;
         }
@@ -323,7 +323,7 @@ impl RedisLease {
         if added == 0 {
             return Ok(false);
         }
-        let mut publish = redis::pipe();
+        let mut publish = Batch::new();
         publish
             .cmd("PUBLISH")
             .arg(&self.channel)
@@ -359,17 +359,15 @@ impl RedisLease {
         self.query("deregistering", &pipe).await
     }
 
-    /// One MULTI, except on a cluster where the keys live in different slots: there a
-    /// half-done write is repaired by the next heartbeat (or the lease expiry).
-    fn write_pipe(&self) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
-        if !self.target.is_cluster() {
-            pipe.atomic();
-        }
+    /// One MULTI, except on a cluster (see [`Batch`]): there a half-done write is repaired
+    /// by the next heartbeat (or the lease expiry).
+    fn write_pipe(&self) -> Batch {
+        let mut pipe = Batch::new();
+        pipe.atomic();
         pipe
     }
 
-    fn set_lease(&self, pipe: &mut redis::Pipeline) {
+    fn set_lease(&self, pipe: &mut Batch) {
         pipe.cmd("SET")
             .arg(&self.lease_key)
             .arg(unix_ms())

@@ -13,7 +13,7 @@ use redis::aio::PubSubStream;
 
 use crate::lease;
 use crate::redis_call::{bounded, RedisCallError};
-use crate::redis_target::{Commands, RedisTarget};
+use crate::redis_target::{Batch, Commands, RedisTarget};
 use crate::sources::redis_lineage::Lineage;
 
 /// Prefix of the request ids of this agent's liveness pings; Colyseus answers each on
@@ -236,7 +236,7 @@ impl RedisSession {
     /// # Errors
     /// Command failure or timeout.
     pub async fn ping(&mut self, pings: &[(String, String)]) -> Result<Vec<u64>, RedisSourceError> {
-        let mut pipe = redis::pipe();
+        let mut pipe = Batch::new();
         for (process_id, request_id) in pings {
             let payload = serde_json::json!(["healthcheck", request_id, []]).to_string();
             pipe.cmd("PUBLISH")
@@ -247,7 +247,7 @@ impl RedisSession {
         let published: Vec<u64> = bounded(
             timeout,
             "publishing liveness pings",
-            pipe.query_async(&mut self.commands),
+            pipe.query(&mut self.commands),
         )
         .await?;
         if !self.config.target.is_cluster() || pings.is_empty() {
@@ -291,16 +291,12 @@ impl RedisSession {
         if leased.is_empty() {
             return Ok(leased);
         }
-        let mut pipe = redis::pipe();
+        let mut pipe = Batch::new();
         for member in &leased {
             pipe.cmd("EXISTS").arg(lease::lease_key(member));
         }
-        let exists: Vec<bool> = bounded(
-            timeout,
-            "reading leases",
-            pipe.query_async(&mut self.commands),
-        )
-        .await?;
+        let exists: Vec<bool> =
+            bounded(timeout, "reading leases", pipe.query(&mut self.commands)).await?;
         Ok(leased
             .into_iter()
             .zip(exists)
@@ -330,7 +326,7 @@ impl RedisSession {
         bounded(
             self.config.timeout,
             "expiring a lease",
-            pipe.query_async::<()>(&mut self.commands),
+            pipe.query::<()>(&mut self.commands),
         )
         .await
         .map_err(Into::into)
@@ -387,19 +383,16 @@ impl RedisSession {
         bounded(
             self.config.timeout,
             "evicting a dead process from presence",
-            pipe.query_async::<()>(&mut self.commands),
+            pipe.query::<()>(&mut self.commands),
         )
         .await
         .map_err(Into::into)
     }
 
-    /// A pipeline for writes that belong together: one MULTI, except on a cluster, where
-    /// their keys live in different slots (and Colyseus itself writes them one by one).
-    fn write_pipe(&self) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
-        if !self.config.target.is_cluster() {
-            pipe.atomic();
-        }
+    /// Writes that belong together: one MULTI, except on a cluster (see [`Batch`]).
+    fn write_pipe(&self) -> Batch {
+        let mut pipe = Batch::new();
+        pipe.atomic();
         pipe
     }
 
@@ -409,7 +402,7 @@ impl RedisSession {
     /// # Errors
     /// Command failure or timeout.
     pub async fn restore(&mut self, members: &[String]) -> Result<(), RedisSourceError> {
-        let mut pipe = redis::pipe();
+        let mut pipe = Batch::new();
         for member in members {
             let payload = lease::announcement("add", member);
             pipe.cmd("SADD")
@@ -424,7 +417,7 @@ impl RedisSession {
         bounded(
             self.config.timeout,
             "restoring registrations",
-            pipe.query_async::<()>(&mut self.commands),
+            pipe.query::<()>(&mut self.commands),
         )
         .await
         .map_err(Into::into)

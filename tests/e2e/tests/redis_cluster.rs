@@ -1,0 +1,183 @@
+//! Presence on a Redis Cluster of three masters: Colyseus servers in cluster mode (ioredis
+//! Cluster for RedisPresence and RedisDriver), the agent with `--redis-cluster`. The same
+//! scenario runs on a standalone Redis, so the core numbers can be read side by side:
+//! registration to routed, 120 players, `/undefined/` lookups through RedisDriver listings,
+//! a hung process found by the IPC ping (the ping's subscriber may sit on any node), and
+//! kill -9 detection with eviction from presence.
+#![cfg(feature = "e2e")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use e2e::redis_topologies::RedisCluster;
+use e2e::*;
+
+const JOIN_ROOM: u8 = 10;
+const BINARY: u8 = 2;
+
+enum Shape {
+    Standalone(Redis),
+    Cluster(RedisCluster),
+}
+
+impl Shape {
+    fn name(&self) -> &'static str {
+        match self {
+            Shape::Standalone(_) => "standalone",
+            Shape::Cluster(_) => "cluster",
+        }
+    }
+
+    /// A Redis to hand to [`GameServer::start`] (its URL; overridden by the env for a cluster).
+    fn any(&self) -> &Redis {
+        match self {
+            Shape::Standalone(r) => r,
+            Shape::Cluster(c) => &c.nodes[0],
+        }
+    }
+
+    fn game_env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Shape::Standalone(_) => vec![],
+            Shape::Cluster(c) => vec![("REDIS_CLUSTER_NODES", c.list())],
+        }
+    }
+
+    fn agent_args(&self) -> Vec<String> {
+        match self {
+            Shape::Standalone(_) => vec![],
+            Shape::Cluster(c) => vec!["--redis-cluster".into(), c.list()],
+        }
+    }
+
+    fn members(&self) -> Vec<String> {
+        match self {
+            Shape::Standalone(r) => r.members(),
+            Shape::Cluster(c) => c.members(),
+        }
+    }
+}
+
+fn start_game(dir: &std::path::Path, shape: &Shape) -> GameServer {
+    let env = shape.game_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    GameServer::start(dir, shape.any(), &env)
+}
+
+fn core_numbers(shape: &Shape, dir: &std::path::Path) {
+    let name = shape.name();
+    let mut args: Vec<String> = shape.agent_args();
+    args.extend(
+        ["--redis-rooms", "--evict-dead-from-presence", "true"]
+            .iter()
+            .map(|s| (*s).to_owned()),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let url = shape.any().url();
+    let proxy = Proxy::start_with(dir, &url, &args);
+
+    // Registration (the server's READY line comes once it is in colyseus:nodes) to routed.
+    let mut servers = Vec::new();
+    let mut to_routed = Vec::new();
+    for _ in 0..3 {
+        let s = start_game(dir, shape);
+        let registered = Instant::now();
+        wait_for("new process routed", Duration::from_secs(10), || {
+            proxy.routed().contains(&s.process_id).then_some(())
+        });
+        to_routed.push(registered.elapsed());
+        servers.push(s);
+    }
+    let (reg_median, reg_max) = median_max(&mut to_routed);
+    let mut ids: Vec<String> = servers.iter().map(|s| s.process_id.clone()).collect();
+    ids.sort();
+    let mut members: Vec<String> = servers.iter().map(GameServer::member).collect();
+    members.sort();
+    assert_eq!(shape.members(), members);
+
+    // 120 players, through matchmaking and their rooms' processes.
+    let started = Instant::now();
+    let result = swarm(
+        &proxy.endpoint(),
+        120,
+        &["--concurrency", "8", "--messages", "5"],
+    );
+    let swarm_secs = started.elapsed().as_secs_f64();
+    assert_eq!(result.ok, 120, "{name}: {:?}", result.errors);
+    assert_eq!(result.by_process.values().sum::<u64>(), 120);
+    assert!(result.by_process.len() == 3, "{:?}", result.by_process);
+
+    // `/undefined/{roomId}`: the filter asks the agent, which finds the room in RedisDriver's
+    // listings (read-through HGET for a room created a moment ago).
+    let public = proxy.public();
+    for i in 0..3 {
+        let seat = matchmake(&public, "create", "echo");
+        let path = format!("/undefined/{}?sessionId={}", seat.room_id, seat.session_id);
+        assert_eq!(
+            ws_first_frame(&public, &path),
+            (101, Some(BINARY), Some(JOIN_ROOM)),
+            "{name}: lookup {i} of a room on {}",
+            seat.process_id
+        );
+    }
+
+    // A hung process (SIGSTOP: the kernel still accepts its TCP connections) is found only
+    // by Colyseus's IPC ping, which must find its subscriber on whichever node it is.
+    let hung = &servers[0];
+    hung.proc.signal("STOP");
+    let stopped = Instant::now();
+    wait_for(
+        &format!("{name}: hung process unrouted"),
+        Duration::from_secs(20),
+        || (!proxy.routed().contains(&hung.process_id)).then_some(()),
+    );
+    let hung_detected = stopped.elapsed();
+    // Found dead, it was also evicted from presence, so it drains from now on.
+    hung.proc.signal("CONT");
+
+    // kill -9: unrouted and evicted from presence (non-atomic writes on a cluster).
+    let mut victim = start_game(dir, shape);
+    wait_for("victim routed", Duration::from_secs(10), || {
+        proxy.routed().contains(&victim.process_id).then_some(())
+    });
+    victim.proc.child.kill().unwrap();
+    let killed = Instant::now();
+    let _ = victim.proc.child.wait();
+    wait_for("dead process unrouted", Duration::from_secs(20), || {
+        (!proxy.routed().contains(&victim.process_id)).then_some(())
+    });
+    let kill_detected = killed.elapsed();
+    wait_for("dead process evicted", Duration::from_secs(5), || {
+        (!shape.members().contains(&victim.member())).then_some(())
+    });
+    println!(
+        "CORE NUMBERS ({name}): registration -> routed median {reg_median:.0} ms max {reg_max:.0} ms; \
+         120 players ok {} in {swarm_secs:.1} s (join ms {}); hung (SIGSTOP) -> unrouted {:.1} s; \
+         kill -9 -> unrouted {:.1} s",
+        result.ok,
+        result.join_ms,
+        hung_detected.as_secs_f64(),
+        kill_detected.as_secs_f64(),
+    );
+    let status = proxy.agent_metric("colyseus_envoy_redis_up");
+    assert_eq!(status, 1);
+    assert_eq!(
+        proxy.agent_metric("colyseus_envoy_redis_session_failures_total"),
+        0
+    );
+    proxy.assert_no_rejected_config();
+}
+
+#[test]
+fn cluster_presence_end_to_end() {
+    let dir = scratch("redis-cluster");
+    let shape = Shape::Cluster(RedisCluster::start(&dir));
+    core_numbers(&shape, &dir);
+}
+
+#[test]
+fn standalone_presence_same_scenario() {
+    let dir = scratch("redis-standalone-core");
+    let shape = Shape::Standalone(Redis::start(&dir));
+    core_numbers(&shape, &dir);
+}

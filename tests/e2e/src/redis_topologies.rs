@@ -3,8 +3,11 @@
 //! TLS server with ACL users. Every process binds 127.0.0.1 on free ports and is stopped by
 //! PID when dropped.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::{free_port, log_file, wait_for, Proc, Redis};
@@ -190,81 +193,136 @@ impl SentinelSet {
 
 // === MONITOR: which client wrote what ===
 
-/// `redis-cli MONITOR` on a server, into a file.
+/// `redis-cli MONITOR` on a server, appended to a file, and started again at once when the
+/// server drops it (Sentinel kills every normal client of a replica it promotes).
 pub struct Monitor {
     pub path: PathBuf,
-    _proc: Proc,
+    stop: Arc<AtomicBool>,
+    current: Arc<Mutex<Option<Proc>>>,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the Proc kills it; the loop then sees `stop`.
+        self.current.lock().unwrap().take();
+    }
 }
 
 impl Monitor {
     pub fn start(dir: &Path, port: u16, name: &str) -> Monitor {
         let path = dir.join(format!("{name}.monitor"));
-        let proc = Proc::spawn(
-            "redis-cli monitor",
-            Command::new("redis-cli")
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "monitor"])
-                .stdout(std::fs::File::create(&path).unwrap())
-                .stderr(Stdio::null()),
-        );
+        std::fs::File::create(&path).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let current: Arc<Mutex<Option<Proc>>> = Arc::default();
+        {
+            let (path, stop, current) = (path.clone(), stop.clone(), current.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let out = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&path)
+                        .unwrap();
+                    let proc = Proc::spawn(
+                        "redis-cli monitor",
+                        Command::new("redis-cli")
+                            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "monitor"])
+                            .stdout(out)
+                            .stderr(Stdio::null()),
+                    );
+                    let pid = proc.pid();
+                    *current.lock().unwrap() = Some(proc);
+                    // Wait for this redis-cli to end, polling so `stop` is seen.
+                    loop {
+                        let running = current
+                            .lock()
+                            .unwrap()
+                            .as_mut()
+                            .is_some_and(|p| p.pid() == pid && p.is_running());
+                        if !running {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            });
+        }
         wait_for("MONITOR started", Duration::from_secs(5), || {
             std::fs::read_to_string(&path)
                 .ok()
                 .filter(|s| s.starts_with("OK"))
         });
-        Monitor { path, _proc: proc }
+        Monitor {
+            path,
+            stop,
+            current,
+        }
     }
 
-    /// Data-changing commands (not PUBLISH, which the liveness ping sends) made by the
-    /// clients that introduced themselves as `lib` (`CLIENT SETINFO LIB-NAME`).
-    pub fn writes_by_lib(&self, lib: &str) -> Vec<String> {
+    /// The commands (lowercased words) sent from these local ports of 127.0.0.1.
+    pub fn commands_from(&self, ports: &BTreeSet<u16>) -> Vec<Vec<String>> {
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
-        writes_by_lib(&text, lib).1
-    }
-
-    /// How many connections introduced themselves as `lib`: shows MONITOR saw them at all.
-    pub fn clients_of_lib(&self, lib: &str) -> usize {
-        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
-        writes_by_lib(&text, lib).0
+        commands_from(&text, ports)
     }
 }
 
-/// Commands that change data, as MONITOR prints them (lowercased).
-const WRITES: &[&str] = &[
+/// Commands that change data, as MONITOR prints them (lowercased). Not PUBLISH: the
+/// liveness ping is one.
+pub const WRITES: &[&str] = &[
     "sadd", "srem", "hset", "hdel", "hincrby", "set", "del", "unlink", "expire", "pexpire",
     "multi", "exec", "incr", "lpush", "rpush", "zadd", "zrem", "flushall", "flushdb",
 ];
 
-/// See [`Monitor::writes_by_lib`]. A MONITOR line is
+/// See [`Monitor::commands_from`]. A MONITOR line is
 /// `1700000000.123456 [0 127.0.0.1:50000] "SADD" "key" "member"`.
-pub fn writes_by_lib(monitor: &str, lib: &str) -> (usize, Vec<String>) {
-    let parse = |line: &str| -> Option<(String, Vec<String>)> {
-        let (_, rest) = line.split_once(" [")?;
-        let (who, args) = rest.split_once("] ")?;
-        let addr = who.split_whitespace().nth(1)?.to_owned();
-        let words = args
-            .split("\" \"")
-            .map(|w| w.trim_matches('"').to_lowercase())
-            .collect();
-        Some((addr, words))
-    };
-    let lines: Vec<(String, Vec<String>)> = monitor.lines().filter_map(parse).collect();
-    let ours: std::collections::BTreeSet<&str> = lines
-        .iter()
-        .filter(|(_, w)| {
-            w.len() >= 4
-                && w[0] == "client"
-                && w[1] == "setinfo"
-                && w[2] == "lib-name"
-                && w[3] == lib
+pub fn commands_from(monitor: &str, ports: &BTreeSet<u16>) -> Vec<Vec<String>> {
+    monitor
+        .lines()
+        .filter_map(|line| {
+            let (_, rest) = line.split_once(" [")?;
+            let (who, args) = rest.split_once("] ")?;
+            let port: u16 = who
+                .split_whitespace()
+                .nth(1)?
+                .rsplit_once(':')?
+                .1
+                .parse()
+                .ok()?;
+            ports.contains(&port).then(|| {
+                args.split("\" \"")
+                    .map(|w| w.trim_matches('"').to_lowercase())
+                    .collect()
+            })
         })
-        .map(|(a, _)| a.as_str())
-        .collect();
-    let writes = lines
-        .iter()
-        .filter(|(a, w)| ours.contains(a.as_str()) && WRITES.contains(&w[0].as_str()))
-        .map(|(a, w)| format!("{a} {}", w.join(" ")))
-        .collect();
-    (ours.len(), writes)
+        .collect()
+}
+
+/// Local ports of `pid`'s TCP connections to 127.0.0.1:`remote` (from /proc: which
+/// sockets the process holds, and where they go).
+pub fn tcp_ports_of(pid: u32, remote: u16) -> BTreeSet<u16> {
+    let inodes: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| {
+                let link = std::fs::read_link(e.ok()?.path()).ok()?;
+                let l = link.to_str()?;
+                Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote_hex = format!("0100007F:{remote:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (local, rem, inode) = (f.get(1)?, f.get(2)?, f.get(9)?);
+            (*rem == remote_hex && inodes.contains(*inode))
+                .then(|| u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok())
+                .flatten()
+        })
+        .collect()
 }
 
 // === Cluster ===
@@ -451,11 +509,14 @@ pub fn make_ca_and_cert(dir: &Path, name: &str) {
     ]);
 }
 
-/// A Redis served over TLS only, with the ACL users of `acl` (ACL file lines).
+/// A Redis served over TLS only, with the ACL users of `acl` (ACL file lines; it must
+/// define `admin` with password `admin-pw`, which the harness uses).
 pub struct TlsRedis {
     pub port: u16,
     pub ca: PathBuf,
-    _proc: Proc,
+    /// The process, as a [`Redis`] to hand to [`crate::GameServer::start`] (whose
+    /// `REDIS_URL` the caller overrides: this server speaks TLS only).
+    pub redis: Redis,
 }
 
 impl TlsRedis {
@@ -513,16 +574,20 @@ impl TlsRedis {
         TlsRedis {
             port,
             ca,
-            _proc: proc,
+            redis: Redis {
+                port,
+                proc,
+                dir: dir.to_owned(),
+            },
         }
     }
 
-    /// `redis-cli` against this server as the `admin` user.
-    pub fn cli(&self, args: &[&str]) -> String {
+    /// `redis-cli` against this server as `user`.
+    pub fn cli_as(&self, user: &str, pass: &str, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["--tls", "--cacert", self.ca.to_str().unwrap()])
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["--user", "admin", "--pass", "admin-pw", "--no-auth-warning"])
+            .args(["--user", user, "--pass", pass, "--no-auth-warning"])
             .args(args)
             .output()
             .unwrap();
@@ -537,13 +602,16 @@ mod tests {
     #[test]
     fn monitor_lines_are_attributed_to_their_client() {
         let log = "OK\n\
-            1.1 [0 127.0.0.1:5000] \"CLIENT\" \"SETINFO\" \"LIB-NAME\" \"redis-rs\"\n\
             1.2 [0 127.0.0.1:6000] \"SADD\" \"colyseus:nodes\" \"p/127.0.0.1:1\"\n\
             1.3 [0 127.0.0.1:5000] \"PUBLISH\" \"p:x\" \"[]\"\n\
             1.4 [0 127.0.0.1:5000] \"SREM\" \"colyseus:nodes\" \"q\"\n";
+        let ours = commands_from(log, &BTreeSet::from([5000]));
         assert_eq!(
-            writes_by_lib(log, "redis-rs"),
-            (1, vec!["127.0.0.1:5000 srem colyseus:nodes q".to_owned()])
+            ours,
+            [
+                vec!["publish", "p:x", "[]"],
+                vec!["srem", "colyseus:nodes", "q"]
+            ]
         );
     }
 }

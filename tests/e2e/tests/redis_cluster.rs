@@ -175,6 +175,56 @@ fn cluster_presence_end_to_end() {
     core_numbers(&shape, &dir);
 }
 
+/// A cluster node down (the one holding `colyseus:nodes`, no replica to take over): the
+/// agent's session fails and it keeps routing what it last knew; nothing is unrouted.
+#[test]
+fn cluster_node_down_keeps_the_last_config() {
+    let dir = scratch("redis-cluster-down");
+    let mut cluster = RedisCluster::start(&dir);
+    let env = [("REDIS_CLUSTER_NODES", cluster.list())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let servers: Vec<GameServer> = (0..2)
+        .map(|_| GameServer::start(&dir, &cluster.nodes[0], &env))
+        .collect();
+    let list = cluster.list();
+    let proxy = Proxy::start_with(&dir, &cluster.nodes[0].url(), &["--redis-cluster", &list]);
+    let mut ids: Vec<String> = servers.iter().map(|s| s.process_id.clone()).collect();
+    ids.sort();
+    proxy.wait_routed(ids.clone(), Duration::from_secs(15));
+    let held = Holding::start(&proxy.endpoint(), 8);
+    let port = cluster.node_of("colyseus:nodes").port;
+    let writes_before = proxy.agent_metric("colyseus_envoy_config_writes_total");
+    cluster
+        .nodes
+        .iter_mut()
+        .find(|n| n.port == port)
+        .unwrap()
+        .kill();
+    wait_for("agent notices Redis down", Duration::from_secs(20), || {
+        (proxy.agent_metric("colyseus_envoy_redis_up") == 0).then_some(())
+    });
+    // Liveness rounds and reconnect attempts go on meanwhile: nothing changes.
+    for _ in 0..30 {
+        assert_eq!(proxy.routed(), ids, "unrouted while Redis is partly down");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Envoy's config was not touched either.
+    assert_eq!(
+        proxy.agent_metric("colyseus_envoy_config_writes_total"),
+        writes_before
+    );
+    assert_eq!(proxy.agent_metric("colyseus_envoy_processes_died_total"), 0);
+    // Not asserted: Colyseus itself fails its players' room calls while its presence
+    // cluster is down (CLUSTERDOWN), which is not the proxy's doing.
+    let result = held.finish();
+    println!(
+        "cluster node down: {} session failures, routing and config kept; held players ok {} of 8 (Colyseus: {:?})",
+        proxy.agent_metric("colyseus_envoy_redis_session_failures_total"),
+        result.ok,
+        result.errors.first()
+    );
+}
+
 #[test]
 fn standalone_presence_same_scenario() {
     let dir = scratch("redis-standalone-core");

@@ -231,3 +231,61 @@ fn standalone_presence_same_scenario() {
     let shape = Shape::Standalone(Redis::start(&dir));
     core_numbers(&shape, &dir);
 }
+
+/// The registrar sidecar on a cluster: its writes span slots (the set, the leased set, the
+/// lease key, the announcement), so they go one by one; heartbeats keep the lease, re-add a
+/// lost member, and SIGTERM deregisters.
+#[test]
+fn registrar_on_a_cluster() {
+    use e2e::redis_topologies::query;
+    let dir = scratch("redis-cluster-registrar");
+    let cluster = RedisCluster::start(&dir);
+    let list = cluster.list();
+    let game = GameServer::start(&dir, &cluster.nodes[0], &[("PRESENCE", "local")]);
+    let proxy = Proxy::start_with(&dir, &cluster.nodes[0].url(), &["--redis-cluster", &list]);
+    let (url, port) = (cluster.nodes[0].url(), game.port.to_string());
+    let mut sidecar = start_registrar(
+        &dir,
+        &[
+            "--redis-url",
+            &url,
+            "--redis-cluster",
+            &list,
+            "--process-id",
+            &game.process_id,
+            "--advertise-host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--lease-ttl",
+            "3s",
+        ],
+    );
+    proxy.wait_routed(vec![game.process_id.clone()], Duration::from_secs(10));
+    let member = game.member();
+    assert_eq!(cluster.members(), vec![member.clone()]);
+    // Past the lease's ttl: heartbeats kept it, the agent expired nothing.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(cluster.members(), vec![member.clone()]);
+    assert_eq!(proxy.agent_metric("colyseus_envoy_leases_expired_total"), 0);
+    // The member lost (as by a node restarted empty): the next heartbeat adds it back.
+    let owner = cluster.node_of("colyseus:nodes").port;
+    let removed: i64 = query(owner, redis::cmd("SREM").arg("colyseus:nodes").arg(&member)).unwrap();
+    assert_eq!(removed, 1);
+    wait_for(
+        "member re-added by a heartbeat",
+        Duration::from_secs(5),
+        || (cluster.members() == vec![member.clone()]).then_some(()),
+    );
+    sidecar.stop(Duration::from_secs(5));
+    wait_for("deregistered", Duration::from_secs(5), || {
+        cluster.members().is_empty().then_some(())
+    });
+    wait_for("drained", Duration::from_secs(10), || {
+        proxy.routed().is_empty().then_some(())
+    });
+    assert_eq!(
+        proxy.agent_metric("colyseus_envoy_redis_session_failures_total"),
+        0
+    );
+}

@@ -7,6 +7,13 @@
  *   PORT            listen port (default 2567)
  *   HOST            bind address (default 127.0.0.1)
  *   REDIS_URL       Redis for RedisPresence (and RedisDriver) (default redis://127.0.0.1:6379)
+ *   REDIS_SENTINELS "host:port,..." of a Sentinel set: RedisPresence/RedisDriver ask it for the
+ *                   master named REDIS_SENTINEL_MASTER (ioredis `sentinels` + `name`;
+ *                   REDIS_SENTINEL_PASSWORD: `sentinelPassword`); REDIS_URL then only gives the
+ *                   user, password and database
+ *   REDIS_CLUSTER_NODES "host:port,..." of a Redis Cluster (ioredis Cluster); REDIS_URL then
+ *                   only gives the user and password
+ *   REDIS_CA_FILE   PEM CA for a rediss:// REDIS_URL (ioredis `tls.ca`)
  *   SELF_HOSTNAME   host Colyseus writes into Redis discovery. Colyseus 0.16 reads ONLY this
  *                   variable (unset => "pid/undefined:PORT"); this script defaults it to HOST
  *                   (or 127.0.0.1 when HOST is a wildcard such as 0.0.0.0 / ::).
@@ -78,8 +85,48 @@ const { Server, Room, matchMaker, LocalPresence, LocalDriver } = require('@colys
 const { WebSocketTransport } = require('@colyseus/ws-transport');
 const { RedisPresence } = require('@colyseus/redis-presence');
 
+/** "host:port,..." as ioredis nodes. */
+function nodeList(list) {
+  return list.split(',').map((s) => s.trim()).filter(Boolean).map((item) => {
+    const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(item);
+    if (!m) throw new Error(`bad node "${item}" (expected host:port)`);
+    return { host: m[1], port: parseInt(m[2], 10) };
+  });
+}
+
+/**
+ * The arguments RedisPresence and RedisDriver pass on to ioredis: `[options]` (a URL, or
+ * options for a Sentinel set or TLS with a CA file) or `[nodes, clusterOptions]`.
+ */
+function redisArgs() {
+  const url = new URL(REDIS_URL);
+  const auth = {
+    username: decodeURIComponent(url.username) || undefined,
+    password: decodeURIComponent(url.password) || undefined,
+  };
+  const tls = url.protocol === 'rediss:'
+    ? { tls: process.env.REDIS_CA_FILE ? { ca: require('fs').readFileSync(process.env.REDIS_CA_FILE) } : {} }
+    : {};
+  if (process.env.REDIS_CLUSTER_NODES) {
+    return [nodeList(process.env.REDIS_CLUSTER_NODES), { redisOptions: { ...auth, ...tls } }];
+  }
+  const db = parseInt(url.pathname.slice(1) || '0', 10);
+  if (process.env.REDIS_SENTINELS) {
+    return [{
+      sentinels: nodeList(process.env.REDIS_SENTINELS),
+      name: process.env.REDIS_SENTINEL_MASTER || 'mymaster',
+      sentinelPassword: process.env.REDIS_SENTINEL_PASSWORD || undefined,
+      ...auth, ...tls, db,
+    }];
+  }
+  if (process.env.REDIS_CA_FILE) {
+    return [{ host: url.hostname, port: parseInt(url.port || '6379', 10), ...auth, ...tls, db }];
+  }
+  return [REDIS_URL];
+}
+
 function makePresence() {
-  if (PRESENCE === 'redis') return new RedisPresence(REDIS_URL);
+  if (PRESENCE === 'redis') return new RedisPresence(...redisArgs());
   if (PRESENCE === 'local') return new LocalPresence();
   throw new Error(`unknown PRESENCE "${PRESENCE}" (expected "redis" or "local")`);
 }
@@ -88,7 +135,7 @@ function makeDriver() {
   if (PRESENCE === 'local') return new LocalDriver();
   if (DRIVER === 'redis') {
     const { RedisDriver } = require('@colyseus/redis-driver');
-    return new RedisDriver(REDIS_URL);
+    return new RedisDriver(...redisArgs());
   }
   if (DRIVER === 'mongoose') {
     const { MongooseDriver } = require('@colyseus/mongoose-driver');

@@ -61,6 +61,8 @@ pub struct StatusArgs {
     /// Redis holding Colyseus presence (for rooms and CCU in `roomcount`).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    #[command(flatten)]
+    pub redis: crate::redis_target::RedisArgs,
 }
 
 /// Cluster naming and the routing header, shared by the filter and the agent.
@@ -118,6 +120,8 @@ pub struct SyncArgs {
     /// Redis holding Colyseus presence (as for `@colyseus/proxy` and RedisPresence).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    #[command(flatten)]
+    pub redis: crate::redis_target::RedisArgs,
     /// Directory Envoy watches for dynamic config (`watched_directory`); must exist.
     #[arg(long, env = "COLYSEUS_ENVOY_CONFIG_DIR")]
     pub config_dir: PathBuf,
@@ -402,6 +406,8 @@ pub struct RegisterArgs {
     /// Redis the proxy's agent reads (as for `sync`).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    #[command(flatten)]
+    pub redis: crate::redis_target::RedisArgs,
     /// The game server's processId: the first of the two last path segments of its room
     /// URLs (`/{processId}/{roomId}`). Alphabet `[A-Za-z0-9_-]`, at most 64 characters.
     #[arg(long, env = "COLYSEUS_ENVOY_PROCESS_ID")]

@@ -197,7 +197,11 @@ async fn http_get(
 }
 
 /// Gathers the report; each source that fails adds a problem instead of failing the whole.
-pub async fn gather(api: SocketAddr, admin: &AdminEndpoint, redis_url: &str) -> Report {
+pub async fn gather(
+    api: SocketAddr,
+    admin: &AdminEndpoint,
+    redis: &crate::redis_target::RedisTarget,
+) -> Report {
     let t = Duration::from_secs(2);
     let mut report = Report::default();
     match http_get(api, "/ready", t).await {
@@ -223,7 +227,7 @@ pub async fn gather(api: SocketAddr, admin: &AdminEndpoint, redis_url: &str) -> 
     if let Ok((200, body)) = admin.get("/stats?filter=upstream_cx_active$", t).await {
         report.connections = parse_active_connections(&body);
     }
-    match read_roomcount(redis_url, t).await {
+    match read_roomcount(redis, t).await {
         Ok(map) => report.roomcount = map,
         Err(e) => report.problems.push(format!("Redis roomcount: {e}")),
     }
@@ -231,20 +235,11 @@ pub async fn gather(api: SocketAddr, admin: &AdminEndpoint, redis_url: &str) -> 
 }
 
 async fn read_roomcount(
-    url: &str,
+    redis: &crate::redis_target::RedisTarget,
     timeout: Duration,
 ) -> Result<BTreeMap<String, String>, crate::redis_call::RedisCallError> {
-    use crate::redis_call::{bounded, RedisCallError};
-    let client = redis::Client::open(url).map_err(|source| RedisCallError::Redis {
-        what: "parsing the Redis URL",
-        source,
-    })?;
-    let mut conn = bounded(
-        timeout,
-        "connecting",
-        client.get_multiplexed_async_connection(),
-    )
-    .await?;
+    use crate::redis_call::bounded;
+    let mut conn = redis.commands(timeout, "connecting").await?;
     bounded(
         timeout,
         "reading roomcount",

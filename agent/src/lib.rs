@@ -44,6 +44,8 @@ pub mod probe;
 #[cfg(feature = "daemon")]
 pub mod redis_call;
 #[cfg(feature = "daemon")]
+pub mod redis_target;
+#[cfg(feature = "daemon")]
 pub mod registrar;
 pub mod rooms;
 pub mod sinks;

@@ -54,10 +54,14 @@ fn status(args: &colyseus_envoy_agent::config::StatusArgs) -> ExitCode {
     let Some(runtime) = runtime(false) else {
         return ExitCode::FAILURE;
     };
+    let redis = match args.redis.target(&args.redis_url) {
+        Ok(r) => r,
+        Err(e) => return usage(&e),
+    };
     let report = runtime.block_on(inspect::gather(
         args.api_addr,
         &args.admin_addr,
-        &args.redis_url,
+        &redis,
     ));
     print!("{}", report.render());
     if report.is_healthy() {
@@ -194,15 +198,23 @@ async fn sync(args: SyncArgs) -> ExitCode {
             args.config_dir.display()
         ));
     }
-    let source = match RedisPresenceSource::new(RedisPresenceConfig {
-        url: args.redis_url.clone(),
+    let target = match args.redis.target(&args.redis_url) {
+        Ok(t) => t,
+        Err(e) => return usage(&e),
+    };
+    let rooms_target = match &args.redis_rooms_url {
+        Some(url) => match args.redis.standalone(url) {
+            Ok(t) => t,
+            Err(e) => return usage(&e),
+        },
+        None => target.clone(),
+    };
+    let source = RedisPresenceSource::new(RedisPresenceConfig {
+        target,
         nodes_key: args.presence.nodes_key.clone(),
         discovery_channel: args.presence.discovery_channel.clone(),
         timeout: args.redis_timeout,
-    }) {
-        Ok(s) => s,
-        Err(e) => return usage(&e),
-    };
+    });
     let health_check = match HealthCheck::parse(&args.health_check, args.health_check_interval) {
         Ok(h) => h,
         Err(e) => return usage(&e),
@@ -220,7 +232,7 @@ async fn sync(args: SyncArgs) -> ExitCode {
         },
         agent_api: Some(args.api_addr),
     };
-    match run_sync(args, routing, source, health_check, policy).await {
+    match run_sync(args, routing, source, rooms_target, health_check, policy).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -233,6 +245,7 @@ async fn run_sync(
     args: SyncArgs,
     routing: routing::RoutingConfig,
     source: RedisPresenceSource,
+    rooms_target: colyseus_envoy_agent::redis_target::RedisTarget,
     health_check: HealthCheck,
     upstream_policy: UpstreamPolicy,
 ) -> anyhow::Result<()> {
@@ -251,15 +264,11 @@ async fn run_sync(
         Some("mongo")
     } else if args.redis_rooms {
         let source = RedisRoomsSource::new(RedisRoomsConfig {
-            url: args
-                .redis_rooms_url
-                .clone()
-                .unwrap_or_else(|| args.redis_url.clone()),
+            target: rooms_target,
             key: redis_rooms::DEFAULT_KEY.to_owned(),
             interval: args.redis_rooms_interval,
             timeout: args.redis_timeout,
-        })
-        .context("configuring the RedisDriver room listings")?;
+        });
         status = status
             .with_rooms()
             .with_fetcher(RoomFetcher::Redis(Box::new(source.fetcher())));
@@ -327,7 +336,7 @@ async fn run_sync(
         drain_idle: args.drain_idle,
         cluster_names: routing.names.clone(),
     };
-    info!(redis = %args.redis_url, config_dir = %args.config_dir.display(), api = %args.api_addr, "Agent starting.");
+    info!(redis = %source.config().target.identity(), config_dir = %args.config_dir.display(), api = %args.api_addr, "Agent starting.");
     let syncer = Syncer::new(source, sink, config, status);
     let sync_task = tokio::spawn(syncer.run(stopped(stop_rx)));
     shutdown_signal().await;

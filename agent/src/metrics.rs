@@ -54,6 +54,8 @@ pub struct Metrics {
     pub redis_session_failures: AtomicU64,
     /// Redis restarts noticed (`run_id` changed).
     pub redis_restarts: AtomicU64,
+    /// Redis failovers noticed (`run_id` changed, replication history carried on).
+    pub redis_failovers: AtomicU64,
     /// Registrations Redis lost whose process answered a probe and was kept.
     pub registrations_restored: AtomicU64,
     /// Registrations Redis lost whose process did not answer and was dropped.
@@ -196,7 +198,7 @@ impl Metrics {
 
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let series: [(&str, &str, &str, &AtomicU64); 17] = [
+        let series: [(&str, &str, &str, &AtomicU64); 18] = [
             (
                 "colyseus_envoy_processes",
                 "gauge",
@@ -256,6 +258,12 @@ impl Metrics {
                 "counter",
                 "Redis restarts noticed by run_id.",
                 &self.redis_restarts,
+            ),
+            (
+                "colyseus_envoy_redis_failovers_total",
+                "counter",
+                "Redis failovers noticed (new run_id, same replication history).",
+                &self.redis_failovers,
             ),
             (
                 "colyseus_envoy_registrations_restored_total",

@@ -36,6 +36,7 @@ use crate::sinks::envoy_files::EnvoyFilesSink;
 use crate::sources::redis::{
     Message, RedisPresenceSource, RedisSession, RedisSourceError, IPC_PREFIX,
 };
+use crate::sources::redis_lineage::{self, Continuity};
 use crate::state::{self, SyncedState};
 use crate::status::Status;
 use crate::upstreams::Upstreams;
@@ -109,6 +110,8 @@ pub struct Syncer {
     registry: Registry,
     /// `run_id` of the Redis the registry was last synced with.
     run_id: Option<String>,
+    /// Its `master_replid`, to tell a failover from a restart (memory only).
+    replid: Option<String>,
     /// Last state saved to `state_file`, to skip identical writes.
     saved: Option<SyncedState>,
     backoff: Duration,
@@ -210,6 +213,7 @@ impl Syncer {
             status,
             registry,
             run_id: persisted.redis_run_id.clone(),
+            replid: None,
             saved: Some(persisted),
             backoff: Duration::from_millis(100),
             config,
@@ -495,11 +499,19 @@ impl Syncer {
             rejections.insert(key);
         }
         self.known_rejections = rejections;
-        let restarted = self
-            .run_id
-            .as_ref()
-            .is_some_and(|id| *id != snapshot.run_id);
+        let continuity = redis_lineage::continuity(
+            self.run_id.as_deref(),
+            self.replid.as_deref(),
+            &snapshot.run_id,
+            &snapshot.lineage,
+        );
+        if continuity == Continuity::Failover {
+            self.status.metrics.redis_failovers.fetch_add(1, Relaxed);
+            info!(run_id = %snapshot.run_id, missing = outcome.vanished.len(), "Redis failed over (same replication history); the registration set carries on.");
+        }
+        let restarted = continuity != Continuity::Same;
         self.run_id = Some(snapshot.run_id.clone());
+        self.replid.clone_from(&snapshot.lineage.replid);
         if !restarted || outcome.vanished.is_empty() {
             for reg in &outcome.vanished {
                 info!(process_id = %reg.process_id, address = %reg.endpoint, "Process left the registration set; draining it.");
@@ -523,8 +535,10 @@ impl Syncer {
             self.publish();
             return Ok(());
         }
-        self.status.metrics.redis_restarts.fetch_add(1, Relaxed);
-        warn!(run_id = %snapshot.run_id, in_redis = fresh.active_len(), lost = lost.len(), "Redis restarted (new run_id) and lost registrations.");
+        if continuity == Continuity::Restarted {
+            self.status.metrics.redis_restarts.fetch_add(1, Relaxed);
+        }
+        warn!(run_id = %snapshot.run_id, ?continuity, in_redis = fresh.active_len(), lost = lost.len(), "Redis restarted or failed over (new run_id) and lost registrations.");
         if !self.config.restore_lost_registrations {
             error!(
                 lost = lost.len(),

@@ -5,6 +5,8 @@
 pub mod mongo;
 #[cfg(feature = "daemon")]
 pub mod redis;
+/// Restart or failover? Replication ids from `INFO`, compared (pure).
+pub mod redis_lineage;
 /// RedisDriver's room listings (the `roomcaches` hash): periodic reads plus single-room reads.
 #[cfg(feature = "daemon")]
 pub mod redis_rooms;

@@ -9,10 +9,12 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubStream};
+use redis::aio::PubSubStream;
 
 use crate::lease;
-use crate::redis_call::{self, bounded, RedisCallError};
+use crate::redis_call::{bounded, RedisCallError};
+use crate::redis_target::{Batch, Commands, RedisTarget};
+use crate::sources::redis_lineage::Lineage;
 
 /// Prefix of the request ids of this agent's liveness pings; Colyseus answers each on
 /// `ipc:{requestId}`, and the agent subscribes to `ipc:{IPC_PREFIX}*`.
@@ -30,7 +32,7 @@ pub enum Message {
 /// Key names and timeouts of the presence layout.
 #[derive(Debug, Clone)]
 pub struct RedisPresenceConfig {
-    pub url: String,
+    pub target: RedisTarget,
     pub nodes_key: String,
     pub discovery_channel: String,
     /// Bound on connecting and on each command, so a dead server is noticed.
@@ -40,17 +42,17 @@ pub struct RedisPresenceConfig {
 /// Why a Redis session failed. Every error ends the session; the caller reconnects.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisSourceError {
-    #[error("invalid Redis URL {url:?}: {source}")]
-    Url {
-        url: String,
-        source: redis::RedisError,
-    },
     #[error(transparent)]
     Call(#[from] RedisCallError),
     #[error("the pub/sub connection closed")]
     Closed,
-    #[error("INFO server has no run_id")]
+    #[error("INFO has no run_id")]
     NoRunId,
+    #[error("unexpected reply to {what}: {source}")]
+    Reply {
+        what: &'static str,
+        source: redis::RedisError,
+    },
 }
 
 /// A full read of the registrations, with the identity of the Redis server it came from.
@@ -59,6 +61,8 @@ pub struct Snapshot {
     /// Redis's `run_id`: changes when the server restarts, which is how a restart that lost
     /// the data (no persistence) is told apart from registrations really removed.
     pub run_id: String,
+    /// The server's replication history, which tells a failover (same data) from a restart.
+    pub lineage: Lineage,
     /// Raw members, not yet validated.
     pub members: Vec<Vec<u8>>,
 }
@@ -66,20 +70,12 @@ pub struct Snapshot {
 /// Connects to Redis presence.
 #[derive(Debug, Clone)]
 pub struct RedisPresenceSource {
-    client: redis::Client,
     config: RedisPresenceConfig,
 }
 
 impl RedisPresenceSource {
-    /// # Errors
-    /// An unparsable URL.
-    pub fn new(config: RedisPresenceConfig) -> Result<Self, RedisSourceError> {
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|source| RedisSourceError::Url {
-                url: config.url.clone(),
-                source,
-            })?;
-        Ok(Self { client, config })
+    pub fn new(config: RedisPresenceConfig) -> Self {
+        Self { config }
     }
 
     pub fn config(&self) -> &RedisPresenceConfig {
@@ -92,12 +88,7 @@ impl RedisPresenceSource {
     /// Connection or subscription failure or timeout.
     pub async fn connect(&self) -> Result<RedisSession, RedisSourceError> {
         let timeout = self.config.timeout;
-        let mut pubsub = bounded(
-            timeout,
-            "connecting pub/sub",
-            self.client.get_async_pubsub(),
-        )
-        .await?;
+        let (mut pubsub, commands) = self.config.target.session(timeout).await?;
         bounded(
             timeout,
             "subscribing to the discovery channel",
@@ -110,10 +101,24 @@ impl RedisPresenceSource {
             pubsub.psubscribe(format!("ipc:{IPC_PREFIX}*")),
         )
         .await?;
-        let commands = redis_call::connect(&self.client, timeout, "connecting").await?;
+        let nodes_slot = match &commands {
+            Commands::Cluster(_) => Some(
+                bounded(
+                    timeout,
+                    "finding the slot of the registration set",
+                    redis::cmd("CLUSTER")
+                        .arg("KEYSLOT")
+                        .arg(&self.config.nodes_key)
+                        .query_async::<u16>(&mut commands.clone()),
+                )
+                .await?,
+            ),
+            Commands::Node(_) => None,
+        };
         Ok(RedisSession {
             messages: pubsub.into_on_message(),
             commands,
+            nodes_slot,
             config: self.config.clone(),
         })
     }
@@ -122,7 +127,10 @@ impl RedisPresenceSource {
 /// One live connection to Redis presence.
 pub struct RedisSession {
     messages: PubSubStream,
-    commands: MultiplexedConnection,
+    commands: Commands,
+    /// On a cluster, the slot of the registration set: its master's INFO is the one that
+    /// says whether the set was lost.
+    nodes_slot: Option<u16>,
     config: RedisPresenceConfig,
 }
 
@@ -133,19 +141,54 @@ impl RedisSession {
     /// Command failure or timeout.
     pub async fn snapshot(&mut self) -> Result<Snapshot, RedisSourceError> {
         let timeout = self.config.timeout;
-        let (info, members): (String, Vec<Vec<u8>>) = bounded(
-            timeout,
-            "reading INFO and the registration set",
-            redis::pipe()
-                .cmd("INFO")
-                .arg("server")
-                .cmd("SMEMBERS")
-                .arg(&self.config.nodes_key)
-                .query_async(&mut self.commands),
-        )
-        .await?;
+        // `INFO` without a section: `server` (run_id) and `replication` (replids), on
+        // every Redis version.
+        let (info, members): (String, Vec<Vec<u8>>) = match (&mut self.commands, self.nodes_slot) {
+            (Commands::Cluster(conn), Some(slot)) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let members = bounded(
+                    timeout,
+                    "reading the registration set",
+                    redis::cmd("SMEMBERS")
+                        .arg(&self.config.nodes_key)
+                        .query_async(&mut *conn),
+                )
+                .await?;
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::new(slot, SlotAddr::Master),
+                ));
+                let info = bounded(
+                    timeout,
+                    "reading INFO of the registration set's master",
+                    conn.route_command(&redis::cmd("INFO"), route),
+                )
+                .await?;
+                let info =
+                    redis::from_redis_value(&info).map_err(|source| RedisSourceError::Reply {
+                        what: "INFO",
+                        source,
+                    })?;
+                (info, members)
+            }
+            (commands, _) => {
+                bounded(
+                    timeout,
+                    "reading INFO and the registration set",
+                    redis::pipe()
+                        .cmd("INFO")
+                        .cmd("SMEMBERS")
+                        .arg(&self.config.nodes_key)
+                        .query_async(commands),
+                )
+                .await?
+            }
+        };
         let run_id = parse_run_id(&info).ok_or(RedisSourceError::NoRunId)?;
-        Ok(Snapshot { run_id, members })
+        Ok(Snapshot {
+            run_id,
+            lineage: Lineage::from_info(&info),
+            members,
+        })
     }
 
     /// The `roomcount` hash (processId -> `"{rooms},{ccu}"`), raw.
@@ -193,20 +236,41 @@ impl RedisSession {
     /// # Errors
     /// Command failure or timeout.
     pub async fn ping(&mut self, pings: &[(String, String)]) -> Result<Vec<u64>, RedisSourceError> {
-        let mut pipe = redis::pipe();
+        let mut pipe = Batch::new();
         for (process_id, request_id) in pings {
             let payload = serde_json::json!(["healthcheck", request_id, []]).to_string();
             pipe.cmd("PUBLISH")
                 .arg(format!("p:{process_id}"))
                 .arg(payload);
         }
-        bounded(
-            self.config.timeout,
+        let timeout = self.config.timeout;
+        let published: Vec<u64> = bounded(
+            timeout,
             "publishing liveness pings",
-            pipe.query_async(&mut self.commands),
+            pipe.query(&mut self.commands),
         )
-        .await
-        .map_err(Into::into)
+        .await?;
+        if !self.config.target.is_cluster() || pings.is_empty() {
+            return Ok(published);
+        }
+        // On a cluster PUBLISH counts only the subscribers of the node that took it, and a
+        // process may subscribe on any node: count them on every node (the cluster client
+        // sends PUBSUB NUMSUB to all nodes and sums the answers).
+        let mut numsub = redis::cmd("PUBSUB");
+        numsub.arg("NUMSUB");
+        for (process_id, _) in pings {
+            numsub.arg(format!("p:{process_id}"));
+        }
+        let counts: std::collections::HashMap<String, u64> = bounded(
+            timeout,
+            "counting liveness subscribers on every node",
+            numsub.query_async(&mut self.commands),
+        )
+        .await?;
+        Ok(pings
+            .iter()
+            .map(|(pid, _)| counts.get(&format!("p:{pid}")).copied().unwrap_or(0))
+            .collect())
     }
 
     /// Members registered by a registrar sidecar (`colyseus-envoy-agent register`) whose
@@ -227,16 +291,12 @@ impl RedisSession {
         if leased.is_empty() {
             return Ok(leased);
         }
-        let mut pipe = redis::pipe();
+        let mut pipe = Batch::new();
         for member in &leased {
             pipe.cmd("EXISTS").arg(lease::lease_key(member));
         }
-        let exists: Vec<bool> = bounded(
-            timeout,
-            "reading leases",
-            pipe.query_async(&mut self.commands),
-        )
-        .await?;
+        let exists: Vec<bool> =
+            bounded(timeout, "reading leases", pipe.query(&mut self.commands)).await?;
         Ok(leased
             .into_iter()
             .zip(exists)
@@ -250,9 +310,8 @@ impl RedisSession {
     /// # Errors
     /// Command failure or timeout.
     pub async fn expire_lease(&mut self, member: &str) -> Result<(), RedisSourceError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SREM")
+        let mut pipe = self.write_pipe();
+        pipe.cmd("SREM")
             .arg(&self.config.nodes_key)
             .arg(member)
             .ignore()
@@ -267,7 +326,7 @@ impl RedisSession {
         bounded(
             self.config.timeout,
             "expiring a lease",
-            pipe.query_async::<()>(&mut self.commands),
+            pipe.query::<()>(&mut self.commands),
         )
         .await
         .map_err(Into::into)
@@ -305,9 +364,8 @@ impl RedisSession {
         .await?;
         let rooms = rooms_of(process_id, &listings);
         let payload = lease::announcement("remove", member);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SREM")
+        let mut pipe = self.write_pipe();
+        pipe.cmd("SREM")
             .arg(&self.config.nodes_key)
             .arg(&spellings)
             .ignore()
@@ -325,10 +383,17 @@ impl RedisSession {
         bounded(
             self.config.timeout,
             "evicting a dead process from presence",
-            pipe.query_async::<()>(&mut self.commands),
+            pipe.query::<()>(&mut self.commands),
         )
         .await
         .map_err(Into::into)
+    }
+
+    /// Writes that belong together: one MULTI, except on a cluster (see [`Batch`]).
+    fn write_pipe(&self) -> Batch {
+        let mut pipe = Batch::new();
+        pipe.atomic();
+        pipe
     }
 
     /// Re-adds registrations Redis lost, and announces them the way Colyseus does, so other
@@ -337,7 +402,7 @@ impl RedisSession {
     /// # Errors
     /// Command failure or timeout.
     pub async fn restore(&mut self, members: &[String]) -> Result<(), RedisSourceError> {
-        let mut pipe = redis::pipe();
+        let mut pipe = Batch::new();
         for member in members {
             let payload = lease::announcement("add", member);
             pipe.cmd("SADD")
@@ -352,7 +417,7 @@ impl RedisSession {
         bounded(
             self.config.timeout,
             "restoring registrations",
-            pipe.query_async::<()>(&mut self.commands),
+            pipe.query::<()>(&mut self.commands),
         )
         .await
         .map_err(Into::into)

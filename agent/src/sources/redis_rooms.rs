@@ -11,11 +11,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::redis_call::{self, bounded, RedisCallError};
+use crate::redis_call::{bounded, RedisCallError};
+use crate::redis_target::{Commands, RedisTarget};
 use crate::rooms::{self, Room, RoomEvent, RoomFeed, RoomRejection};
 
 /// RedisDriver's hash.
@@ -23,7 +23,7 @@ pub const DEFAULT_KEY: &str = "roomcaches";
 
 #[derive(Debug, Clone)]
 pub struct RedisRoomsConfig {
-    pub url: String,
+    pub target: RedisTarget,
     pub key: String,
     /// Period of the full read.
     pub interval: Duration,
@@ -33,11 +33,6 @@ pub struct RedisRoomsConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisRoomsError {
-    #[error("invalid Redis URL {url:?}: {source}")]
-    Url {
-        url: String,
-        source: redis::RedisError,
-    },
     #[error(transparent)]
     Call(#[from] RedisCallError),
     #[error("the room index consumer is gone")]
@@ -47,26 +42,19 @@ pub enum RedisRoomsError {
 /// Reads the listings periodically and sends them as [`RoomFeed`]s.
 #[derive(Debug, Clone)]
 pub struct RedisRoomsSource {
-    client: redis::Client,
     config: RedisRoomsConfig,
 }
 
 impl RedisRoomsSource {
-    /// # Errors
-    /// An unparsable URL. Connects lazily.
-    pub fn new(config: RedisRoomsConfig) -> Result<Self, RedisRoomsError> {
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|source| RedisRoomsError::Url {
-                url: config.url.clone(),
-                source,
-            })?;
-        Ok(Self { client, config })
+    /// Connects lazily.
+    pub fn new(config: RedisRoomsConfig) -> Self {
+        Self { config }
     }
 
     /// A fetcher of single rooms over its own connection.
     pub fn fetcher(&self) -> RedisRoomFetcher {
         RedisRoomFetcher {
-            client: self.client.clone(),
+            target: self.config.target.clone(),
             key: self.config.key.clone(),
             timeout: self.config.timeout,
             conn: tokio::sync::Mutex::new(None),
@@ -93,7 +81,7 @@ impl RedisRoomsSource {
     }
 
     async fn session(&self, tx: &mpsc::Sender<RoomFeed>) -> Result<(), RedisRoomsError> {
-        let mut conn = connect(&self.client, self.config.timeout).await?;
+        let mut conn = connect(&self.config.target, self.config.timeout).await?;
         let mut tick = tokio::time::interval(self.config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first read of a session is a reload; later ones send only what changed.
@@ -120,7 +108,7 @@ impl RedisRoomsSource {
     /// the timeout on its own. Each page is folded into the read as it arrives.
     async fn read(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Commands,
         seen: &HashMap<String, u64>,
     ) -> Result<Read, RedisRoomsError> {
         let mut read = Read::default();
@@ -230,11 +218,11 @@ impl Read {
 /// Reads one listing (HGET), for a room the index does not have yet.
 #[derive(Debug)]
 pub struct RedisRoomFetcher {
-    client: redis::Client,
+    target: RedisTarget,
     key: String,
     timeout: Duration,
     /// Opened on first use, dropped after an error so the next call reconnects.
-    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    conn: tokio::sync::Mutex<Option<Commands>>,
 }
 
 impl RedisRoomFetcher {
@@ -251,7 +239,7 @@ impl RedisRoomFetcher {
             match guard.as_ref() {
                 Some(conn) => conn.clone(),
                 None => {
-                    let conn = connect(&self.client, self.timeout).await?;
+                    let conn = connect(&self.target, self.timeout).await?;
                     *guard = Some(conn.clone());
                     conn
                 }
@@ -277,11 +265,10 @@ impl RedisRoomFetcher {
     }
 }
 
-async fn connect(
-    client: &redis::Client,
-    timeout: Duration,
-) -> Result<MultiplexedConnection, RedisRoomsError> {
-    Ok(redis_call::connect(client, timeout, "connecting to Redis (room listings)").await?)
+async fn connect(target: &RedisTarget, timeout: Duration) -> Result<Commands, RedisRoomsError> {
+    Ok(target
+        .commands(timeout, "connecting to Redis (room listings)")
+        .await?)
 }
 
 async fn send(tx: &mpsc::Sender<RoomFeed>, feed: RoomFeed) -> Result<(), RedisRoomsError> {

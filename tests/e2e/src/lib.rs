@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+pub mod redis_topologies;
+
 /// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

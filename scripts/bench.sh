@@ -200,7 +200,7 @@ start_ours() {
     --filter-wasm "$wasm" >"$run_dir/$name/envoy.json"
   start "$name-agent" "${pin_proxy[@]}" "$agent" sync --redis-url "$redis" \
     --config-dir "$run_dir/$name/envoy-config" --state-file "$run_dir/$name/agent-state.json" \
-    --api-addr "127.0.0.1:$api" "${agent_extra[@]}"
+    --api-addr "127.0.0.1:$api" --envoy-admin "127.0.0.1:$px_admin" "${agent_extra[@]}"
   agent_pid=$spid
   wait_http "http://127.0.0.1:$api/ready"
   start "$name" "${pin_proxy[@]}" "$envoy" -c "$run_dir/$name/envoy.json" --log-level warn \

@@ -267,7 +267,7 @@ mkdir -p "$RUN_DIR/envoy-config"
   --config-dir "$RUN_DIR/envoy-config" --filter-wasm "$wasm" >"$RUN_DIR/envoy.json.tmp"
 mv "$RUN_DIR/envoy.json.tmp" "$RUN_DIR/envoy.json"
 agent_cmd=("$agent" sync --redis-url "$REDIS_URL" --config-dir "$RUN_DIR/envoy-config"
-  --state-file "$RUN_DIR/agent-state.json" --api-addr "$AGENT_API_ADDR")
+  --state-file "$RUN_DIR/agent-state.json" --api-addr "$AGENT_API_ADDR" --envoy-admin "$ADMIN_ADDR")
 envoy_cmd=("$envoy" -c "$RUN_DIR/envoy.json" --log-level "$ENVOY_LOG_LEVEL")
 if [ -n "${ENVOY_CONCURRENCY:-}" ]; then envoy_cmd+=(--concurrency "$ENVOY_CONCURRENCY"); fi
 rm -f "$envoy_args_file" "$envoy_admin_file" "$base_id_file" "$epoch_file"

@@ -20,6 +20,8 @@ use crate::status::Status;
 pub const MAX_WARM_WAIT: Duration = Duration::from_secs(3);
 /// Pause between two admin reads while something warms.
 const POLL: Duration = Duration::from_millis(2);
+/// Pause after a failed admin read (Envoy not started yet, or restarting).
+const RETRY: Duration = Duration::from_millis(50);
 /// Bound on one admin read.
 const ADMIN_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -84,7 +86,7 @@ pub async fn follow(status: Arc<Status>, admin: AdminEndpoint) {
         if !confirmed.is_empty() || !expired.is_empty() {
             status.republish();
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(if admin_failing { RETRY } else { POLL }).await;
     }
 }
 

@@ -1,6 +1,6 @@
 //! Confirms new processes' clusters with Envoy before they are advertised (see
 //! [`crate::advertise`]): while a process warms, Envoy's admin `/clusters` is read every few
-//! milliseconds until it lists the process cluster (active: loaded and past its first health
+//! millisecond until it lists the process cluster (active: loaded and past its first health
 //! check) with a healthy host.
 //!
 //! Admin is read only while something warms, so an idle fleet costs nothing. Parsing is
@@ -19,7 +19,7 @@ use crate::status::Status;
 /// with a warning: its cluster may be failing its health check.
 pub const MAX_WARM_WAIT: Duration = Duration::from_secs(3);
 /// Pause between two admin reads while something warms.
-const POLL: Duration = Duration::from_millis(2);
+const POLL: Duration = Duration::from_millis(1);
 /// Pause after a failed admin read (Envoy not started yet, or restarting).
 const RETRY: Duration = Duration::from_millis(50);
 /// Bound on one admin read.

@@ -10,6 +10,10 @@ use crate::atomic_file;
 /// The persisted state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncedState {
+    /// The Redis the members were read from; state from another one is never restored
+    /// (see [`Restore`]). `None` in files written before it was recorded.
+    #[serde(default)]
+    pub redis: Option<RedisOrigin>,
     /// `run_id` of the Redis server the members were read from.
     pub redis_run_id: Option<String>,
     /// Members as Colyseus writes them, sorted.
@@ -17,6 +21,69 @@ pub struct SyncedState {
     /// Processes unregistered but still draining, in the same form.
     #[serde(default)]
     pub draining: Vec<String>,
+}
+
+/// Which Redis a state came from: the URL without credentials or query, and the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisOrigin {
+    /// `scheme://host:port` (or the path of a `unix:` URL), without user or password.
+    pub url: String,
+    pub db: i64,
+}
+
+impl RedisOrigin {
+    /// From a Redis URL as given to the agent (`redis://[user:pass@]host[:port][/db][?..]`,
+    /// `rediss://..`, `unix:///path?db=N`, `redis+unix://..`). Pure text: credentials never
+    /// reach the state file or the log.
+    pub fn from_url(url: &str) -> Self {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let query_db = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("db="))
+            .and_then(|v| v.parse().ok());
+        if scheme.contains("unix") {
+            return Self {
+                url: format!("{scheme}://{rest}"),
+                db: query_db.unwrap_or(0),
+            };
+        }
+        let hostport_path = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+        let (hostport, path) = hostport_path.split_once('/').unwrap_or((hostport_path, ""));
+        let db = path.parse().ok().or(query_db).unwrap_or(0);
+        Self {
+            url: format!("{scheme}://{hostport}"),
+            db,
+        }
+    }
+}
+
+impl std::fmt::Display for RedisOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} db {}", self.url, self.db)
+    }
+}
+
+/// Whether a loaded state may be used with the Redis the agent follows now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restore {
+    /// Same Redis (or no state at all): restore it.
+    Yes,
+    /// Written from another Redis: never restored; what Envoy routes to is that fleet.
+    OtherRedis(RedisOrigin),
+    /// Written before the origin was recorded: not restored (it may be another fleet's),
+    /// but Envoy's config is left as it is until the first sync.
+    UnknownOrigin,
+}
+
+/// Decides [`Restore`] for `state` loaded while following `now`.
+pub fn restore(state: &SyncedState, now: &RedisOrigin) -> Restore {
+    match &state.redis {
+        _ if state.members.is_empty() && state.draining.is_empty() => Restore::Yes,
+        Some(origin) if origin == now => Restore::Yes,
+        Some(origin) => Restore::OtherRedis(origin.clone()),
+        None => Restore::UnknownOrigin,
+    }
 }
 
 /// Why the state file could not be used.
@@ -85,6 +152,7 @@ mod tests {
         let path = dir.path().join("state.json");
         assert_eq!(load(&path).unwrap(), SyncedState::default());
         let state = SyncedState {
+            redis: Some(RedisOrigin::from_url("redis://127.0.0.1:6379/2")),
             redis_run_id: Some("abc".into()),
             members: vec!["p/127.0.0.1:1".into()],
             draining: vec!["q/127.0.0.1:2".into()],
@@ -93,5 +161,50 @@ mod tests {
         assert_eq!(load(&path).unwrap(), state);
         std::fs::write(&path, b"{nope").unwrap();
         assert!(matches!(load(&path), Err(StateError::Parse { .. })));
+        // A file from before the origin was recorded still loads.
+        std::fs::write(&path, br#"{"redis_run_id":"x","members":["p/h:1"]}"#).unwrap();
+        assert_eq!(load(&path).unwrap().redis, None);
+    }
+
+    #[test]
+    fn origins_drop_credentials_and_keep_the_database() {
+        let o = |u: &str| RedisOrigin::from_url(u);
+        assert_eq!(
+            o("redis://user:s3cret@cache.internal:6380/3?protocol=resp3"),
+            RedisOrigin {
+                url: "redis://cache.internal:6380".into(),
+                db: 3
+            }
+        );
+        assert_eq!(o("redis://:pw@h:1").url, "redis://h:1");
+        assert_eq!(o("redis://h:1").db, 0);
+        assert_eq!(o("rediss://h:1/0").url, "rediss://h:1");
+        assert_eq!(o("redis://h:1?db=4").db, 4);
+        assert_eq!(
+            o("unix:///run/redis.sock?db=2&password=x").url,
+            "unix:///run/redis.sock"
+        );
+        assert_eq!(o("unix:///run/redis.sock?db=2").db, 2);
+        assert!(!o("redis://a:s3cret@h:1/1").to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn state_from_another_redis_is_never_restored() {
+        let here = RedisOrigin::from_url("redis://h:1/0");
+        let mut state = SyncedState {
+            redis: Some(here.clone()),
+            redis_run_id: Some("r".into()),
+            members: vec!["p/h:2".into()],
+            draining: vec![],
+        };
+        assert_eq!(restore(&state, &here), Restore::Yes);
+        let other_db = RedisOrigin::from_url("redis://h:1/1");
+        assert_eq!(
+            restore(&state, &other_db),
+            Restore::OtherRedis(here.clone())
+        );
+        state.redis = None;
+        assert_eq!(restore(&state, &here), Restore::UnknownOrigin);
+        assert_eq!(restore(&SyncedState::default(), &other_db), Restore::Yes);
     }
 }

@@ -492,6 +492,13 @@ impl Proxy {
         );
     }
 
+    /// Restarts the agent process following another Redis from now on (Envoy keeps running
+    /// on the agent's last file; the state file stays).
+    pub fn restart_agent_on(&mut self, redis_url: &str, extra: &[&str]) {
+        redis_url.clone_into(&mut self.redis_url);
+        self.restart_agent(extra);
+    }
+
     pub fn public(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

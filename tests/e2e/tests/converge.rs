@@ -6,6 +6,7 @@
 //!   another, and never with a 503 on the way;
 //! - a player whose matchmaking placed the room on the new process joins it on the first
 //!   try (Colyseus's `JOIN_ROOM`), and real colyseus.js players all get in.
+//!
 //! Timings are printed, not asserted (the benchmark is `scripts/bench-converge.sh`).
 #![cfg(feature = "e2e")]
 
@@ -73,7 +74,7 @@ fn new_processes_are_routable_at_once(
     // Rooms on the fleet, so that Colyseus creates the next room on the newest process
     // (it picks the one with the fewest rooms).
     let held = Holding::start(&proxy.endpoint(), 8);
-    let mut firsts = Vec::new();
+    let mut firsts: Vec<Duration> = Vec::new();
     let mut newcomers = Vec::new();
     for round in 0..4 {
         let server = GameServer::start(&dir, &redis, env);
@@ -133,7 +134,6 @@ fn new_processes_are_routable_at_once(
             );
         }
     }
-    let mut firsts = firsts;
     println!(
         "{name}: registration to first routed room connection: {:?} (median, max ms)",
         median_max(&mut firsts)

@@ -328,8 +328,12 @@ def main():
     latest = {"meta": meta, "summary": summary, "ratios": ratios, "rounds": rows, "plots": made,
               "converge": conv, "scale": scale, "scale_parsed": {"processes": scale_procs, "rooms": scale_rooms}}
     json.dump(latest, open(os.path.join(outdir, "latest.json"), "w"), indent=1)
-    open(os.path.join(ROOT, "BENCHMARKS.md"), "w").write(
-        markdown(meta, summary, ratios, rows, made, plot_err, scale, conv, scale_procs))
+    text = markdown(meta, summary, ratios, rows, made, plot_err, scale, conv, scale_procs)
+    # The last scripts/bench-converge.sh run (real Colyseus servers), kept across bench.sh runs.
+    extra = os.path.join(outdir, "converge-colyseus.md")
+    if os.path.exists(extra):
+        text += "\n" + open(extra).read()
+    open(os.path.join(ROOT, "BENCHMARKS.md"), "w").write(text)
 
 
 def markdown(meta, s, ratios, rows, made, plot_err, scale=(), conv=None, scale_procs=None):

@@ -147,17 +147,35 @@ for setup in "${setups[@]}"; do
   stop_all
 done
 
-"$py" - "$results" <<'EOF'
-import json, sys
+# The table on stdout, and as a BENCHMARKS.md section (bench/report.py appends it).
+"$py" - "$results" "$root/bench/results/converge-colyseus.md" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+import json, sys, datetime
+names = {"ours": "colyseus-envoy", "colyseus-proxy": "@colyseus/proxy 0.12.11"}
+setups = {"mongoose": "MongooseDriver (secantusdb), agent --mongo-uri",
+          "redis": "RedisDriver, agent --redis-rooms", "none": "RedisDriver, agent without a room source"}
 print(f"{'setup':10} {'proxy':15} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  answers before routed")
+md = ["## Convergence with real Colyseus servers (scripts/bench-converge.sh)\n",
+      "Registration of a real Colyseus 0.16 server being started (its own `add` announcement) to the "
+      "first room connection `/{pid}/{fresh roomId}` answered by that process, probed about every "
+      "millisecond through both proxies at once. "
+      f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, load average at the end {sys.argv[3]}.\n",
+      "| setup | proxy | trials | p50 / p99 / max | answers before the routed one | failures |",
+      "| --- | --- | ---: | ---: | --- | ---: |"]
+f = lambda v: f"{v:.1f}" if v is not None else "-"
 for line in open(sys.argv[1]):
     r = json.loads(line)
     if "error" in r:
-        print(r["label"], "ERROR", r["error"]); continue
+        print(r["label"], "ERROR", r["error"]); md.append(f"| {r['label']} | ERROR {r['error']} | | | | |"); continue
     for name, p in r["proxies"].items():
         s = p["routable_ms"]
-        f = lambda v: f"{v:8.1f}" if v is not None else "       -"
-        print(f"{r['label']:10} {name:15} {f(s['p50'])} {f(s['p99'])} {f(s['max'])}  {p['answers_before_routed']}")
+        print(f"{r['label']:10} {name:15} {f(s['p50']):>8} {f(s['p99']):>8} {f(s['max']):>8}  {p['answers_before_routed']}")
+        before = ", ".join(f"{n}x {k}" for k, n in p["answers_before_routed"].items()) or "none"
+        md.append(f"| {setups.get(r['label'], r['label'])} | {names.get(name, name)} | {len(p['samples_ms'])} | "
+                  f"{f(s['p50'])} / {f(s['p99'])} / {f(s['max'])} ms | {before} | {sum(name in x for x in r['failures'])} |")
     if r["failures"]:
         print("  failures:", r["failures"])
+md.append("\n`404` before the routed answer (ours): probes sent before the agent had read the "
+          "registration (the room is unknown and its process not live yet); `101` (@colyseus/proxy): "
+          "another process answered, as it sends an unknown processId to any process.\n")
+open(sys.argv[2], "w").write("\n".join(md) + "\n")
 EOF

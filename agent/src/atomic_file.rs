@@ -41,11 +41,16 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
     };
     let mut file = std::fs::File::create(&tmp).map_err(temp_err)?;
     file.write_all(bytes).map_err(temp_err)?;
-    std::fs::rename(&tmp, &target).map_err(|source| WriteError::Rename {
-        from: tmp.clone(),
-        to: target.clone(),
-        source,
-    })?;
+    if exchange(&tmp, &target) {
+        // `tmp` now holds the old content.
+        let _ = std::fs::remove_file(&tmp);
+    } else {
+        std::fs::rename(&tmp, &target).map_err(|source| WriteError::Rename {
+            from: tmp.clone(),
+            to: target.clone(),
+            source,
+        })?;
+    }
     let dir = dir.to_owned();
     let sync = move || {
         let _ = file.sync_all();
@@ -73,4 +78,41 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
         }
     }
     Ok(())
+}
+
+/// Swaps `tmp` and an existing `target` atomically (Linux `renameat2(RENAME_EXCHANGE)`).
+/// Readers see the old file or the new one, as with a rename, but ext4 does not flush the new
+/// file's data first, as it does for a rename over an existing file (`auto_da_alloc`): that
+/// flush took ~4 ms per write on the disk measured here. `false`: not done (no target yet,
+/// or a filesystem without exchange); the caller renames.
+#[cfg(target_os = "linux")]
+fn exchange(tmp: &Path, target: &Path) -> bool {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    target.exists() && renameat_with(CWD, tmp, CWD, target, RenameFlags::EXCHANGE).is_ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_files_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "c.json", b"one").unwrap();
+        write(dir.path(), "c.json", b"two, longer").unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("c.json")).unwrap(),
+            b"two, longer"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["c.json"]);
+    }
 }

@@ -329,10 +329,12 @@ def main():
               "converge": conv, "scale": scale, "scale_parsed": {"processes": scale_procs, "rooms": scale_rooms}}
     json.dump(latest, open(os.path.join(outdir, "latest.json"), "w"), indent=1)
     text = markdown(meta, summary, ratios, rows, made, plot_err, scale, conv, scale_procs)
-    # The last scripts/bench-converge.sh run (real Colyseus servers), kept across bench.sh runs.
-    extra = os.path.join(outdir, "converge-colyseus.md")
-    if os.path.exists(extra):
-        text += "\n" + open(extra).read()
+    # Sections measured outside this harness, kept across bench.sh runs: the last
+    # scripts/bench-converge.sh run (real Colyseus servers) and the long-poll's fast-path cost.
+    for extra in ("converge-colyseus.md", "fast-path-cpu.md"):
+        path = os.path.join(outdir, extra)
+        if os.path.exists(path):
+            text += "\n" + open(path).read()
     open(os.path.join(ROOT, "BENCHMARKS.md"), "w").write(text)
 
 

@@ -79,8 +79,8 @@ impl Advertised {
         let Ok(mut warming) = self.warming.lock() else {
             return;
         };
-        let routable: Vec<&str> = routable.into_iter().collect();
-        warming.retain(|pid, _| routable.contains(&pid.as_str()));
+        let routable: std::collections::HashSet<&str> = routable.into_iter().collect();
+        warming.retain(|pid, _| routable.contains(pid.as_str()));
         let mut added = false;
         if self.gate {
             for pid in routable {

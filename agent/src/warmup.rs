@@ -3,8 +3,9 @@
 //! millisecond until it lists the process cluster (active: loaded and past its first health
 //! check) with a healthy host.
 //!
-//! Admin is read only while something warms, so an idle fleet costs nothing. Parsing is
-//! pure and tested here; the reads go through [`crate::envoy_admin`].
+//! Admin is read only while something warms, so an idle fleet costs nothing, and only for the
+//! warming clusters (`/clusters?filter=`), so a read stays small however many clusters
+//! Envoy has. Parsing is pure and tested here; the reads go through [`crate::envoy_admin`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -39,6 +40,33 @@ pub fn routable_clusters(clusters_text: &str) -> HashSet<&str> {
         .collect()
 }
 
+/// Admin path listing only `clusters` (`/clusters?filter=^(a|b)$`, percent-encoded): the
+/// names are matched literally (every character but `[A-Za-z0-9_-]` escaped).
+pub fn clusters_path(clusters: &[&str]) -> String {
+    let mut regex = String::from("^(");
+    for (i, name) in clusters.iter().enumerate() {
+        if i > 0 {
+            regex.push('|');
+        }
+        for c in name.chars() {
+            if !(c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                regex.push('\\');
+            }
+            regex.push(c);
+        }
+    }
+    regex.push_str(")$");
+    let mut path = String::from("/clusters?filter=");
+    for b in regex.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            path.push(char::from(b));
+        } else {
+            path.push_str(&format!("%{b:02X}"));
+        }
+    }
+    path
+}
+
 /// Runs for the agent's life: confirms warming processes as Envoy activates their clusters.
 pub async fn follow(status: Arc<Status>, admin: AdminEndpoint) {
     let mut admin_failing = false;
@@ -48,7 +76,9 @@ pub async fn follow(status: Arc<Status>, admin: AdminEndpoint) {
             status.advertised.new_warming.notified().await;
             continue;
         }
-        let routable: HashSet<String> = match admin.get("/clusters", ADMIN_TIMEOUT).await {
+        let names: Vec<&str> = warming.iter().map(|(_, c)| c.as_str()).collect();
+        let path = clusters_path(&names);
+        let routable: HashSet<String> = match admin.get(&path, ADMIN_TIMEOUT).await {
             Ok((200, body)) => {
                 admin_failing = false;
                 routable_clusters(&body)
@@ -109,5 +139,13 @@ mod tests {
         assert!(!names.contains("colyseus-process-b"));
         assert!(!names.contains("colyseus-process-c"));
         assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn the_filter_names_exactly_the_warming_clusters() {
+        assert_eq!(
+            clusters_path(&["colyseus-process-a_1", "p.x"]),
+            "/clusters?filter=%5E%28colyseus-process-a_1%7Cp%5C%2Ex%29%24"
+        );
     }
 }

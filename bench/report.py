@@ -328,8 +328,14 @@ def main():
     latest = {"meta": meta, "summary": summary, "ratios": ratios, "rounds": rows, "plots": made,
               "converge": conv, "scale": scale, "scale_parsed": {"processes": scale_procs, "rooms": scale_rooms}}
     json.dump(latest, open(os.path.join(outdir, "latest.json"), "w"), indent=1)
-    open(os.path.join(ROOT, "BENCHMARKS.md"), "w").write(
-        markdown(meta, summary, ratios, rows, made, plot_err, scale, conv, scale_procs))
+    text = markdown(meta, summary, ratios, rows, made, plot_err, scale, conv, scale_procs)
+    # Sections measured outside this harness, kept across bench.sh runs: the last
+    # scripts/bench-converge.sh run (real Colyseus servers) and the long-poll's fast-path cost.
+    for extra in ("converge-colyseus.md", "fast-path-cpu.md"):
+        path = os.path.join(outdir, extra)
+        if os.path.exists(path):
+            text += "\n" + open(path).read()
+    open(os.path.join(ROOT, "BENCHMARKS.md"), "w").write(text)
 
 
 def markdown(meta, s, ratios, rows, made, plot_err, scale=(), conv=None, scale_procs=None):

@@ -45,6 +45,9 @@
  *
  * Room "echo": on join sends "hello" {processId, roomId}; replies to each "echo" message with
  * "echo" {payload, processId, roomId}.
+ *
+ * Every WebSocket upgrade it accepts (101) carries `X-Colyseus-Process-Id: {processId}`, so a
+ * benchmark can tell which process answered a room path (even one naming no room).
  */
 
 const http = require('http');
@@ -187,8 +190,12 @@ class EchoRoom extends Room {
 }
 
 async function main() {
+  const transport = new WebSocketTransport();
+  transport.wss.on('headers', (headers) => {
+    headers.push(`X-Colyseus-Process-Id: ${matchMaker.processId}`);
+  });
   const serverOptions = {
-    transport: new WebSocketTransport(),
+    transport,
     presence: makePresence(),
     driver: makeDriver(),
     greet: false,

@@ -1,5 +1,6 @@
 //! The agent's private HTTP API: `/live`, `/ready`, `/metrics`, `/processes`,
-//! `/rooms/{roomId}` (bodies in [`routing::wire`]).
+//! `/rooms/{roomId}` (bodies in [`routing::wire`]). `/processes?after=VERSION` is a
+//! long-poll (see [`routing::wire::PROCESSES_AFTER_PARAM`]).
 //! Bind it to a private address; Envoy's public listener never routes to it (its cluster
 //! name cannot pass the route guard).
 
@@ -34,8 +35,13 @@ pub async fn serve(
     status: Arc<Status>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let held = status.clone();
     axum::serve(listener, router(status))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Held long-polls answer now instead of delaying the shutdown.
+            held.advertised.wake_all();
+        })
         .await
 }
 
@@ -58,8 +64,30 @@ async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
     )
 }
 
-async fn processes(State(status): State<Arc<Status>>) -> impl IntoResponse {
-    Json(status.processes())
+/// Query of `GET /processes`.
+#[derive(Debug, serde::Deserialize)]
+struct ProcessesQuery {
+    /// [`routing::wire::PROCESSES_AFTER_PARAM`]: the version the caller has.
+    after: Option<u64>,
+}
+
+/// The advertised processes, with their version in
+/// [`routing::wire::PROCESSES_VERSION_HEADER`]; with `after` equal to the current version,
+/// held until the set changes (at most [`routing::wire::PROCESSES_HOLD_MS`]).
+async fn processes(
+    State(status): State<Arc<Status>>,
+    Query(query): Query<ProcessesQuery>,
+) -> impl IntoResponse {
+    if let Some(after) = query.after {
+        let hold = std::time::Duration::from_millis(routing::wire::PROCESSES_HOLD_MS);
+        status.advertised.wait_change(after, hold).await;
+    }
+    // The version before the body: a change in between is seen again on the next call.
+    let version = status.advertised.version();
+    (
+        [(routing::wire::PROCESSES_VERSION_HEADER, version.to_string())],
+        Json(status.processes()),
+    )
 }
 
 /// Query of `GET /rooms/{roomId}`.

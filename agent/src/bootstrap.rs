@@ -386,11 +386,14 @@ fn routes(spec: &BootstrapSpec<'_>) -> Value {
     json!(routes)
 }
 
-/// Plain HTTP requests (matchmaking) that could not even connect are retried on another
-/// process: the request never reached the first one, so nothing runs twice.
+/// Plain HTTP requests (matchmaking) that never reached a game process are retried on
+/// another one, so nothing runs twice: a failed connect, a refused stream, and
+/// `reset-before-request` (Envoy 1.31+): a reset before any of the request was sent, as when
+/// a pooled connection to a process killed a moment ago turns out closed (the 503 seen
+/// right after a `kill -9`). A request reset after it was sent is never replayed.
 fn with_retries(mut action: Value) -> Value {
     action["retry_policy"] = json!({
-        "retry_on": "connect-failure,refused-stream",
+        "retry_on": "connect-failure,refused-stream,reset-before-request",
         "num_retries": 2,
         "retry_host_predicate": [{
             "name": "envoy.retry_host_predicates.previous_hosts",

@@ -254,9 +254,12 @@ pub struct SyncArgs {
     /// address and gives Envoy the checked IP).
     #[arg(long, env = "COLYSEUS_ENVOY_UPSTREAM_DNS_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub upstream_dns_interval: Duration,
-    /// Envoy's admin (as `bootstrap --admin-addr`): read to end a drain once the process
-    /// carries no connection, and, if TCP, refused as an upstream. Default: the Unix socket
-    /// `envoy-admin.sock` next to the config directory (`bootstrap`'s default).
+    /// Envoy's admin (as `bootstrap --admin-addr`): read to advertise a new process (in
+    /// `/processes` and room lookups) only once Envoy routes to its cluster, and to end a
+    /// drain once the process carries no connection; if TCP, refused as an upstream.
+    /// Default: the Unix socket `envoy-admin.sock` next to the config directory
+    /// (`bootstrap`'s default). Unreachable: new processes are advertised as soon as their
+    /// cluster is written, and drains end by probe or `--max-drain`.
     #[arg(long, env = "COLYSEUS_ENVOY_ADMIN_ADDR")]
     pub admin_addr: Option<AdminEndpoint>,
     /// A draining process whose cluster carries no request (no WebSocket, no HTTP) for this

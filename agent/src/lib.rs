@@ -12,6 +12,8 @@
 //! - [`bootstrap`]: renders Envoy's static bootstrap from the same flags.
 //! - [`api`], [`status`], [`metrics`]: the private HTTP API (`/live`, `/ready`, `/metrics`).
 //! - [`envoy_admin`]: the one client of Envoy's admin interface (TCP or Unix socket).
+//! - [`advertise`], [`warmup`]: a new process is advertised once Envoy routes to it; the
+//!   version `/processes?after=` long-polls wait on.
 //! - [`probe`], [`state`], [`atomic_file`]: liveness probes, persisted sync state, safe writes.
 //! - [`registrar`]: `register`, the sidecar that registers a server that does not
 //!   register itself, with a lease ([`lease`]: its Redis keys).
@@ -22,6 +24,8 @@
 //! (`model`, `rooms`, `balance`, `liveness`, `lease`, `bootstrap`, `sinks`, `state`,
 //! `metrics`, the traefik parser): what the fuzz targets exercise.
 
+#[cfg(feature = "daemon")]
+pub mod advertise;
 #[cfg(feature = "daemon")]
 pub mod api;
 pub mod atomic_file;
@@ -58,3 +62,5 @@ pub mod sync;
 pub mod upstream_policy;
 #[cfg(feature = "daemon")]
 pub mod upstreams;
+#[cfg(feature = "daemon")]
+pub mod warmup;

@@ -58,11 +58,7 @@ fn status(args: &colyseus_envoy_agent::config::StatusArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return usage(&e),
     };
-    let report = runtime.block_on(inspect::gather(
-        args.api_addr,
-        &args.admin_addr,
-        &redis,
-    ));
+    let report = runtime.block_on(inspect::gather(args.api_addr, &args.admin_addr, &redis));
     print!("{}", report.render());
     if report.is_healthy() {
         ExitCode::SUCCESS
@@ -277,7 +273,13 @@ async fn run_sync(
     } else {
         None
     };
+    // New processes are advertised once Envoy routes to them, read on its admin.
+    status = status.with_warmup_gate();
     let status = Arc::new(status);
+    tokio::spawn(colyseus_envoy_agent::warmup::follow(
+        status.clone(),
+        args.admin(),
+    ));
     if let Some(name) = room_source {
         tokio::spawn(colyseus_envoy_agent::status::follow_rooms(
             status.clone(),

@@ -76,6 +76,9 @@ pub struct Metrics {
     /// Room lookups answered (`GET /rooms/{roomId}`): what the filter waits for when it
     /// cannot trust a path's processId.
     pub lookups: Lookups,
+    /// From a new process's cluster written to Envoy reporting it active and healthy
+    /// (`crate::warmup`): how long a new process waits before it is advertised.
+    pub warmups: Warmups,
     /// Inputs rejected, by source and reason.
     rejected: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Single-room reads from a listing source for rooms the index lacked, by outcome.
@@ -109,6 +112,22 @@ impl Lookups {
         self.duration.observe(took);
         let outcome = if found { &self.found } else { &self.unknown };
         outcome.fetch_add(1, Relaxed);
+    }
+}
+
+/// [`Metrics::warmups`]: a histogram with lookup-sized buckets.
+#[derive(Debug)]
+pub struct Warmups(pub Histogram);
+
+impl Default for Warmups {
+    fn default() -> Self {
+        Self(Histogram::new(&LOOKUP_BUCKETS))
+    }
+}
+
+impl Warmups {
+    pub fn record(&self, took: Duration) {
+        self.0.observe(took);
     }
 }
 
@@ -328,6 +347,11 @@ impl Metrics {
             &mut out,
             "colyseus_envoy_lookup_duration_seconds",
             "Time the agent took to answer a room lookup (GET /rooms/{roomId}).",
+        );
+        self.warmups.0.render(
+            &mut out,
+            "colyseus_envoy_warmup_duration_seconds",
+            "Time from a new process's cluster written to Envoy routing to it (advertised).",
         );
         out.push_str(
             "# HELP colyseus_envoy_lookups_total Room lookups answered, by outcome.\n\

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::advertise::Advertised;
 use crate::balance::{Weights, DEFAULT_WEIGHT};
 use crate::metrics::Metrics;
 use crate::model::{ProcessState, Registry};
@@ -56,12 +57,18 @@ pub struct Status {
     /// Bounds the read-throughs in flight: lookups of unknown rooms come from the public
     /// listener, and must not become a flood of database reads.
     fetch_slots: tokio::sync::Semaphore,
+    /// What `/processes` and room lookups may name (new clusters wait for Envoy), and the
+    /// version `/processes?after=` long-polls wait on.
+    pub advertised: Advertised,
 }
 
 /// Read-throughs in flight at most; a lookup finding none free answers from the index.
 const FETCH_SLOTS: usize = 8;
 /// Bound on one read-through.
 const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+/// Longest a room lookup waits for a warming process's cluster: below the filter's default
+/// lookup timeout (500 ms), so the filter gets an answer rather than a timeout.
+const WARM_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl Status {
     pub fn new(names: ClusterNames) -> Self {
@@ -74,7 +81,16 @@ impl Status {
             known_rejections: Mutex::new(HashSet::new()),
             fetcher: None,
             fetch_slots: tokio::sync::Semaphore::new(FETCH_SLOTS),
+            advertised: Advertised::new(false),
         }
+    }
+
+    /// New processes are advertised only once Envoy routes to their cluster (a
+    /// [`crate::warmup::follow`] task must then confirm them).
+    #[must_use]
+    pub fn with_warmup_gate(mut self) -> Self {
+        self.advertised = Advertised::new(true);
+        self
     }
 
     /// Rooms the index lacks are read from their source on lookup (see [`Self::resolve`]).
@@ -119,6 +135,19 @@ impl Status {
             .collect();
         if let Ok(mut p) = self.processes.write() {
             let before: BTreeSet<String> = p.iter().map(|v| v.process_id.clone()).collect();
+            let was_routable: BTreeSet<&str> = p
+                .iter()
+                .filter(|v| v.state != "dead")
+                .map(|v| v.process_id.as_str())
+                .collect();
+            self.advertised.note_routable(
+                views
+                    .iter()
+                    .filter(|v| v.state != "dead")
+                    .map(|v| v.process_id.as_str()),
+                |pid| was_routable.contains(pid),
+                std::time::Instant::now(),
+            );
             *p = views;
             if let Some(Ok(mut rooms)) = self.rooms.as_ref().map(RwLock::write) {
                 // A process never seen in the registry keeps its rooms: its listing may
@@ -129,11 +158,43 @@ impl Status {
                 self.metrics.rooms.store(rooms.len() as u64, Relaxed);
             }
         }
+        self.republish();
         self.ready.store(true, Relaxed);
     }
 
+    /// Recomputes the advertised rows (after a registry change or a warm-up confirmation);
+    /// a difference bumps the version and answers the held long-polls.
+    pub fn republish(&self) {
+        let rows = self
+            .processes
+            .read()
+            .map(|p| {
+                p.iter()
+                    .map(|v| (v.process_id.clone(), v.state))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        self.advertised.publish(rows);
+    }
+
+    /// The process clusters of the processes warming now, with their processIds.
+    pub fn warming_clusters(&self) -> Vec<(String, String)> {
+        self.advertised
+            .warming()
+            .into_iter()
+            .map(|pid| {
+                let cluster = ProcessId::parse(&pid)
+                    .map(|p| self.names.process(&p))
+                    .unwrap_or_default();
+                (pid, cluster)
+            })
+            .collect()
+    }
+
+    /// The advertised processes (warming ones are left out, see [`Advertised`]).
     pub fn processes(&self) -> Vec<ProcessView> {
         let mut views = self.processes.read().map(|p| p.clone()).unwrap_or_default();
+        views.retain(|v| !self.advertised.is_warming(&v.process_id));
         if let Some(Ok(rooms)) = self.rooms.as_ref().map(RwLock::read) {
             for v in &mut views {
                 let load = ProcessId::parse(&v.process_id)
@@ -192,19 +253,32 @@ impl Status {
         })
     }
 
-    /// [`Self::locate`], reading a room the index lacks from its source first: a room
-    /// listed a moment ago (before the next periodic read, or before its change event
-    /// arrived) is routed by roomId at once instead of falling back to the named process.
+    /// [`Self::locate`], reading a room from its source when neither the index nor a live
+    /// named process answers: a room listed a moment ago (before the next periodic read, or
+    /// before its change event arrived) is then routed by roomId.
+    ///
+    /// The index answers first (it is the authority), then the live process the path
+    /// names, at once: a process that registered a moment ago holds rooms no listing shows
+    /// yet, and a read-through would only delay the player. Only a path naming no live
+    /// process reads through. An answer naming a process whose cluster Envoy is still
+    /// warming waits for it (bounded), so it never becomes a 503 for the player.
     pub async fn resolve(&self, room_id: &str, named: Option<&str>) -> Option<RoomLocation> {
-        if let Some(location) = self.room(room_id) {
-            return Some(location);
-        }
-        if let Some(fetcher) = &self.fetcher {
-            if routing::id::check_id(room_id).is_ok() {
-                self.read_through(fetcher, room_id).await;
+        let mut location = self.locate(room_id, named);
+        if location.is_none() {
+            if let Some(fetcher) = &self.fetcher {
+                if routing::id::check_id(room_id).is_ok() {
+                    self.read_through(fetcher, room_id).await;
+                }
             }
+            location = self.locate(room_id, named);
         }
-        self.locate(room_id, named)
+        let location = location?;
+        if self.advertised.is_warming(&location.process_id) {
+            self.advertised
+                .wait_warm(&location.process_id, WARM_LOOKUP_WAIT)
+                .await;
+        }
+        Some(location)
     }
 
     /// Deletes a dead process's room listings from their source (with

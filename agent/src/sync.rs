@@ -6,6 +6,9 @@
 //!   a source failed).
 //! - Every (re)connection and every `resync_interval` re-reads the whole set, so missed
 //!   pub/sub messages can never make the config drift.
+//! - The state file records which Redis it came from (URL without credentials, db); a
+//!   state from another Redis is never restored, so another fleet's registrations are never
+//!   written into this one, and that fleet is unrouted at start.
 //! - With the same Redis `run_id`, the set is the truth: a process missing from it was
 //!   removed, even if its `remove` announcement was lost while disconnected.
 //! - With a new `run_id` (Redis restarted, often without persistence, and Colyseus 0.16
@@ -37,7 +40,7 @@ use crate::sources::redis::{
     Message, RedisPresenceSource, RedisSession, RedisSourceError, IPC_PREFIX,
 };
 use crate::sources::redis_lineage::{self, Continuity};
-use crate::state::{self, SyncedState};
+use crate::state::{self, Restore, SyncedState};
 use crate::status::Status;
 use crate::upstreams::Upstreams;
 
@@ -112,6 +115,11 @@ pub struct Syncer {
     run_id: Option<String>,
     /// Its `master_replid`, to tell a failover from a restart (memory only).
     replid: Option<String>,
+    /// The Redis followed, as recorded in the state file.
+    origin: state::RedisOrigin,
+    /// The state file was another Redis's: Envoy's config is that fleet's, so it is
+    /// replaced at start instead of kept until this Redis answers.
+    clear_config: bool,
     /// Last state saved to `state_file`, to skip identical writes.
     saved: Option<SyncedState>,
     backoff: Duration,
@@ -158,6 +166,20 @@ impl Syncer {
                 None
             })
             .unwrap_or_default();
+        let origin = state::RedisOrigin::from_identity(&source.config().target.identity());
+        let mut clear_config = false;
+        let persisted = match state::restore(&persisted, &origin) {
+            Restore::Yes => persisted,
+            Restore::OtherRedis(from) => {
+                warn!(state_from = %from, redis = %origin, members = persisted.members.len(), "The agent state file was written from another Redis; not restoring it, and unrouting that fleet until this Redis answers.");
+                clear_config = true;
+                SyncedState::default()
+            }
+            Restore::UnknownOrigin => {
+                warn!(redis = %origin, members = persisted.members.len(), "The agent state file does not say which Redis it came from (written by an older agent); not restoring it.");
+                SyncedState::default()
+            }
+        };
         let now = Instant::now();
         let upstreams =
             Upstreams::new(config.upstream_policy.clone(), config.upstream_dns_interval);
@@ -214,6 +236,8 @@ impl Syncer {
             registry,
             run_id: persisted.redis_run_id.clone(),
             replid: None,
+            origin,
+            clear_config,
             saved: Some(persisted),
             backoff: Duration::from_millis(100),
             config,
@@ -232,8 +256,9 @@ impl Syncer {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         // Envoy cannot start without the file. Where there is none yet, nothing can be lost
-        // by writing what the agent knows (possibly no process) before Redis answers.
-        if !self.sink.cds_path().exists() {
+        // by writing what the agent knows (possibly no process) before Redis answers; nor
+        // where the file routes another Redis's fleet (the state file said so).
+        if !self.sink.cds_path().exists() || self.clear_config {
             let routed = self.upstreams.routed(&self.registry);
             match self.sink.apply(&routed, &self.weights) {
                 Ok(_) => info!(
@@ -712,6 +737,7 @@ impl Syncer {
         if let Some(path) = &self.config.state_file {
             let members = |regs: Vec<Registration>| regs.iter().map(Registration::member).collect();
             let state = SyncedState {
+                redis: Some(self.origin.clone()),
                 redis_run_id: self.run_id.clone(),
                 members: members(self.registry.active()),
                 draining: members(self.registry.draining()),

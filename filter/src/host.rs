@@ -48,6 +48,8 @@ pub trait Host {
     /// failed or timed out (Envoy then reports zero headers, and reading them would be
     /// refused with a status the SDK panics on, so they are not read).
     fn call_response(&self, num_headers: usize, body_size: usize) -> (Option<u32>, Vec<u8>);
+    /// A header of the call answer being delivered, if the answer has headers and this one.
+    fn call_header(&self, num_headers: usize, name: &str) -> Option<Vec<u8>>;
     /// Lets a paused request continue.
     ///
     /// # Errors
@@ -129,6 +131,15 @@ impl Host for ProxyHost {
                 .unwrap_or_default()
         };
         (status, body)
+    }
+
+    fn call_header(&self, num_headers: usize, name: &str) -> Option<Vec<u8>> {
+        if num_headers == 0 {
+            return None;
+        }
+        hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
+            .ok()
+            .flatten()
     }
 
     fn resume_request(&mut self) -> Result<(), Status> {

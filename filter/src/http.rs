@@ -99,7 +99,7 @@ impl RoomRouter {
                     .shared
                     .cache
                     .borrow()
-                    .get(&room_id, host.now_ms())
+                    .get(&room_id, named_process.as_deref(), host.now_ms())
                     .map(str::to_owned);
                 if let Some(cluster) = cached {
                     debug!("#{id} room {room_id} found in the cache");
@@ -165,10 +165,12 @@ impl RoomRouter {
         let action = match parse_room_answer(&config.names, status, &body) {
             RoomAnswer::Found(cluster) => {
                 let now = host.now_ms();
-                self.shared
-                    .cache
-                    .borrow_mut()
-                    .insert(&pending.room_id, &cluster, now);
+                self.shared.cache.borrow_mut().insert(
+                    &pending.room_id,
+                    pending.named_process.as_deref(),
+                    &cluster,
+                    now,
+                );
                 debug!("#{id} room {} is on {cluster}", pending.room_id);
                 route_to_room(
                     host,
@@ -376,6 +378,9 @@ mod tests {
 
         fn call_response(&self, _num_headers: usize, _body_size: usize) -> (Option<u32>, Vec<u8>) {
             self.answer.clone()
+        }
+        fn call_header(&self, _: usize, _: &str) -> Option<Vec<u8>> {
+            unreachable!("requests read no answer headers")
         }
 
         fn resume_request(&mut self) -> Result<(), Status> {

@@ -99,13 +99,22 @@ pub fn parse_room_answer(names: &ClusterNames, status: Option<u32>, body: &[u8])
     }
 }
 
-/// roomId -> cluster answers, kept `ttl_ms` and at most `capacity` of them.
+/// (roomId, the processId the path named) -> cluster answers, kept `ttl_ms` and at most
+/// `capacity` of them.
+///
+/// The named processId is part of the key because the agent's answer depends on it (the
+/// index's process if it lists the room, else the named one if live): an answer given for
+/// one path is never reused for a path naming another process. Entries whose process left
+/// the known set are dropped ([`Self::retain_clusters`]).
 #[derive(Debug, Clone)]
 pub struct RoomCache {
-    entries: HashMap<String, (String, u64)>,
+    entries: HashMap<CacheKey, (String, u64)>,
     ttl_ms: u64,
     capacity: usize,
 }
+
+/// roomId, named processId.
+type CacheKey = (String, Option<String>);
 
 /// Default lifetime of a cached room answer.
 pub const CACHE_TTL_MS: u64 = 2000;
@@ -127,21 +136,22 @@ impl RoomCache {
         }
     }
 
-    /// The cached cluster of a room, if still fresh at `now_ms`.
-    pub fn get(&self, room_id: &str, now_ms: u64) -> Option<&str> {
+    /// The cached cluster of a room for a path naming `named`, if still fresh at `now_ms`.
+    pub fn get(&self, room_id: &str, named: Option<&str>, now_ms: u64) -> Option<&str> {
         self.entries
-            .get(room_id)
+            .get(&(room_id.to_owned(), named.map(str::to_owned)))
             .filter(|(_, expires)| now_ms < *expires)
             .map(|(cluster, _)| cluster.as_str())
     }
 
     /// Remembers a room's cluster until `now_ms + ttl`. When full, expired entries go
     /// first, then the one closest to expiring.
-    pub fn insert(&mut self, room_id: &str, cluster: &str, now_ms: u64) {
+    pub fn insert(&mut self, room_id: &str, named: Option<&str>, cluster: &str, now_ms: u64) {
         if self.capacity == 0 {
             return;
         }
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(room_id) {
+        let key = (room_id.to_owned(), named.map(str::to_owned));
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
             self.entries.retain(|_, (_, expires)| now_ms < *expires);
             if self.entries.len() >= self.capacity {
                 let oldest = self
@@ -155,9 +165,14 @@ impl RoomCache {
             }
         }
         self.entries.insert(
-            room_id.to_owned(),
+            key,
             (cluster.to_owned(), now_ms.saturating_add(self.ttl_ms)),
         );
+    }
+
+    /// Keeps only the entries whose cluster `keep` accepts (a process still routable).
+    pub fn retain_clusters(&mut self, keep: impl Fn(&str) -> bool) {
+        self.entries.retain(|_, (cluster, _)| keep(cluster));
     }
 
     pub fn len(&self) -> usize {
@@ -257,21 +272,36 @@ mod tests {
     #[test]
     fn cache_expires_and_stays_bounded() {
         let mut cache = RoomCache::new(2000, 2);
-        cache.insert("r1", "c1", 1000);
-        assert_eq!(cache.get("r1", 2999), Some("c1"));
-        assert_eq!(cache.get("r1", 3000), None);
-        assert_eq!(cache.get("r2", 1000), None);
-        cache.insert("r2", "c2", 1500);
-        cache.insert("r3", "c3", 1600); // full: r1 (expiring first) goes
+        cache.insert("r1", None, "c1", 1000);
+        assert_eq!(cache.get("r1", None, 2999), Some("c1"));
+        assert_eq!(cache.get("r1", None, 3000), None);
+        assert_eq!(cache.get("r2", None, 1000), None);
+        cache.insert("r2", None, "c2", 1500);
+        cache.insert("r3", None, "c3", 1600); // full: r1 (expiring first) goes
         assert_eq!(cache.len(), 2);
-        assert_eq!(cache.get("r1", 1600), None);
-        assert_eq!(cache.get("r2", 1600), Some("c2"));
-        cache.insert("r4", "c4", 10_000); // all expired: both go
+        assert_eq!(cache.get("r1", None, 1600), None);
+        assert_eq!(cache.get("r2", None, 1600), Some("c2"));
+        cache.insert("r4", None, "c4", 10_000); // all expired: both go
         assert_eq!(cache.len(), 1);
-        cache.insert("r4", "c5", 10_001); // refresh in place
-        assert_eq!(cache.get("r4", 10_002), Some("c5"));
+        cache.insert("r4", None, "c5", 10_001); // refresh in place
+        assert_eq!(cache.get("r4", None, 10_002), Some("c5"));
         let mut none = RoomCache::new(2000, 0);
-        none.insert("r", "c", 0);
+        none.insert("r", None, "c", 0);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn an_answer_for_one_named_process_is_not_reused_for_another() {
+        let mut cache = RoomCache::new(2000, 16);
+        // The agent sent `/p1/r` to p1 (not listed, p1 live).
+        cache.insert("r", Some("p1"), "colyseus-process-p1", 0);
+        assert_eq!(cache.get("r", Some("p2"), 1), None);
+        assert_eq!(cache.get("r", None, 1), None);
+        assert_eq!(cache.get("r", Some("p1"), 1), Some("colyseus-process-p1"));
+        cache.insert("q", None, "colyseus-process-p2", 0);
+        // p1 left the known set: its answers go.
+        cache.retain_clusters(|c| c == "colyseus-process-p2");
+        assert_eq!(cache.get("r", Some("p1"), 1), None);
+        assert_eq!(cache.get("q", None, 1), Some("colyseus-process-p2"));
     }
 }

@@ -1,5 +1,14 @@
 //! The root context: checks the plugin configuration once and hands it to each request,
-//! and keeps this worker's set of live processIds fresh from the agent (`on_tick`).
+//! and keeps this worker's set of live processIds fresh from the agent.
+//!
+//! Freshness comes from one long-poll per worker: `GET /processes?after=VERSION` is held by
+//! the agent until the set changes, and re-armed on every answer, so a new process is known
+//! here within milliseconds of the agent advertising it, and requests never wait for it.
+//! (Alternatives weighed: shared data across a worker's VMs still needs each VM to poll it
+//! or a shared queue per VM, and one VM's stall would delay all; per-VM long-polls are
+//! independent and cost one idle agent connection per worker.) The `on_tick` period
+//! (`knownRefreshMs`) is only the fallback: after a failed call, or with an agent that does
+//! not send a version, the next call waits for the tick.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -8,6 +17,7 @@ use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
+use routing::wire::{PROCESSES_HOLD_MS, PROCESSES_VERSION_HEADER};
 use routing::{PluginConfig, PluginConfigError, RoutingConfig};
 
 use crate::host::{Host, ProxyHost};
@@ -32,6 +42,23 @@ pub struct Root {
     shared: Rc<Shared>,
     /// The `/processes` call in flight; a tick starts no other meanwhile.
     refresh: Option<u32>,
+    /// Version of the set last applied (from the agent's answer); the next call asks for
+    /// a change after it.
+    version: Option<u64>,
+}
+
+/// Margin over the agent's hold before this worker gives up on a long-poll.
+const HOLD_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Path of the next process-list call: a long-poll once a version is known.
+pub fn processes_path(version: Option<u64>) -> String {
+    match version {
+        Some(v) => format!(
+            "{PROCESSES_PATH}?{}={v}",
+            routing::wire::PROCESSES_AFTER_PARAM
+        ),
+        None => PROCESSES_PATH.to_owned(),
+    }
 }
 
 impl Root {
@@ -41,8 +68,14 @@ impl Root {
         if self.refresh.is_some() {
             return;
         }
-        // The call is bounded by the refresh period, so a stuck agent delays one refresh.
-        match host.dispatch_get(&config.agent_cluster, PROCESSES_PATH, config.known_refresh) {
+        // A plain call is bounded by the refresh period, so a stuck agent delays one
+        // refresh; a long-poll by the agent's hold and a margin.
+        let timeout = match self.version {
+            Some(_) => std::time::Duration::from_millis(PROCESSES_HOLD_MS) + HOLD_MARGIN,
+            None => config.known_refresh,
+        };
+        let path = processes_path(self.version);
+        match host.dispatch_get(&config.agent_cluster, &path, timeout) {
             Ok(token) => self.refresh = Some(token),
             Err(status) => {
                 warn!(
@@ -54,8 +87,9 @@ impl Root {
         }
     }
 
-    /// Applies the agent's `/processes` answer. Without a usable one, every processId is
-    /// treated as known again: room lookups would fail too, and the fast path still works.
+    /// Applies the agent's `/processes` answer, and with a version in it, asks again at
+    /// once (long-poll). Without a usable one, every processId is treated as known again:
+    /// room lookups would fail too, and the fast path still works; the tick asks again.
     pub fn processes_answer(
         &mut self,
         host: &mut impl Host,
@@ -69,21 +103,41 @@ impl Root {
         }
         self.refresh = None;
         let (status, body) = host.call_response(num_headers, body_size);
-        let mut known = self.shared.known.borrow_mut();
-        match parse_processes(status, &body) {
-            Ok(ids) => {
-                debug!("{} known processes", ids.len());
-                known.set(ids);
-            }
-            Err(e) => {
-                if known.count().is_some() {
-                    warn!(
-                        "refreshing known processes failed ({}): routing every processId as known",
-                        e.0
-                    );
+        let parsed = parse_processes(status, &body);
+        let version = parsed.is_ok().then_some(()).and_then(|()| {
+            let raw = host.call_header(num_headers, PROCESSES_VERSION_HEADER)?;
+            std::str::from_utf8(&raw).ok()?.trim().parse::<u64>().ok()
+        });
+        {
+            let mut known = self.shared.known.borrow_mut();
+            match parsed {
+                Ok(ids) => {
+                    debug!("{} known processes (version {version:?})", ids.len());
+                    // A cached room answer must not outlive its process.
+                    if let Some(config) = &self.config {
+                        self.shared.cache.borrow_mut().retain_clusters(|cluster| {
+                            config
+                                .names
+                                .process_of(cluster)
+                                .is_some_and(|pid| ids.contains(pid))
+                        });
+                    }
+                    known.set(ids);
                 }
-                known.forget();
+                Err(e) => {
+                    if known.count().is_some() {
+                        warn!(
+                            "refreshing known processes failed ({}): routing every processId as known",
+                            e.0
+                        );
+                    }
+                    known.forget();
+                }
             }
+        }
+        self.version = version;
+        if version.is_some() {
+            self.tick(host);
         }
     }
 }
@@ -179,6 +233,8 @@ mod tests {
     struct TickHost {
         calls: Vec<(String, String)>,
         answer: (Option<u32>, Vec<u8>),
+        /// The version header of the answer.
+        version: Option<&'static str>,
         fail_dispatch: bool,
     }
 
@@ -209,6 +265,10 @@ mod tests {
         }
         fn call_response(&self, _: usize, _: usize) -> (Option<u32>, Vec<u8>) {
             self.answer.clone()
+        }
+        fn call_header(&self, _: usize, name: &str) -> Option<Vec<u8>> {
+            assert_eq!(name, PROCESSES_VERSION_HEADER);
+            self.version.map(|v| v.as_bytes().to_vec())
         }
         fn resume_request(&mut self) -> Result<(), Status> {
             unreachable!()
@@ -253,5 +313,58 @@ mod tests {
         root.shared.known.borrow_mut().set(HashSet::new());
         root.tick(&mut host);
         assert!(root.shared.known.borrow().contains("p9"));
+    }
+
+    #[test]
+    fn a_versioned_answer_re_arms_a_long_poll_at_once() {
+        let mut root = Root {
+            config: Some(Rc::new(parse_config(b"").unwrap())),
+            ..Root::default()
+        };
+        let mut host = TickHost::default();
+        root.tick(&mut host);
+        host.answer = (
+            Some(200),
+            br#"[{"processId":"p1","state":"active"}]"#.to_vec(),
+        );
+        host.version = Some("41");
+        root.processes_answer(&mut host, 1, 1, 1);
+        assert_eq!(host.calls.len(), 2, "re-armed without waiting for a tick");
+        assert_eq!(host.calls[1].1, "/processes?after=41");
+        root.tick(&mut host); // the long-poll is in flight: nothing more
+        assert_eq!(host.calls.len(), 2);
+        // A new process arrives with the next answer.
+        host.answer.1 =
+            br#"[{"processId":"p1","state":"active"},{"processId":"p2","state":"active"}]"#
+                .to_vec();
+        host.version = Some("42");
+        root.shared
+            .cache
+            .borrow_mut()
+            .insert("r", Some("p3"), "colyseus-process-p3", 0);
+        root.shared
+            .cache
+            .borrow_mut()
+            .insert("q", None, "colyseus-process-p1", 0);
+        root.processes_answer(&mut host, 2, 1, 1);
+        assert!(root.shared.known.borrow().contains("p2"));
+        assert_eq!(host.calls[2].1, "/processes?after=42");
+        // Cached answers of processes no longer known are gone.
+        assert_eq!(root.shared.cache.borrow().get("r", Some("p3"), 1), None);
+        assert!(root.shared.cache.borrow().get("q", None, 1).is_some());
+        // An answer without a version (an older agent): no re-arm, the tick asks again.
+        host.version = None;
+        root.processes_answer(&mut host, 3, 1, 1);
+        assert_eq!(host.calls.len(), 3);
+        root.tick(&mut host);
+        assert_eq!(host.calls[3].1, "/processes");
+        // A failed long-poll: the set is forgotten and the tick asks plainly.
+        host.version = Some("43");
+        root.processes_answer(&mut host, 4, 1, 1);
+        host.answer = (None, Vec::new());
+        root.processes_answer(&mut host, 5, 0, 0);
+        assert!(root.shared.known.borrow().contains("p9"));
+        root.tick(&mut host);
+        assert_eq!(host.calls.last().unwrap().1, "/processes");
     }
 }

@@ -13,7 +13,9 @@ pub const DEFAULT_HEADER: &str = "x-colyseus-cluster";
 pub const DEFAULT_AGENT_CLUSTER: &str = "colyseus_agent";
 /// Default bound of one room lookup (`GET /rooms/{roomId}`) at the agent.
 pub const DEFAULT_LOOKUP_TIMEOUT_MS: u64 = 500;
-/// Default period of the known-processes refresh (`GET /processes`) in each worker.
+/// Default period of the known-processes fallback refresh (`GET /processes`) in each worker:
+/// normally a long-poll keeps the set fresh (see `wire::PROCESSES_AFTER_PARAM`); this tick
+/// only asks again after a failed call or an agent that sends no version.
 pub const DEFAULT_KNOWN_REFRESH_MS: u64 = 1000;
 /// Accepted range of `lookupTimeoutMs`.
 pub const LOOKUP_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 10..=60_000;
@@ -36,7 +38,8 @@ pub struct PluginConfig {
     pub agent_cluster: String,
     /// Bound of one room lookup at the agent; past it the request gets a 503.
     pub lookup_timeout_ms: u64,
-    /// How often each worker refreshes its set of live processIds from the agent.
+    /// Fallback period of each worker's refresh of its live processIds (the long-poll is
+    /// re-armed at once on every versioned answer; this is the retry after a failure).
     pub known_refresh_ms: u64,
 }
 

@@ -29,6 +29,20 @@ fn listed_by_default() -> bool {
     true
 }
 
+/// `GET /processes` response header: the version of the process set in the body. The
+/// version changes whenever the set (a processId or its state) changes, and a restarted
+/// agent never repeats an earlier agent's versions (they start at its start time).
+pub const PROCESSES_VERSION_HEADER: &str = "x-colyseus-envoy-processes-version";
+
+/// `GET /processes?after=VERSION` (the query parameter): answered at once when the set's
+/// version is not `VERSION`, else held until the set changes or [`PROCESSES_HOLD_MS`]
+/// passed, then answered with the set as it is. Each Envoy worker keeps one such call open,
+/// so it learns a new process within milliseconds and its fast path asks nothing.
+pub const PROCESSES_AFTER_PARAM: &str = "after";
+
+/// Longest time the agent holds a `GET /processes?after=` call.
+pub const PROCESSES_HOLD_MS: u64 = 30_000;
+
 /// Value of [`UnknownRoom::error`].
 pub const UNKNOWN_ROOM: &str = "unknown_room";
 

@@ -74,7 +74,7 @@ pub enum Removal {
 // === RESP ===
 
 /// Appends one command as a RESP array of bulk strings.
-fn resp_command(out: &mut Vec<u8>, args: &[&str]) {
+pub(crate) fn resp_command(out: &mut Vec<u8>, args: &[&str]) {
     out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
     for a in args {
         out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
@@ -85,7 +85,7 @@ fn resp_command(out: &mut Vec<u8>, args: &[&str]) {
 
 /// Decodes one simple, integer or bulk reply at the start of `buf`, with the bytes it used;
 /// `Ok(None)` while it is incomplete. A Redis error reply is an `Err`.
-fn resp_reply(buf: &[u8]) -> anyhow::Result<Option<(String, usize)>> {
+pub(crate) fn resp_reply(buf: &[u8]) -> anyhow::Result<Option<(String, usize)>> {
     let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
         return Ok(None);
     };
@@ -173,6 +173,15 @@ impl Redis {
 /// One WebSocket upgrade to `path` through `addr`: the status and the `x-bench-echo` tag of
 /// whoever answered (status 0: no HTTP answer, e.g. refused or closed).
 async fn probe(addr: &str, path: &str) -> (u16, Option<String>) {
+    probe_tagged(addr, path, "x-bench-echo").await
+}
+
+/// [`probe`], reading the tag from response header `tag_header`.
+pub(crate) async fn probe_tagged(
+    addr: &str,
+    path: &str,
+    tag_header: &str,
+) -> (u16, Option<String>) {
     let attempt = async {
         let mut sock = TcpStream::connect(addr).await?;
         sock.set_nodelay(true)?;
@@ -185,7 +194,7 @@ async fn probe(addr: &str, path: &str) -> (u16, Option<String>) {
         let tag = head.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
             k.trim()
-                .eq_ignore_ascii_case("x-bench-echo")
+                .eq_ignore_ascii_case(tag_header)
                 .then(|| v.trim().to_owned())
         });
         anyhow::Ok((status_of(&head), tag))
@@ -211,7 +220,7 @@ async fn in_all_cluster(admin: &str, upstream: &str) -> anyhow::Result<bool> {
 
 /// Polls `check` every `interval` until it holds; the time since `since`, or `None` after
 /// `timeout`.
-async fn wait_until<F, Fut>(
+pub(crate) async fn wait_until<F, Fut>(
     since: Instant,
     interval: Duration,
     timeout: Duration,
@@ -233,7 +242,7 @@ where
     }
 }
 
-fn summary(samples: &mut [f64]) -> Value {
+pub(crate) fn summary(samples: &mut [f64]) -> Value {
     samples.sort_by(f64::total_cmp);
     let pick = |p: f64| {
         let n = samples.len();

@@ -9,6 +9,8 @@
 //!
 //! - `loadgen converge --proxy H:P --redis H:P --upstream H:P --tag T`: registration to first
 //!   routed upgrade, and removal to unroutable, over fresh processIds (see `converge.rs`).
+//! - `loadgen converge-colyseus --proxy L=H:P... --redis H:P --server example/server.js`:
+//!   the same with real Colyseus servers started one per trial (see `converge_colyseus.rs`).
 //!
 //! `connect` and `echo` report the load generator's own CPU time (from /proc/self/stat) over the measured
 //! interval, and for every `--watch-pid` its CPU time and RSS (from /proc/PID) over the same
@@ -28,6 +30,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 mod converge;
+mod converge_colyseus;
 
 #[derive(Parser)]
 struct Cli {
@@ -74,6 +77,9 @@ enum Mode {
     /// Time from a Redis registration to the first routed upgrade, and from the removal to
     /// unroutable.
     Converge(converge::Converge),
+    /// Registration to the first routed room connection with real Colyseus game servers
+    /// started one by one, through several proxies at once.
+    ConvergeColyseus(converge_colyseus::ConvergeColyseus),
 }
 
 #[derive(ClapArgs)]
@@ -488,7 +494,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let threads = match &cli.mode {
         Mode::Connect { common, .. } | Mode::Echo { common, .. } => common.threads.max(1),
-        Mode::Converge(_) => 1,
+        Mode::Converge(_) | Mode::ConvergeColyseus(_) => 1,
     };
     let rt = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -531,6 +537,9 @@ fn main() -> anyhow::Result<()> {
             // An error is a result too: the harness records it and goes on.
             Mode::Converge(cfg) => converge::run(cfg).await.unwrap_or_else(
                 |e| json!({"mode": "converge", "label": cfg.label(), "error": format!("{e:#}")}),
+            ),
+            Mode::ConvergeColyseus(cfg) => converge_colyseus::run(cfg).await.unwrap_or_else(
+                |e| json!({"mode": "converge-colyseus", "label": cfg.label(), "error": format!("{e:#}")}),
             ),
         }
     });

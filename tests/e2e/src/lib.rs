@@ -368,7 +368,7 @@ impl Proxy {
             String::from_utf8_lossy(&bootstrap.stderr)
         );
         std::fs::write(dir.join("envoy.json"), &bootstrap.stdout).unwrap();
-        let agent = Self::spawn_agent(dir, redis_url, api_port, agent_args);
+        let agent = Self::spawn_agent(dir, redis_url, api_port, &admin, agent_args);
         let proxy_api = format!("127.0.0.1:{api_port}");
         wait_for("agent /ready", Duration::from_secs(20), || {
             (http_get(&proxy_api, "/ready").ok()?.0 == 200).then_some(())
@@ -412,7 +412,21 @@ impl Proxy {
         proxy
     }
 
-    fn spawn_agent(dir: &Path, redis_url: &str, api_port: u16, extra: &[&str]) -> Proc {
+    /// The agent reads Envoy's admin (`--admin-addr`, unless `extra` names it) to advertise
+    /// a new process only once Envoy routes to it and to end idle drains, as
+    /// `scripts/proxy.sh` runs it.
+    fn spawn_agent(
+        dir: &Path,
+        redis_url: &str,
+        api_port: u16,
+        admin: &str,
+        extra: &[&str],
+    ) -> Proc {
+        let admin_flag: &[&str] = if extra.contains(&"--admin-addr") {
+            &[]
+        } else {
+            &["--admin-addr", admin]
+        };
         Proc::spawn(
             "agent",
             Command::new(agent_bin())
@@ -420,6 +434,7 @@ impl Proxy {
                 .arg("--config-dir")
                 .arg(dir.join("envoy-config"))
                 .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
+                .args(admin_flag)
                 .args(["--resync-interval", "2s", "--probe-timeout", "300ms"])
                 .args(extra)
                 .env("LOG", "info,colyseus_envoy_agent=debug")
@@ -485,7 +500,20 @@ impl Proxy {
     /// Restarts the agent process only (Envoy keeps running on the agent's last file).
     pub fn restart_agent(&mut self, extra: &[&str]) {
         self.agent.stop(Duration::from_secs(5));
-        self.agent = Self::spawn_agent(&self.dir, &self.redis_url, self.api_port, extra);
+        self.agent = Self::spawn_agent(
+            &self.dir,
+            &self.redis_url,
+            self.api_port,
+            &self.admin.clone(),
+            extra,
+        );
+    }
+
+    /// Restarts the agent process following another Redis from now on (Envoy keeps running
+    /// on the agent's last file; the state file stays).
+    pub fn restart_agent_on(&mut self, redis_url: &str, extra: &[&str]) {
+        redis_url.clone_into(&mut self.redis_url);
+        self.restart_agent(extra);
     }
 
     pub fn public(&self) -> String {

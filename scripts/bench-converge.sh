@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Convergence with real Colyseus (issue 16): registration to the first routed room connection
+# while real Colyseus 0.16 game servers (example/server.js) are started one by one, through
+# colyseus-envoy (agent + Envoy with the filter, as scripts/proxy.sh runs them) and
+# @colyseus/proxy side by side, in the same run, for each room-listing setup:
+#   mongoose   MongooseDriver on the secantusdb MongoDB wire server; agent --mongo-uri
+#   redis      RedisDriver; agent --redis-rooms
+#   none       RedisDriver servers, agent without a room source
+# Each setup gets its own Redis, BENCH_CONV_SERVERS running game servers, both proxies, then
+# `loadgen converge-colyseus` (BENCH_CONV_TRIALS trials). Prints p50 / p99 / max per proxy
+# and writes the raw results to .run/bench-converge/results.jsonl.
+#
+# Usage: scripts/bench-converge.sh [mongoose|redis|none]...   (default: all three)
+# Settings: BENCH_CONV_TRIALS (20), BENCH_CONV_SERVERS (2), BENCH_ENVOY_CONCURRENCY (2).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root="$(pwd)"
+setups=("$@")
+[ ${#setups[@]} -gt 0 ] || setups=(mongoose redis none)
+: "${BENCH_CONV_TRIALS:=20}" "${BENCH_CONV_SERVERS:=2}" "${BENCH_ENVOY_CONCURRENCY:=2}"
+
+say() { echo "bench-converge: $*" >&2; }
+run_dir="$root/.run/bench-converge"
+rm -rf "$run_dir"
+mkdir -p "$run_dir"
+results="$run_dir/results.jsonl"
+: >"$results"
+
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
+agent="$target_dir/release/colyseus-envoy-agent"
+wasm="$target_dir/wasm32-wasip1/release/colyseus_envoy_filter.wasm"
+loadgen="$target_dir/release/loadgen"
+envoy="$root/.venv/bin/envoy"
+py="$root/.venv/bin/python"
+for f in "$agent" "$wasm" "$loadgen" "$envoy"; do
+  [ -e "$f" ] || { say "missing $f: build with cargo build --release -p colyseus-envoy-agent -p colyseus-envoy-bench and scripts/build-filter.sh"; exit 1; }
+done
+if [ ! -f bench/colyseus-proxy/node_modules/@colyseus/proxy/proxy.js ]; then
+  say "installing @colyseus/proxy (npm ci in bench/colyseus-proxy)"
+  (cd bench/colyseus-proxy && npm ci --no-audit --no-fund >/dev/null)
+fi
+
+# Everything started is stopped by PID, newest first, even on failure.
+started=()
+stop_all() {
+  local i pid n left
+  for ((i = ${#started[@]} - 1; i >= 0; i--)); do kill -TERM "${started[$i]}" 2>/dev/null || true; done
+  for ((n = 0; n < 50; n++)); do
+    left=0
+    for pid in "${started[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
+    [ "$left" -eq 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${started[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  started=()
+}
+trap stop_all EXIT
+trap 'say "interrupted"; exit 130' INT TERM
+
+start() { # NAME CMD...: background, logs to $run_dir/NAME.log, sets $spid
+  local name="$1"
+  shift
+  "$@" </dev/null >"$run_dir/$name.log" 2>&1 &
+  spid=$!
+  started+=("$spid")
+}
+free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # URL [expect-substring]
+  local n body
+  for ((n = 0; n < 300; n++)); do
+    if body="$(curl -fsS --max-time 1 "$1" 2>/dev/null)" && [[ "$body" == *"${2:-}"* ]]; then return 0; fi
+    sleep 0.1
+  done
+  say "timed out waiting for $1"
+  return 1
+}
+wait_port() {
+  local n
+  for ((n = 0; n < 300; n++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  say "timed out waiting for port $1"
+  return 1
+}
+
+for setup in "${setups[@]}"; do
+  dir="$run_dir/$setup"
+  mkdir -p "$dir/envoy-config"
+  redis_port="$(free_port)"
+  start "$setup-redis" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no
+  wait_port "$redis_port"
+  redis_url="redis://127.0.0.1:$redis_port"
+  game_env=(DRIVER=redis)
+  agent_rooms=()
+  case "$setup" in
+    mongoose)
+      mongo_port="$(free_port)"
+      start "$setup-secantusd" "$root/.venv/bin/secantusd-py" --host 127.0.0.1 --port "$mongo_port" \
+        --storage-path :memory: --log-level WARNING
+      wait_port "$mongo_port"
+      game_env=(DRIVER=mongoose "MONGO_URI=mongodb://127.0.0.1:$mongo_port/colyseus")
+      agent_rooms=(--mongo-uri "mongodb://127.0.0.1:$mongo_port/colyseus")
+      ;;
+    redis) agent_rooms=(--redis-rooms) ;;
+    none) ;;
+    *) say "unknown setup $setup (mongoose, redis or none)"; exit 64 ;;
+  esac
+  for ((i = 1; i <= BENCH_CONV_SERVERS; i++)); do
+    p="$(free_port)"
+    start "$setup-game-$i" env "${game_env[@]}" PORT="$p" HOST=127.0.0.1 SELF_HOSTNAME=127.0.0.1 \
+      REDIS_URL="$redis_url" node example/server.js
+    wait_port "$p"
+  done
+
+  # colyseus-envoy, as scripts/proxy.sh runs it.
+  ours_port="$(free_port)" admin_port="$(free_port)" api_port="$(free_port)"
+  "$agent" bootstrap --ip 127.0.0.1 --port "$ours_port" --admin-addr "127.0.0.1:$admin_port" \
+    --agent-api-addr "127.0.0.1:$api_port" --config-dir "$dir/envoy-config" \
+    --filter-wasm "$wasm" >"$dir/envoy.json"
+  start "$setup-agent" "$agent" sync --redis-url "$redis_url" --config-dir "$dir/envoy-config" \
+    --state-file "$dir/agent-state.json" --api-addr "127.0.0.1:$api_port" \
+    --admin-addr "127.0.0.1:$admin_port" "${agent_rooms[@]}"
+  wait_http "http://127.0.0.1:$api_port/ready"
+  start "$setup-envoy" "$envoy" -c "$dir/envoy.json" --log-level warn --disable-hot-restart \
+    --concurrency "$BENCH_ENVOY_CONCURRENCY"
+  wait_http "http://127.0.0.1:$admin_port/ready" LIVE
+
+  # @colyseus/proxy, as scripts/bench.sh runs it.
+  colyseus_port="$(free_port)"
+  PORT="$colyseus_port" IP=127.0.0.1 REDIS_URL="$redis_url" SOCKET_TIMEOUT=3600000 \
+    start "$setup-colyseus-proxy" node bench/colyseus-proxy/node_modules/@colyseus/proxy/bin/proxy
+  wait_port "$colyseus_port"
+  sleep 2 # both proxies settled on the running servers
+
+  say "$setup: $BENCH_CONV_TRIALS registrations of real Colyseus servers"
+  loadgen_env=()
+  for kv in "${game_env[@]}"; do loadgen_env+=(--env "$kv"); done
+  "$loadgen" converge-colyseus --label "$setup" --redis "127.0.0.1:$redis_port" \
+    --proxy "ours=127.0.0.1:$ours_port" --proxy "colyseus-proxy=127.0.0.1:$colyseus_port" \
+    --server "$root/example/server.js" "${loadgen_env[@]}" --log "$run_dir/$setup-trials.log" \
+    --trials "$BENCH_CONV_TRIALS" >>"$results"
+  curl -fsS "http://127.0.0.1:$api_port/metrics" | grep '^colyseus_envoy_warmup_duration' \
+    >"$dir/warmup-metrics.txt" || true
+  stop_all
+done
+
+# The table on stdout, and as a BENCHMARKS.md section (bench/report.py appends it).
+"$py" - "$results" "$root/bench/results/converge-colyseus.md" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+import json, sys, datetime
+names = {"ours": "colyseus-envoy", "colyseus-proxy": "@colyseus/proxy 0.12.11"}
+setups = {"mongoose": "MongooseDriver (secantusdb), agent --mongo-uri",
+          "redis": "RedisDriver, agent --redis-rooms", "none": "RedisDriver, agent without a room source"}
+print(f"{'setup':10} {'proxy':15} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  answers before routed")
+md = ["## Convergence with real Colyseus servers (scripts/bench-converge.sh)\n",
+      "Registration of a real Colyseus 0.16 server being started (its own `add` announcement) to the "
+      "first room connection `/{pid}/{fresh roomId}` answered by that process, probed about every "
+      "millisecond through both proxies at once. "
+      f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, load average at the end {sys.argv[3]}.\n",
+      "| setup | proxy | trials | p50 / p99 / max | answers before the routed one | failures |",
+      "| --- | --- | ---: | ---: | --- | ---: |"]
+f = lambda v: f"{v:.1f}" if v is not None else "-"
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if "error" in r:
+        print(r["label"], "ERROR", r["error"]); md.append(f"| {r['label']} | ERROR {r['error']} | | | | |"); continue
+    for name, p in r["proxies"].items():
+        s = p["routable_ms"]
+        print(f"{r['label']:10} {name:15} {f(s['p50']):>8} {f(s['p99']):>8} {f(s['max']):>8}  {p['answers_before_routed']}")
+        before = ", ".join(f"{n}x {k}" for k, n in p["answers_before_routed"].items()) or "none"
+        md.append(f"| {setups.get(r['label'], r['label'])} | {names.get(name, name)} | {len(p['samples_ms'])} | "
+                  f"{f(s['p50'])} / {f(s['p99'])} / {f(s['max'])} ms | {before} | {sum(name in x for x in r['failures'])} |")
+    if r["failures"]:
+        print("  failures:", r["failures"])
+md.append("\n`404` before the routed answer (ours): probes sent before the agent had read the "
+          "registration (the room is unknown and its process not live yet); `101` (@colyseus/proxy): "
+          "another process answered, as it sends an unknown processId to any process.\n")
+open(sys.argv[2], "w").write("\n".join(md) + "\n")
+EOF

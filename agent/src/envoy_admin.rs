@@ -4,6 +4,7 @@
 //!
 //! Parsing is pure and tested here; [`AdminEndpoint::get`] is the only I/O.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -114,6 +115,20 @@ pub fn parse_response(text: &str) -> (u16, String) {
     (status, out)
 }
 
+/// One per-cluster statistic of Envoy's `/stats` text (`cluster.{name}.{stat}: N` lines),
+/// by cluster name; other lines are skipped.
+pub fn cluster_stat(stats: &str, stat: &str) -> BTreeMap<String, u64> {
+    stats
+        .lines()
+        .filter_map(|l| {
+            let (key, value) = l.split_once(": ")?;
+            let name = key.strip_prefix("cluster.")?.strip_suffix(stat)?;
+            let name = name.strip_suffix('.')?;
+            Some((name.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +150,19 @@ mod tests {
         assert!("localhost:9901".parse::<AdminEndpoint>().is_err());
         let unix = AdminEndpoint::Unix("/tmp/a.sock".into());
         assert_eq!(unix.to_string().parse(), Ok(unix));
+    }
+
+    #[test]
+    fn reads_one_statistic_per_cluster() {
+        let stats = "cluster.colyseus-process-a.upstream_cx_active: 12\n\
+                     cluster.colyseus-all.upstream_cx_active: 3\n\
+                     cluster.colyseus-process-a.upstream_cx_total: 40\n\
+                     cluster.x.not_upstream_cx_active: 1\n\
+                     cluster.colyseus-process-b.upstream_cx_active: nope\n";
+        let cx = cluster_stat(stats, "upstream_cx_active");
+        assert_eq!(cx.get("colyseus-process-a"), Some(&12));
+        assert_eq!(cx.get("colyseus-all"), Some(&3));
+        assert_eq!(cx.len(), 2);
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl IdleDrains {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let active = match admin.get(STATS_PATH, Duration::from_secs(2)).await {
-                Ok((200, body)) => parse_rq_active(&body),
+                Ok((200, body)) => crate::envoy_admin::cluster_stat(&body, "upstream_rq_active"),
                 // Unknown: nothing is decided on it.
                 _ => BTreeMap::new(),
             };
@@ -114,35 +114,10 @@ fn idle_for(
     done
 }
 
-/// `cluster.{name}.upstream_rq_active: N` lines of Envoy's `/stats`, by cluster name.
-pub fn parse_rq_active(stats: &str) -> BTreeMap<String, u64> {
-    stats
-        .lines()
-        .filter_map(|l| {
-            let (key, value) = l.split_once(": ")?;
-            let name = key
-                .strip_prefix("cluster.")?
-                .strip_suffix(".upstream_rq_active")?;
-            Some((name.to_owned(), value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::parse_member;
-
-    #[test]
-    fn parses_active_requests() {
-        let stats = "cluster.colyseus-process-a.upstream_rq_active: 3\n\
-                     cluster.colyseus-all.upstream_rq_active: 0\n\
-                     cluster.colyseus-process-a.upstream_rq_total: 9\n";
-        let m = parse_rq_active(stats);
-        assert_eq!(m.get("colyseus-process-a"), Some(&3));
-        assert_eq!(m.get("colyseus-all"), Some(&0));
-        assert_eq!(m.len(), 2);
-    }
 
     #[test]
     fn a_drain_ends_after_being_idle_for_the_grace() {

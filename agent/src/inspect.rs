@@ -28,20 +28,6 @@ pub struct ProcessRow {
     pub weight: Option<u32>,
 }
 
-/// `cluster -> upstream_cx_active` from Envoy's `/stats` text.
-pub fn parse_active_connections(stats: &str) -> BTreeMap<String, u64> {
-    stats
-        .lines()
-        .filter_map(|l| {
-            let (name, value) = l.split_once(": ")?;
-            let cluster = name
-                .strip_prefix("cluster.")?
-                .strip_suffix(".upstream_cx_active")?;
-            Some((cluster.to_owned(), value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 /// The room-listing source named by `colyseus_envoy_room_source_info`, if the agent
 /// follows one, and whether it is up (its `..._up` gauge).
 pub fn room_source(metrics: &str) -> Option<(String, Option<bool>)> {
@@ -225,7 +211,7 @@ pub async fn gather(
         Err(e) => report.problems.push(format!("Envoy admin at {admin}: {e}")),
     }
     if let Ok((200, body)) = admin.get("/stats?filter=upstream_cx_active$", t).await {
-        report.connections = parse_active_connections(&body);
+        report.connections = crate::envoy_admin::cluster_stat(&body, "upstream_cx_active");
     }
     match read_roomcount(redis, t).await {
         Ok(map) => report.roomcount = map,
@@ -256,12 +242,6 @@ mod tests {
 
     #[test]
     fn parses_sources() {
-        let stats = "cluster.colyseus-process-a.upstream_cx_active: 12\n\
-                     cluster.colyseus-all.upstream_cx_active: 3\n\
-                     cluster.colyseus-process-a.upstream_cx_total: 40\n";
-        let cx = parse_active_connections(stats);
-        assert_eq!(cx.get("colyseus-process-a"), Some(&12));
-        assert_eq!(cx.len(), 2);
         assert_eq!(metric("# HELP x\nx_up 1\nx_up_total 5\n", "x_up"), Some(1));
         let m = "colyseus_envoy_rejected_inputs_total{source=\"redis\",reason=\"upstream_agent_api\"} 2\n\
                  colyseus_envoy_rejected_inputs_total{source=\"mongo\",reason=\"bad_member\"} 1\n\

@@ -66,25 +66,8 @@ start() { # NAME CMD...: background, logs to $run_dir/NAME.log, sets $spid
   spid=$!
   started+=("$spid")
 }
-free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { # URL [expect-substring]
-  local n body
-  for ((n = 0; n < 300; n++)); do
-    if body="$(curl -fsS --max-time 1 "$1" 2>/dev/null)" && [[ "$body" == *"${2:-}"* ]]; then return 0; fi
-    sleep 0.1
-  done
-  say "timed out waiting for $1"
-  return 1
-}
-wait_port() {
-  local n
-  for ((n = 0; n < 300; n++)); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  say "timed out waiting for port $1"
-  return 1
-}
+# free_port, wait_http, wait_port
+. "$root/scripts/lib/wait.sh"
 
 for setup in "${setups[@]}"; do
   dir="$run_dir/$setup"

@@ -145,29 +145,8 @@ start() {
   started+=("$spid")
 }
 
-free_port() {
-  "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_http() { # URL [expect-substring]
-  local n
-  for ((n = 0; n < 300; n++)); do
-    if body="$(curl -fsS --max-time 1 "$1" 2>/dev/null)" && [[ "$body" == *"${2:-}"* ]]; then return 0; fi
-    sleep 0.1
-  done
-  say "timed out waiting for $1"
-  return 1
-}
-
-wait_port() {
-  local n
-  for ((n = 0; n < 300; n++)); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  say "timed out waiting for port $1"
-  return 1
-}
+# free_port, wait_http, wait_port
+. "$root/scripts/lib/wait.sh"
 
 # --- the proxies under test, each started by one function; each sets px_port, px_admin and
 # px_watch (the PIDs whose CPU counts as the proxy's) ---

@@ -482,6 +482,11 @@ impl Proxy {
 
     /// `colyseus-envoy-agent status` against this proxy and its Redis: (exit code 0, stdout).
     pub fn status(&self) -> (bool, String) {
+        self.status_with(&["--redis-url", &self.redis_url])
+    }
+
+    /// [`Self::status`] with other Redis flags than the proxy's own URL (Sentinel, TLS...).
+    pub fn status_with(&self, redis_args: &[&str]) -> (bool, String) {
         let out = Command::new(agent_bin())
             .args([
                 "status",
@@ -490,7 +495,7 @@ impl Proxy {
                 "--admin-addr",
                 &self.admin(),
             ])
-            .args(["--redis-url", &self.redis_url])
+            .args(redis_args)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();

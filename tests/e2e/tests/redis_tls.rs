@@ -76,29 +76,10 @@ fn tls_and_a_minimal_acl_user() {
     println!("TLS+ACL: kill -9 -> evicted in {:?}", killed.elapsed());
 
     // `agent status` over TLS with the same user; without the CA it cannot trust Redis.
-    let status = |extra: &[&str]| {
-        std::process::Command::new(agent_bin())
-            .args([
-                "status",
-                "--api-addr",
-                &proxy.api(),
-                "--admin-addr",
-                &proxy.admin(),
-            ])
-            .args(["--redis-url", &agent_url])
-            .args(extra)
-            .output()
-            .unwrap()
-    };
-    let with_ca = status(&["--redis-ca-file", &ca]);
-    assert!(
-        with_ca.status.success(),
-        "{}",
-        String::from_utf8_lossy(&with_ca.stdout)
-    );
-    let without = status(&[]);
-    assert!(!without.status.success());
-    let text = String::from_utf8_lossy(&without.stdout);
+    let (with_ca, text) = proxy.status_with(&["--redis-url", &agent_url, "--redis-ca-file", &ca]);
+    assert!(with_ca, "{text}");
+    let (without, text) = proxy.status_with(&["--redis-url", &agent_url]);
+    assert!(!without);
     assert!(text.contains("Redis roomcount"), "{text}");
 
     // Nothing the agent did was refused, and its user may do nothing else.

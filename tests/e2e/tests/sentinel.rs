@@ -39,27 +39,14 @@ fn sentinel_failover_keeps_routing_and_writes_nothing() {
     everyone.sort();
     proxy.wait_routed(everyone.clone(), Duration::from_secs(15));
     // `agent status` reads roomcount through the sentinels too.
-    let out = std::process::Command::new(agent_bin())
-        .args([
-            "status",
-            "--api-addr",
-            &proxy.api(),
-            "--admin-addr",
-            &proxy.admin(),
-        ])
-        .args([
-            "--redis-url",
-            "redis://127.0.0.1:1",
-            "--redis-sentinels",
-            &list,
-        ])
-        .args(["--redis-sentinel-master", MASTER_NAME])
-        .output()
-        .unwrap();
-    let (status_ok, status) = (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    );
+    let (status_ok, status) = proxy.status_with(&[
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "--redis-sentinels",
+        &list,
+        "--redis-sentinel-master",
+        MASTER_NAME,
+    ]);
     println!("{status}");
 
     // Every write reaching the replica (the master to be) from here on, by client.

@@ -22,6 +22,7 @@ pub fn router(status: Arc<Status>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/processes", get(processes))
+        .route("/rejected", get(rejected))
         .route("/rooms/{room_id}", get(room))
         .with_state(status)
 }
@@ -55,6 +56,11 @@ async fn ready(State(status): State<Arc<Status>>) -> impl IntoResponse {
             "waiting for the first sync\n",
         )
     }
+}
+
+/// The registrations refused right now, each with its reason (JSON list of strings).
+async fn rejected(State(status): State<Arc<Status>>) -> impl IntoResponse {
+    axum::Json(status.rejected.list())
 }
 
 async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {

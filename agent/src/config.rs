@@ -29,6 +29,9 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole proxy: render the bootstrap, run the sync agent and Envoy, supervise them
+    /// (SIGHUP or `run hot-restart`: hot-restart Envoy).
+    Run(crate::supervise::RunArgs),
     /// Follow Colyseus's Redis presence and keep Envoy's cluster config in step.
     Sync(SyncArgs),
     /// Print the Envoy bootstrap (listener, filter, routes, dynamic clusters) as JSON.
@@ -43,21 +46,18 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The agent's API (as `sync --api-addr`).
+    /// The agent's API (as `sync --api-addr`; `AGENT_API_ADDR` works too).
     #[arg(
         long,
         env = "COLYSEUS_ENVOY_API_ADDR",
         default_value = "127.0.0.1:9902"
     )]
     pub api_addr: SocketAddr,
-    /// Envoy's admin (as `bootstrap --admin-addr`): `unix:PATH` or `/PATH` for its Unix
-    /// socket, `ip:port` for a TCP admin. The default is `scripts/proxy.sh`'s socket.
-    #[arg(
-        long,
-        env = "COLYSEUS_ENVOY_ADMIN_ADDR",
-        default_value = "unix:.run/proxy/envoy-admin.sock"
-    )]
-    pub admin_addr: AdminEndpoint,
+    /// Envoy's admin (as `bootstrap --admin-addr`; `ADMIN_ADDR` works too): `unix:PATH` or
+    /// `/PATH` for its Unix socket, `ip:port` for a TCP admin. Default: `run`'s socket,
+    /// `$RUN_DIR/envoy-admin.sock` (`RUN_DIR` defaults to `.run/proxy`).
+    #[arg(long, env = "COLYSEUS_ENVOY_ADMIN_ADDR")]
+    pub admin_addr: Option<AdminEndpoint>,
     /// Redis holding Colyseus presence (for rooms and CCU in `roomcount`).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,

@@ -1,4 +1,4 @@
-//! `colyseus-envoy-agent status`: what an operator checks first, from the three places that
+//! `colyseus-envoy status`: what an operator checks first, from the three places that
 //! know it: the agent's API (processes and their state, source health), Envoy's admin (open
 //! connections per process cluster) and Redis (rooms and CCU Colyseus reports in `roomcount`).
 //!
@@ -88,13 +88,17 @@ pub struct Report {
     pub envoy_live: Option<bool>,
     pub connections: BTreeMap<String, u64>,
     pub roomcount: BTreeMap<String, String>,
+    /// Registrations the agent refuses right now, each with its reason (`/rejected`).
+    pub rejected_registrations: Vec<String>,
     /// What could not be read, in words.
     pub problems: Vec<String>,
 }
 
 impl Report {
-    /// Everything answered and is up: what `agent status`'s exit code says.
+    /// Everything answered and is up, no registered process is dead and none is refused:
+    /// what `status`'s exit code says.
     pub fn is_healthy(&self) -> bool {
+        let all_alive = self.processes.iter().all(|p| p.state != "dead");
         let rooms_up = self
             .room_source
             .as_ref()
@@ -104,6 +108,8 @@ impl Report {
             && self.redis_up == Some(true)
             && self.envoy_live == Some(true)
             && rooms_up
+            && all_alive
+            && self.rejected_registrations.is_empty()
     }
 
     /// The text an operator reads.
@@ -166,6 +172,9 @@ impl Report {
                 p.process_id, p.address, p.state, weight, rooms, ccu, cx
             );
         }
+        for rejected in &self.rejected_registrations {
+            let _ = writeln!(out, "rejected: {rejected}");
+        }
         for problem in &self.problems {
             let _ = writeln!(out, "warning: {problem}");
         }
@@ -198,6 +207,12 @@ pub async fn gather(
         match serde_json::from_str(&body) {
             Ok(rows) => report.processes = rows,
             Err(e) => report.problems.push(format!("agent /processes: {e}")),
+        }
+    }
+    if let Ok((200, body)) = http_get(api, "/rejected", t).await {
+        match serde_json::from_str(&body) {
+            Ok(list) => report.rejected_registrations = list,
+            Err(e) => report.problems.push(format!("agent /rejected: {e}")),
         }
     }
     if let Ok((200, body)) = http_get(api, "/metrics", t).await {
@@ -335,5 +350,29 @@ mod tests {
             cells,
             ["old1", "10.0.0.6:2567", "draining", "-", "-", "-", "-"]
         );
+        assert!(report.is_healthy());
+    }
+
+    #[test]
+    fn a_dead_or_refused_registration_is_unhealthy_and_named() {
+        let mut report = Report {
+            agent_ready: Some(true),
+            redis_up: Some(true),
+            envoy_live: Some(true),
+            ..Report::default()
+        };
+        report.processes.push(ProcessRow {
+            process_id: "gone".into(),
+            address: "10.0.0.7:2567".into(),
+            cluster: "colyseus-process-gone".into(),
+            state: "dead".into(),
+            weight: None,
+        });
+        assert!(!report.is_healthy());
+        report.processes.clear();
+        let why = "member \"p1/undefined:2567\" has an unusable address: host is missing (is SELF_HOSTNAME set on the game server?)";
+        report.rejected_registrations.push(why.into());
+        assert!(!report.is_healthy());
+        assert!(report.render().contains(&format!("rejected: {why}\n")));
     }
 }

@@ -1,5 +1,5 @@
 //! Leased registrations: the Redis keys that let a registration written by
-//! `colyseus-envoy-agent register` expire by itself. Pure: key names and payloads only.
+//! `colyseus-envoy register` expire by itself. Pure: key names and payloads only.
 //!
 //! Colyseus 0.16 registers a process as a member of `colyseus:nodes` with no expiry, so a
 //! crashed process stays registered forever. The registrar writes the same member (so every

@@ -18,6 +18,7 @@
 //! - [`registrar`]: `register`, the sidecar that registers a server that does not
 //!   register itself, with a lease ([`lease`]: its Redis keys).
 //! - [`upstream_policy`]: pure; which addresses a registration may point Envoy at.
+//! - [`supervise`]: `run`, the whole proxy as one command (children, signals, hot restart).
 //! - [`config`]: command line and environment.
 //!
 //! Feature `daemon` (default) builds all of it. Without it only the pure parts are built
@@ -31,6 +32,8 @@ pub mod api;
 pub mod atomic_file;
 pub mod balance;
 pub mod bootstrap;
+#[cfg(feature = "daemon")]
+pub mod cli_env;
 #[cfg(feature = "daemon")]
 pub mod config;
 #[cfg(feature = "daemon")]
@@ -51,12 +54,16 @@ pub mod redis_call;
 pub mod redis_target;
 #[cfg(feature = "daemon")]
 pub mod registrar;
+#[cfg(feature = "daemon")]
+pub mod rejected;
 pub mod rooms;
 pub mod sinks;
 pub mod sources;
 pub mod state;
 #[cfg(feature = "daemon")]
 pub mod status;
+#[cfg(feature = "daemon")]
+pub mod supervise;
 #[cfg(feature = "daemon")]
 pub mod sync;
 pub mod upstream_policy;

@@ -1,12 +1,13 @@
-//! Entry point: parse flags, set up logging, run a subcommand. Exit 64 (EX_USAGE) on bad
-//! configuration, 1 on runtime failure.
+//! Entry point: parse flags, set up logging, run a subcommand. Exit codes, the same for
+//! every command: 0 done, 1 a runtime failure (or `status`: something unhealthy), 64
+//! (EX_USAGE) a bad setting, 69 (EX_UNAVAILABLE) an address already in use.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use colyseus_envoy_agent::api;
 use colyseus_envoy_agent::atomic_file;
 use colyseus_envoy_agent::bootstrap::{self, BootstrapSpec, HealthPath, TlsSpec};
@@ -20,22 +21,49 @@ use colyseus_envoy_agent::sources::redis::{RedisPresenceConfig, RedisPresenceSou
 use colyseus_envoy_agent::sources::redis_rooms::{self, RedisRoomsConfig, RedisRoomsSource};
 use colyseus_envoy_agent::sources::RoomFetcher;
 use colyseus_envoy_agent::status::Status;
+use colyseus_envoy_agent::supervise;
 use colyseus_envoy_agent::sync::{LivenessConfig, SyncConfig, Syncer};
 use colyseus_envoy_agent::upstream_policy::{self, UpstreamPolicy};
 use tokio::sync::watch;
 use tracing::{error, info};
 
-const EX_USAGE: u8 = 64;
+const EX_USAGE: u8 = supervise::EX_USAGE;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use std::io::IsTerminal;
+    colyseus_envoy_agent::cli_env::apply_aliases();
+    let argv: Vec<String> = std::env::args().collect();
+    let command = Cli::command();
+    let parsed = command
+        .clone()
+        .try_get_matches_from(&argv)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let line = colyseus_envoy_agent::cli_env::explain(&e, &command, &argv);
+            return usage(&line);
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a terminal: log files and journald get plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Run(args) => {
+            let Some(runtime) = runtime(false) else {
+                return ExitCode::FAILURE;
+            };
+            run_outcome(runtime.block_on(supervise::run(args)))
+        }
         Command::Bootstrap(args) => print_bootstrap(&args),
         Command::Sync(args) => {
             let Some(runtime) = runtime(true) else {
@@ -56,9 +84,13 @@ fn status(args: &colyseus_envoy_agent::config::StatusArgs) -> ExitCode {
     };
     let redis = match args.redis.target(&args.redis_url) {
         Ok(r) => r,
-        Err(e) => return usage(&e),
+        Err(e) => return usage(&named("--redis-url", "REDIS_URL", &e)),
     };
-    let report = runtime.block_on(inspect::gather(args.api_addr, &args.admin_addr, &redis));
+    let admin = args.admin_addr.clone().unwrap_or_else(|| {
+        let dir = std::env::var_os("RUN_DIR").unwrap_or_else(|| ".run/proxy".into());
+        AdminEndpoint::Unix(Path::new(&dir).join(colyseus_envoy_agent::config::ADMIN_SOCKET))
+    });
+    let report = runtime.block_on(inspect::gather(args.api_addr, &admin, &redis));
     print!("{}", report.render());
     if report.is_healthy() {
         ExitCode::SUCCESS
@@ -92,7 +124,11 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
     // The admin interface can reconfigure and stop Envoy: never expose it.
     let admin = match args.admin() {
         AdminEndpoint::Tcp(addr) if !addr.ip().is_loopback() => {
-            return usage(&format!("--admin-addr {addr} is not a loopback address"));
+            return usage(&named(
+                "--admin-addr",
+                "COLYSEUS_ENVOY_ADMIN_ADDR",
+                &format!("{addr} is not a loopback address (expected unix:PATH or 127.0.0.1:PORT)"),
+            ));
         }
         AdminEndpoint::Tcp(addr) => bootstrap::AdminListen::Tcp(addr),
         AdminEndpoint::Unix(path) => bootstrap::AdminListen::Pipe(path),
@@ -179,8 +215,41 @@ fn write_tls_secret(file: &Path, cert: &Path, key: &Path) -> anyhow::Result<()> 
 }
 
 fn usage(e: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("colyseus-envoy-agent: invalid configuration: {e}");
+    eprintln!("colyseus-envoy: invalid configuration: {e}");
     ExitCode::from(EX_USAGE)
+}
+
+/// `what` prefixed with what the user set: the flag, or `VARIABLE=value` when it came from
+/// the environment.
+fn named(flag: &str, variable: &str, what: &dyn std::fmt::Display) -> String {
+    let argv: Vec<String> = std::env::args().collect();
+    let what = what.to_string();
+    let what = what.strip_prefix(&format!("{flag} ")).unwrap_or(&what);
+    format!(
+        "{}: {what}",
+        colyseus_envoy_agent::cli_env::origin(&argv, flag, variable)
+    )
+}
+
+/// `run`'s outcome as one line on stderr (stdout for a hot restart's answer) and its code.
+fn run_outcome(outcome: supervise::Outcome) -> ExitCode {
+    match outcome {
+        supervise::Outcome::Done(message) => {
+            if let Some(m) = message {
+                println!("{m}");
+            }
+            ExitCode::SUCCESS
+        }
+        supervise::Outcome::Usage(why) => usage(&why),
+        supervise::Outcome::Unavailable(why) => {
+            eprintln!("colyseus-envoy: not starting: {why}");
+            ExitCode::from(supervise::EX_UNAVAILABLE)
+        }
+        supervise::Outcome::Failed(why) => {
+            eprintln!("colyseus-envoy: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn sync(args: SyncArgs) -> ExitCode {
@@ -196,7 +265,7 @@ async fn sync(args: SyncArgs) -> ExitCode {
     }
     let target = match args.redis.target(&args.redis_url) {
         Ok(t) => t,
-        Err(e) => return usage(&e),
+        Err(e) => return usage(&named("--redis-url", "REDIS_URL", &e)),
     };
     let rooms_target = match &args.redis_rooms_url {
         Some(url) => match args.redis.standalone(url) {

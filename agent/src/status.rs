@@ -60,6 +60,8 @@ pub struct Status {
     /// What `/processes` and room lookups may name (new clusters wait for Envoy), and the
     /// version `/processes?after=` long-polls wait on.
     pub advertised: Advertised,
+    /// Registrations refused right now, with their reasons (`/rejected`).
+    pub rejected: crate::rejected::Rejected,
 }
 
 /// Read-throughs in flight at most; a lookup finding none free answers from the index.
@@ -82,6 +84,7 @@ impl Status {
             fetcher: None,
             fetch_slots: tokio::sync::Semaphore::new(FETCH_SLOTS),
             advertised: Advertised::new(false),
+            rejected: crate::rejected::Rejected::default(),
         }
     }
 

@@ -488,6 +488,7 @@ impl Syncer {
                 self.reject(&rejection);
                 // The member is in the set too: the next full read must not count it again.
                 self.known_rejections.insert(rejection.to_string());
+                self.status.rejected.add(rejection.to_string());
                 false
             }
         }
@@ -524,6 +525,7 @@ impl Syncer {
             rejections.insert(key);
         }
         self.known_rejections = rejections;
+        self.status.rejected.replace(&self.known_rejections);
         let continuity = redis_lineage::continuity(
             self.run_id.as_deref(),
             self.replid.as_deref(),

@@ -123,7 +123,9 @@ impl RedisTargetSpec {
             url: redact(flags.url),
             why: why.to_owned(),
         };
-        let info = redis::parse_redis_url(flags.url).ok_or_else(|| bad_url("not a URL"))?;
+        let info = redis::parse_redis_url(flags.url).ok_or_else(|| {
+            bad_url("not a URL (expected redis://[user:password@]host[:port][/db], or rediss:// for TLS)")
+        })?;
         let tls = match info.scheme() {
             "redis" => false,
             "rediss" => true,

@@ -1,4 +1,4 @@
-//! `colyseus-envoy-agent register`: the registrar sidecar.
+//! `colyseus-envoy register`: the registrar sidecar.
 //!
 //! Runs beside a game server that does not register itself (Colyseus 0.17+, custom servers)
 //! and registers it in the layout Colyseus 0.16 uses (`colyseus:nodes` plus an `add`

@@ -273,7 +273,7 @@ impl RedisSession {
             .collect())
     }
 
-    /// Members registered by a registrar sidecar (`colyseus-envoy-agent register`) whose
+    /// Members registered by a registrar sidecar (`colyseus-envoy register`) whose
     /// lease has expired: the sidecar died without deregistering.
     ///
     /// # Errors

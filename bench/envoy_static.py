@@ -6,7 +6,7 @@ usage: envoy_static.py PORT ADMIN_PORT PID=HOST:PORT [PID=HOST:PORT ...] > envoy
 One STATIC cluster per game process and one route per process matching the path regex
 `^/{processId}/`; anything else (matchmaking) round-robin over all processes, as the other
 proxies do. Listener settings follow what
-`colyseus-envoy-agent bootstrap` renders (buffer limit, timeouts, WebSocket upgrade,
+`colyseus-envoy bootstrap` renders (buffer limit, timeouts, WebSocket upgrade,
 x-forwarded-for), minus the wasm filter, the local-reply mappers and the health checks.
 """
 import json

@@ -563,7 +563,7 @@ METHOD = """## Method
   (2) Envoy with a static bootstrap written by `bench/envoy_static.py` (a STATIC cluster per
   process, a route per process on the path regex `^/{pid}/`, no wasm, no health checks),
   (3) our stack exactly as `scripts/proxy.sh` and the end-to-end tests run it
-  (`colyseus-envoy-agent bootstrap`, `agent sync`, Envoy with the filter), and (4)
+  (`colyseus-envoy bootstrap`, `agent sync`, Envoy with the filter), and (4)
   `@colyseus/proxy` 0.12.11 from npm (`bench/colyseus-proxy`, its own lockfile; it reads
   `colyseus:nodes` at start; `SOCKET_TIMEOUT` raised so held connections are not cut; its
   per-connection `console.debug` goes to a log file, as it would in production). Before

@@ -25,7 +25,7 @@
  *   PRESENCE        "redis" (default, RedisPresence on REDIS_URL) or "local" (LocalPresence and
  *                   LocalDriver: the server writes nothing into Redis and does not register
  *                   itself, like Colyseus 0.17+ or a custom server; DRIVER is then ignored.
- *                   Register it with `colyseus-envoy-agent register`)
+ *                   Register it with `colyseus-envoy register`)
  *   DRIVER          "redis" (default, RedisDriver on REDIS_URL) or "mongoose" (MongooseDriver)
  *   MONGO_URI       MongoDB URI for DRIVER=mongoose (default mongodb://127.0.0.1:27017/colyseus)
  *   MAX_CLIENTS     maxClients of the "echo" room (default 4)

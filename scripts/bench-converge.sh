@@ -29,7 +29,7 @@ results="$run_dir/results.jsonl"
 
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
-agent="$target_dir/release/colyseus-envoy-agent"
+agent="$target_dir/release/colyseus-envoy"
 wasm="$target_dir/wasm32-wasip1/release/colyseus_envoy_filter.wasm"
 loadgen="$target_dir/release/loadgen"
 envoy="$root/.venv/bin/envoy"

@@ -70,7 +70,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
-agent="$target_dir/release/colyseus-envoy-agent"
+agent="$target_dir/release/colyseus-envoy"
 wasm="$target_dir/wasm32-wasip1/release/colyseus_envoy_filter.wasm"
 envoy="$root/.venv/bin/envoy"
 py="$root/.venv/bin/python"

@@ -7,7 +7,7 @@ expected_cmd() {
   case "$1" in
     redis) echo redis-server ;;
     game-*) echo example/server.js ;;
-    agent) echo colyseus-envoy-agent ;;
+    agent) echo colyseus-envoy ;;
     envoy | envoy-retiring) echo envoy ;;
     *) echo "$1" ;;
   esac

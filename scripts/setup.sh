@@ -116,4 +116,4 @@ else
   cargo build --release --target wasm32-wasip1 -p colyseus-envoy-filter >&2
   wasm="$root/target/wasm32-wasip1/release/colyseus_envoy_filter.wasm"
 fi
-say "ready: $root/target/release/colyseus-envoy-agent, $wasm"
+say "ready: $root/target/release/colyseus-envoy, $wasm"

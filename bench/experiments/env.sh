@@ -30,16 +30,16 @@ if [ -n "${STATIC_PATCH:-}" ]; then $PY -c "import json,sys; b=json.load(open('$
 st envoy-static taskset -c 0 $E -c $RUN/static.json --log-level warn --disable-hot-restart --concurrency 1 ${STATIC_ENVOY_ARGS:-}
 STATIC_PID=$spid
 OP=24120; OA=24121; API=24122
-$T/release/colyseus-envoy-agent bootstrap --ip 127.0.0.1 --port $OP --admin-addr 127.0.0.1:$OA --config-dir $RUN/ours/envoy-config --filter-wasm ${WASM:-$T/wasm32-wasip1/release/colyseus_envoy_filter.wasm} > $RUN/ours.json
+$T/release/colyseus-envoy bootstrap --ip 127.0.0.1 --port $OP --admin-addr 127.0.0.1:$OA --config-dir $RUN/ours/envoy-config --filter-wasm ${WASM:-$T/wasm32-wasip1/release/colyseus_envoy_filter.wasm} > $RUN/ours.json
 if [ -n "${OURS_PATCH:-}" ]; then $PY -c "import json,sys; b=json.load(open('$RUN/ours.json')); exec(sys.argv[1]); json.dump(b,open('$RUN/ours.json','w'))" "$OURS_PATCH"; fi
-RUST_LOG=${AGENT_LOG:-info} st agent taskset -c 0 $T/release/colyseus-envoy-agent sync --redis-url redis://127.0.0.1:$RP --config-dir $RUN/ours/envoy-config --state-file $RUN/ours/state.json --api-addr 127.0.0.1:$API
+RUST_LOG=${AGENT_LOG:-info} st agent taskset -c 0 $T/release/colyseus-envoy sync --redis-url redis://127.0.0.1:$RP --config-dir $RUN/ours/envoy-config --state-file $RUN/ours/state.json --api-addr 127.0.0.1:$API
 AGENT_PID=$spid
 for i in $(seq 100); do curl -fs 127.0.0.1:$API/ready >/dev/null && break; sleep 0.1; done
 st envoy-ours taskset -c 0 $E -c $RUN/ours.json --log-level warn --disable-hot-restart --concurrency 1 ${OURS_ENVOY_ARGS:-}
 OURS_PID=$spid
 O2P=24130; O2A=24131; OURS2_PID=
 if [ -n "${WASM2:-}" ]; then
-  $T/release/colyseus-envoy-agent bootstrap --ip 127.0.0.1 --port $O2P --admin-addr 127.0.0.1:$O2A --config-dir $RUN/ours/envoy-config --filter-wasm $WASM2 > $RUN/ours2.json
+  $T/release/colyseus-envoy bootstrap --ip 127.0.0.1 --port $O2P --admin-addr 127.0.0.1:$O2A --config-dir $RUN/ours/envoy-config --filter-wasm $WASM2 > $RUN/ours2.json
   if [ -n "${OURS2_PATCH:-}" ]; then $PY -c "import json,sys; b=json.load(open('$RUN/ours2.json')); exec(sys.argv[1]); json.dump(b,open('$RUN/ours2.json','w'))" "$OURS2_PATCH"; fi
   st envoy-ours2 taskset -c 0 $E -c $RUN/ours2.json --log-level warn --disable-hot-restart --concurrency 1 --base-id 7
   OURS2_PID=$spid

@@ -1,5 +1,5 @@
 //! The filter's plugin configuration: JSON in the Envoy bootstrap, rendered by the agent
-//! (`colyseus-envoy-agent bootstrap`) and checked by the filter in `on_configure`.
+//! (`colyseus-envoy bootstrap`) and checked by the filter in `on_configure`.
 
 use std::time::Duration;
 

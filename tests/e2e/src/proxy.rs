@@ -13,7 +13,7 @@ pub fn envoy_bin() -> PathBuf {
 }
 
 pub fn agent_bin() -> PathBuf {
-    root().join("target/release/colyseus-envoy-agent")
+    root().join("target/release/colyseus-envoy")
 }
 
 pub fn filter_wasm() -> PathBuf {
@@ -195,7 +195,7 @@ impl Proxy {
         });
     }
 
-    /// `colyseus-envoy-agent status` against this proxy and its Redis: (exit code 0, stdout).
+    /// `colyseus-envoy status` against this proxy and its Redis: (exit code 0, stdout).
     pub fn status(&self) -> (bool, String) {
         self.status_with(&["--redis-url", &self.redis_url])
     }
@@ -339,7 +339,7 @@ impl Proxy {
     }
 }
 
-/// Starts `colyseus-envoy-agent register` with `args` (after `register`), logging to
+/// Starts `colyseus-envoy register` with `args` (after `register`), logging to
 /// `registrar.log` in `dir` (appended, so restarts keep the earlier lines).
 pub fn start_registrar(dir: &Path, args: &[&str]) -> Proc {
     Proc::spawn(

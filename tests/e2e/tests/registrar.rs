@@ -1,4 +1,4 @@
-//! `colyseus-envoy-agent register`: a sidecar registers a game server that does not register
+//! `colyseus-envoy register`: a sidecar registers a game server that does not register
 //! itself (the example with `PRESENCE=local` stands for Colyseus 0.17+ or a custom server),
 //! with a lease, so players reach it through Envoy; it deregisters on SIGTERM, and a killed
 //! sidecar's registration expires with its lease.

@@ -6,7 +6,8 @@
 //! builds of the agent and the filter).
 //!
 //! Layout: `process` (children, scratch dirs, waits), `redis_server`, `redis_topologies`,
-//! `mongo`, `game` (Colyseus servers), `proxy` (agent + Envoy, registrar), `clients`
+//! `mongo`, `game` (Colyseus servers), `proxy` (agent + Envoy started apart, registrar),
+//! `runner` (the proxy as `colyseus-envoy run`), `stack` (the shared preamble), `clients`
 //! (colyseus.js), `http` (raw HTTP/WebSocket), `tls`. Everything is re-exported here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -18,6 +19,8 @@ pub mod process;
 pub mod proxy;
 pub mod redis_server;
 pub mod redis_topologies;
+pub mod runner;
+pub mod stack;
 pub mod tls;
 
 pub use clients::*;
@@ -27,4 +30,6 @@ pub use mongo::*;
 pub use process::*;
 pub use proxy::*;
 pub use redis_server::*;
+pub use runner::*;
+pub use stack::*;
 pub use tls::*;

@@ -2,7 +2,7 @@
 # Benchmark harness (issue 6): the same load, in one run, against
 #   (1) direct    the upstreams themselves (the physical limit)
 #   (2) static    Envoy, static per-process routes, no wasm (the Envoy limit)
-#   (3) ours      colyseus-envoy: agent bootstrap + agent sync + Envoy with the filter
+#   (3) ours      colyseus-envoy run: the sync agent + Envoy with the filter
 #   (4) colyseus  @colyseus/proxy 0.12.11 from npm (bench/colyseus-proxy)
 # all on 127.0.0.1, free ports, configured from the same Redis registrations. Each round runs,
 # per target: WebSocket connects and echo round trips against echo upstreams (loadgen), then
@@ -165,28 +165,30 @@ start_static() {
   wait_http "http://127.0.0.1:$px_admin/ready" LIVE
 }
 
-# `start_ours NAME REDIS_URL`: (3) agent bootstrap + agent sync + Envoy with the filter, as
-# scripts/proxy.sh runs them (the filter asks this agent's API about unknown processIds).
+# `start_ours NAME REDIS_URL`: (3) `colyseus-envoy run` (the agent's sync and Envoy with the
+# filter, supervised by run), as users start it. Its CPU is that of run and its two children.
 start_ours() {
-  local name="$1" redis="$2" api agent_pid agent_extra
+  local name="$1" redis="$2" api n children sync_args=() arg agent_extra
   read -r -a agent_extra <<<"${BENCH_AGENT_ARGS:-}"
+  for arg in "${agent_extra[@]}"; do sync_args+=("--sync-arg=$arg"); done
   px_port="$(free_port)"
   px_admin="$(free_port)"
   api="$(free_port)"
-  mkdir -p "$run_dir/$name/envoy-config"
   # The admin on TCP (the explicit opt-in; the default is a Unix socket): the loadgen reads
-  # it by ip:port. The agent is told, so it refuses the admin as an upstream.
-  "$agent" bootstrap --ip 127.0.0.1 --port "$px_port" --admin-addr "127.0.0.1:$px_admin" \
-    --agent-api-addr "127.0.0.1:$api" --config-dir "$run_dir/$name/envoy-config" \
-    --filter-wasm "$wasm" >"$run_dir/$name/envoy.json"
-  start "$name-agent" "${pin_proxy[@]}" "$agent" sync --redis-url "$redis" \
-    --config-dir "$run_dir/$name/envoy-config" --state-file "$run_dir/$name/agent-state.json" \
-    --api-addr "127.0.0.1:$api" --admin-addr "127.0.0.1:$px_admin" "${agent_extra[@]}"
-  agent_pid=$spid
-  wait_http "http://127.0.0.1:$api/ready"
-  start "$name" "${pin_proxy[@]}" "$envoy" -c "$run_dir/$name/envoy.json" --log-level warn \
-    --disable-hot-restart --concurrency "$BENCH_ENVOY_CONCURRENCY"
-  px_watch="$spid,$agent_pid"
+  # it by ip:port; the agent refuses it as an upstream.
+  PORT="$px_port" IP=127.0.0.1 REDIS_URL="$redis" ADMIN_ADDR="127.0.0.1:$px_admin" \
+    AGENT_API_ADDR="127.0.0.1:$api" RUN_DIR="$run_dir/$name" ENVOY_BIN="$envoy" \
+    COLYSEUS_ENVOY_FILTER_WASM="$wasm" ENVOY_HOT_RESTART=false \
+    ENVOY_CONCURRENCY="$BENCH_ENVOY_CONCURRENCY" \
+    start "$name" "${pin_proxy[@]}" "$agent" run "${sync_args[@]}"
+  for ((n = 0; n < 400; n++)); do
+    grep -q 'Listening on' "$run_dir/$name.log" 2>/dev/null && break
+    kill -0 "$spid" 2>/dev/null || { say "$name did not start: $(tail -n 3 "$run_dir/$name.log")"; return 1; }
+    sleep 0.1
+  done
+  children="$(cat "/proc/$spid/task/$spid/children")"
+  children="${children% }"
+  px_watch="$spid,${children// /,}"
   wait_http "http://127.0.0.1:$px_admin/ready" LIVE
 }
 

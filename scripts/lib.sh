@@ -9,6 +9,7 @@ expected_cmd() {
     game-*) echo example/server.js ;;
     agent) echo colyseus-envoy ;;
     envoy | envoy-retiring) echo envoy ;;
+    proxy) echo "colyseus-envoy run" ;;
     *) echo "$1" ;;
   esac
 }

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole local stack in one command, no Docker: Redis, a few example Colyseus 0.16 game
-# servers (example/server.js) and the proxy (scripts/proxy.sh: Envoy + agent).
+# servers (example/server.js) and the proxy (`colyseus-envoy run`: Envoy + agent, through
+# scripts/proxy.sh). The settings are checked before anything starts; a failure stops what
+# was started.
 #
 #   scripts/stack.sh [up]   install/build (scripts/setup.sh), start everything, print URLs
-#   scripts/stack.sh status what runs, and the processes the agent routes to
+#   scripts/stack.sh status what runs, and `colyseus-envoy status` (exit 1 if unhealthy)
 #   scripts/stack.sh down   stop everything (SIGTERM, then SIGKILL after 10 s)
 #
 # Environment (defaults):
@@ -39,21 +41,11 @@ ADMIN_ADDR="${ADMIN_ADDR:-unix:$dir/proxy/envoy-admin.sock}"
 AGENT_API_ADDR="${AGENT_API_ADDR:-127.0.0.1:9902}"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 
-# The recorded processes, one `NAME PID` a line: the stack's own, and the proxy's from its
-# own pids file, which a hot restart (scripts/proxy.sh hot-restart) keeps current; an old
-# Envoy that has finished draining is left out.
+# The recorded processes, one `NAME PID` a line (the proxy is one: `run`, which supervises
+# Envoy and the agent itself).
 entries() {
-  [ -f "$pids_file" ] || return 0
-  local proxy_pids="$dir/proxy/pids" name pid
-  if [ ! -f "$proxy_pids" ]; then
-    cat "$pids_file"
-    return 0
-  fi
-  grep -vE '^(agent|envoy|envoy-retiring) ' "$pids_file" || true
-  while read -r name pid; do
-    if [ "$name" = envoy-retiring ] && ! alive "$name" "$pid"; then continue; fi
-    echo "$name $pid"
-  done <"$proxy_pids"
+  [ -f "$pids_file" ] && cat "$pids_file"
+  return 0
 }
 
 # Number of recorded processes still running.
@@ -74,7 +66,7 @@ down() {
   local name pid
   while read -r name pid; do
     case "$name" in
-      agent | envoy | envoy-retiring) proxy+=("$name" "$pid") ;;
+      proxy) proxy+=("$name" "$pid") ;;
       game-*) games+=("$name" "$pid") ;;
       redis) redis+=("$name" "$pid") ;;
     esac
@@ -82,23 +74,25 @@ down() {
   [ ${#proxy[@]} -gt 0 ] && { say "stopping the proxy"; stop_all "${proxy[@]}"; }
   [ ${#games[@]} -gt 0 ] && { say "stopping the game servers"; stop_all "${games[@]}"; }
   [ ${#redis[@]} -gt 0 ] && { say "stopping redis"; stop_all "${redis[@]}"; }
-  rm -f "$pids_file" "$dir/proxy/pids"
+  rm -f "$pids_file"
   say "down"
 }
 
 status() {
-  local name pid
+  local name pid rc=0
   if [ ! -f "$pids_file" ]; then
     echo "stack: not running"
     return 1
   fi
   while read -r name pid; do
-    if alive "$name" "$pid"; then echo "$name: running (pid $pid)"; else echo "$name: NOT running (pid $pid)"; fi
+    if alive "$name" "$pid"; then echo "$name: running (pid $pid)"; else echo "$name: NOT running (pid $pid)"; rc=1; fi
   done < <(entries)
   echo "public: http://$IP:$PORT"
-  echo "agent: http://$AGENT_API_ADDR/processes"
-  curl -fsS --max-time 2 "http://$AGENT_API_ADDR/processes" || echo "(agent API not answering)"
   echo
+  # The operator's table, from the agent, Envoy's admin and Redis.
+  REDIS_URL="$REDIS_URL" AGENT_API_ADDR="$AGENT_API_ADDR" ADMIN_ADDR="$ADMIN_ADDR" \
+    RUN_DIR="$dir/proxy" "$root/scripts/proxy.sh" status || rc=1
+  return "$rc"
 }
 
 # `start NAME LOG CMD...`: run detached (own session, survives this script), record the PID.
@@ -125,6 +119,38 @@ fail() {
   exit 1
 }
 
+# `check_number NAME VALUE MIN MAX`: a whole number in range, or a one-line refusal.
+check_number() {
+  if ! [[ "$2" =~ ^[0-9]+$ ]] || [ "$2" -lt "$3" ] || [ "$2" -gt "$4" ]; then
+    say "invalid configuration: $1=$2 (expected a whole number from $3 to $4)"
+    exit 64
+  fi
+}
+
+# `port_taken PORT`: something accepts connections on 127.0.0.1:PORT.
+port_taken() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Every setting and port, before anything starts.
+check_inputs() {
+  check_number PORT "$PORT" 1 65535
+  check_number REDIS_PORT "$REDIS_PORT" 1 65535
+  check_number GAME_SERVERS "$GAME_SERVERS" 1 64
+  check_number GAME_BASE_PORT "$GAME_BASE_PORT" 1 $((65535 - GAME_SERVERS))
+  if port_taken "$REDIS_PORT"; then
+    say "not starting: 127.0.0.1:$REDIS_PORT (REDIS_PORT) is already in use; stop what holds it or set REDIS_PORT"
+    exit 69
+  fi
+  local i
+  for ((i = 0; i < GAME_SERVERS; i++)); do
+    if port_taken $((GAME_BASE_PORT + i)); then
+      say "not starting: 127.0.0.1:$((GAME_BASE_PORT + i)) (game server $i, GAME_BASE_PORT+$i) is already in use; set GAME_BASE_PORT"
+      exit 69
+    fi
+  done
+}
+
 up() {
   local count
   count="$(running_count)"
@@ -141,6 +167,7 @@ up() {
     exit 1
   fi
   rm -f "$pids_file"
+  check_inputs
 
   "$root/scripts/setup.sh"
   # A fresh start: this Redis starts empty and the game servers get new processIds, so the
@@ -189,13 +216,18 @@ EOF
     say "  $(head -n 1 "$dir/game-$i.out")"
   done
 
-  say "proxy on $IP:$PORT"
-  if ! PORT="$PORT" IP="$IP" REDIS_URL="$REDIS_URL" ADMIN_ADDR="$ADMIN_ADDR" \
+  say "proxy on $IP:$PORT (colyseus-envoy run, log in $dir/proxy.log)"
+  PORT="$PORT" IP="$IP" REDIS_URL="$REDIS_URL" ADMIN_ADDR="$ADMIN_ADDR" \
     AGENT_API_ADDR="$AGENT_API_ADDR" RUN_DIR="$dir/proxy" \
-    "$root/scripts/proxy.sh" --background; then
-    fail "the proxy did not start (see $dir/proxy/*.log)"
-  fi
-  cat "$dir/proxy/pids" >>"$pids_file"
+    start proxy "$dir/proxy.out" "$root/scripts/proxy.sh"
+  local proxy_pid
+  proxy_pid="$(awk '$1 == "proxy" {print $2}' "$pids_file")"
+  for ((n = 0; ; n++)); do
+    grep -q 'Listening on' "$dir/proxy.log" 2>/dev/null && break
+    kill -0 "$proxy_pid" 2>/dev/null || fail "the proxy did not start: $(grep -v '^\s*$' "$dir/proxy.log" | tail -n 1)"
+    [ "$n" -lt 600 ] || fail "the proxy is not up after 60 s (see $dir/proxy.log)"
+    sleep 0.1
+  done
 
   local host="$IP"
   case "$host" in 0.0.0.0 | "::") host=127.0.0.1 ;; *:*) host="[$host]" ;; esac

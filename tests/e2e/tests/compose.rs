@@ -157,7 +157,6 @@ fn compose_file_runs_the_tested_bootstrap_and_agent_flags() {
     let names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
     let expected: BTreeSet<&str> = [
         "redis",
-        "mongo",
         "game1",
         "game2",
         "game3",

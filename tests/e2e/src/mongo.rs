@@ -1,7 +1,10 @@
-//! A MongoDB wire-protocol server and a client that writes Colyseus room listings.
+//! A MongoDB wire-protocol server and a client (the `mongodb` crate the agent uses) that
+//! writes Colyseus room listings.
 
-use std::io::{BufRead, BufReader, Write};
+use std::future::IntoFuture;
 use std::path::Path;
+
+use bson::{doc, Document};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -46,15 +49,17 @@ impl MongoServer {
     /// write conflicts; reproduced with a MongooseDriver inserting as soon as it connects).
     /// A real mongod has no such race.
     fn create_room_collection(&self) {
-        let out = Command::new(root().join(".venv/bin/python"))
-            .args(["-c", CREATE_ROOMCACHES_PY, &self.uri()])
-            .output()
-            .expect("run .venv/bin/python");
-        assert!(
-            out.status.success(),
-            "creating roomcaches: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let client = MongoClient::connect(&self.uri());
+        let created = client
+            .rt
+            .block_on(client.db.create_collection(ROOMS).into_future());
+        match created {
+            Ok(()) => {}
+            // NamespaceExists: created already.
+            Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 48) =>
+                {}
+            Err(e) => panic!("creating roomcaches: {e}"),
+        }
     }
 
     /// URI with the database Colyseus's MongooseDriver uses.
@@ -63,82 +68,118 @@ impl MongoServer {
     }
 }
 
-const CREATE_ROOMCACHES_PY: &str = r#"
-import sys
-from pymongo import MongoClient
-from pymongo.errors import CollectionInvalid
-try:
-    MongoClient(sys.argv[1], serverSelectionTimeoutMS=10000).get_database().create_collection("roomcaches")
-except CollectionInvalid:
-    pass
-"#;
+/// MongooseDriver's collection of room listings.
+const ROOMS: &str = "roomcaches";
 
-/// A pymongo client (in `.venv`) driven line by line: each JSON command is answered with one
-/// JSON line once MongoDB acknowledged it.
+/// A client of the Rust `mongodb` driver (the agent's), driven by JSON commands as the tests
+/// write them: `{"op": "room", "roomId", "processId", "clients"?, "name"?, "extra"?}` (a
+/// listing as MongooseDriver writes it), `{"op": "raw", "doc"}`, `{"op": "delete", "roomId"}`,
+/// `{"op": "many", "n", "prefix", "processIds"}`, or any other op to only count; each answers
+/// with the number of documents (matching `"filter"`, if given) once MongoDB acknowledged it.
 pub struct MongoClient {
-    proc: Proc,
-    input: std::process::ChildStdin,
-    output: BufReader<std::process::ChildStdout>,
+    rt: tokio::runtime::Runtime,
+    db: mongodb::Database,
+    coll: mongodb::Collection<Document>,
 }
-
-const MONGO_CLIENT_PY: &str = r#"
-import sys, json, datetime
-from pymongo import MongoClient
-coll = MongoClient(sys.argv[1], serverSelectionTimeoutMS=10000).get_database()["roomcaches"]
-def room(r):
-    now = datetime.datetime.now(datetime.timezone.utc)
-    d = {"roomId": r["roomId"], "processId": r["processId"], "name": r.get("name", "battle"),
-         "clients": r.get("clients", 0), "maxClients": float("inf"), "locked": False,
-         "private": False, "unlisted": False, "metadata": {}, "publicAddress": None,
-         "createdAt": now, "updatedAt": now, "__v": 0}
-    d.update(r.get("extra", {}))
-    return d
-for line in sys.stdin:
-    c = json.loads(line)
-    op = c["op"]
-    if op == "room":
-        coll.insert_one(room(c))
-    elif op == "raw":
-        coll.insert_one(c["doc"])
-    elif op == "delete":
-        coll.delete_one({"roomId": c["roomId"]})
-    elif op == "many":
-        docs = [room({"roomId": "%s%d" % (c["prefix"], i), "processId": c["processIds"][i % len(c["processIds"])], "clients": 1}) for i in range(c["n"])]
-        for i in range(0, len(docs), 1000):
-            coll.insert_many(docs[i:i + 1000], ordered=False)
-    # Every command answers with the number of documents (matching "filter", if given).
-    print(json.dumps({"ok": True, "count": coll.count_documents(c.get("filter", {}))}), flush=True)
-"#;
 
 impl MongoClient {
     pub fn connect(uri: &str) -> MongoClient {
-        let mut proc = Proc::spawn(
-            "pymongo client",
-            Command::new(root().join(".venv/bin/python"))
-                .args(["-u", "-c", MONGO_CLIENT_PY, uri])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped()),
-        );
-        let input = proc.child.stdin.take().unwrap();
-        let output = BufReader::new(proc.child.stdout.take().unwrap());
-        MongoClient {
-            proc,
-            input,
-            output,
-        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt
+            .block_on(mongodb::Client::with_uri_str(uri))
+            .unwrap_or_else(|e| panic!("mongodb client for {uri}: {e}"));
+        let db = client
+            .default_database()
+            .unwrap_or_else(|| client.database("colyseus"));
+        let coll = db.collection(ROOMS);
+        MongoClient { rt, db, coll }
     }
 
     /// Sends one command; returns the collection's document count after it.
     pub fn send(&mut self, command: serde_json::Value) -> u64 {
-        writeln!(self.input, "{command}").unwrap();
-        let mut line = String::new();
-        self.output.read_line(&mut line).unwrap();
-        assert!(
-            self.proc.is_running() || !line.is_empty(),
-            "pymongo client died on {command}"
-        );
-        let reply: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("pymongo client answered {line:?} to {command}: {e}"));
-        reply["count"].as_u64().unwrap()
+        let coll = &self.coll;
+        let result: mongodb::error::Result<u64> = self.rt.block_on(async {
+            match command["op"].as_str().unwrap_or("") {
+                "room" => {
+                    coll.insert_one(room(&command)).await?;
+                }
+                "raw" => {
+                    coll.insert_one(json_doc(&command["doc"])).await?;
+                }
+                "delete" => {
+                    coll.delete_one(doc! {"roomId": command["roomId"].as_str().unwrap()})
+                        .await?;
+                }
+                "many" => {
+                    let pids: Vec<&str> = command["processIds"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| p.as_str().unwrap())
+                        .collect();
+                    let prefix = command["prefix"].as_str().unwrap();
+                    let n = command["n"].as_u64().unwrap() as usize;
+                    let docs: Vec<Document> = (0..n)
+                        .map(|i| {
+                            room(&serde_json::json!({"roomId": format!("{prefix}{i}"),
+                                "processId": pids[i % pids.len()], "clients": 1}))
+                        })
+                        .collect();
+                    for chunk in docs.chunks(1000) {
+                        coll.insert_many(chunk.to_vec()).ordered(false).await?;
+                    }
+                }
+                _ => {}
+            }
+            let filter = match command.get("filter") {
+                Some(f) => json_doc(f),
+                None => Document::new(),
+            };
+            coll.count_documents(filter).await
+        });
+        result.unwrap_or_else(|e| panic!("mongodb on {command}: {e}"))
+    }
+}
+
+/// A listing as MongooseDriver writes it, with `extra` merged over it.
+fn room(r: &serde_json::Value) -> Document {
+    let now = bson::DateTime::now();
+    let mut d = doc! {
+        "roomId": r["roomId"].as_str().unwrap(),
+        "processId": r["processId"].as_str().unwrap(),
+        "name": r["name"].as_str().unwrap_or("battle"),
+        "clients": r["clients"].as_i64().unwrap_or(0) as i32,
+        "maxClients": f64::INFINITY,
+        "locked": false, "private": false, "unlisted": false,
+        "metadata": {}, "publicAddress": bson::Bson::Null,
+        "createdAt": now, "updatedAt": now, "__v": 0,
+    };
+    d.extend(json_doc(&r["extra"]));
+    d
+}
+
+/// A JSON object as BSON, small integers as int32 (as pymongo and Mongoose store them).
+fn json_doc(v: &serde_json::Value) -> Document {
+    let Some(map) = v.as_object() else {
+        return Document::new();
+    };
+    map.iter().map(|(k, v)| (k.clone(), json_bson(v))).collect()
+}
+
+fn json_bson(v: &serde_json::Value) -> bson::Bson {
+    use serde_json::Value;
+    match v {
+        Value::Null => bson::Bson::Null,
+        Value::Bool(b) => bson::Bson::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i32::try_from(i).map_or(bson::Bson::Int64(i), bson::Bson::Int32),
+            None => bson::Bson::Double(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => bson::Bson::String(s.clone()),
+        Value::Array(a) => bson::Bson::Array(a.iter().map(json_bson).collect()),
+        Value::Object(_) => bson::Bson::Document(json_doc(v)),
     }
 }

@@ -7,16 +7,8 @@ use e2e::*;
 
 #[test]
 fn real_clients_reach_their_rooms_across_processes() {
-    let dir = scratch("spread");
-    let redis = Redis::start(&dir);
-    let servers: Vec<GameServer> = (0..3)
-        .map(|_| GameServer::start(&dir, &redis, &[]))
-        .collect();
-    let proxy = Proxy::start(&dir, &redis);
-    proxy.wait_routed(
-        servers.iter().map(|s| s.process_id.clone()).collect(),
-        Duration::from_secs(10),
-    );
+    let stack = Stack::new("spread").servers(3).start();
+    let (proxy, servers) = (&stack.proxy, &stack.servers);
 
     let result = swarm(
         &proxy.endpoint(),
@@ -27,7 +19,7 @@ fn real_clients_reach_their_rooms_across_processes() {
     assert_eq!(result.ok, 120, "errors: {:?}", result.errors);
     assert!(result.errors.is_empty());
     // Rooms were created on every process, and each client echoed with its room's process.
-    for s in &servers {
+    for s in servers {
         assert!(
             result.by_process.get(&s.process_id).copied().unwrap_or(0) > 0,
             "no client on {}: {:?}",
@@ -44,16 +36,11 @@ fn real_clients_reach_their_rooms_across_processes() {
 /// round robin sends it that share of the all-processes requests.
 #[test]
 fn matchmaking_favours_the_least_loaded_processes() {
-    let dir = scratch("balance");
-    let redis = Redis::start(&dir);
-    let servers: Vec<GameServer> = (0..3)
-        .map(|_| GameServer::start(&dir, &redis, &[]))
-        .collect();
-    let proxy = Proxy::start_with(&dir, &redis.url(), &["--balance-interval", "300ms"]);
-    proxy.wait_routed(
-        servers.iter().map(|s| s.process_id.clone()).collect(),
-        Duration::from_secs(10),
-    );
+    let stack = Stack::new("balance")
+        .servers(3)
+        .agent_args(&["--balance-interval", "300ms"])
+        .start();
+    let (proxy, servers, redis) = (&stack.proxy, &stack.servers, &stack.redis);
     // No load anywhere: plain round robin, no weights written.
     let weights = proxy.all_cluster_host_stat("weight");
     assert!(weights.values().all(|w| *w == 1), "{weights:?}");
@@ -125,15 +112,8 @@ fn matchmaking_favours_the_least_loaded_processes() {
 
 #[test]
 fn bad_and_hostile_requests_get_clear_answers() {
-    let dir = scratch("edges");
-    let redis = Redis::start(&dir);
-    let a = GameServer::start(&dir, &redis, &[]);
-    let b = GameServer::start(&dir, &redis, &[]);
-    let proxy = Proxy::start(&dir, &redis);
-    proxy.wait_routed(
-        vec![a.process_id.clone(), b.process_id.clone()],
-        Duration::from_secs(10),
-    );
+    let stack = Stack::new("edges").servers(2).start();
+    let (proxy, a, b) = (&stack.proxy, &stack.servers[0], &stack.servers[1]);
     let public = proxy.public();
 
     // Malformed room path: the filter answers 400 with JSON, nothing reaches a process.

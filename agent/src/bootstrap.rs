@@ -158,6 +158,7 @@ pub fn render(spec: &BootstrapSpec<'_>) -> Value {
     });
     if spec.edge_path == EdgePath::Tcp {
         bootstrap["bootstrap_extensions"] = json!([tcp_edge::bootstrap_extension()]);
+        bootstrap["layered_runtime"] = tcp_edge::runtime();
     }
     bootstrap
 }
@@ -611,6 +612,11 @@ mod tests {
         assert_eq!(
             b["bootstrap_extensions"][0]["name"],
             "envoy.bootstrap.internal_listener"
+        );
+        assert_eq!(
+            b["layered_runtime"]["layers"][0]["static_layer"]
+                ["envoy.reloadable_features.enable_send_rst_on_user_space_socket"],
+            false
         );
         let listeners = &b["static_resources"]["listeners"];
         let public = &listeners[0]["filter_chains"][0]["filters"];

@@ -43,6 +43,17 @@ pub fn bootstrap_extension() -> Value {
     })
 }
 
+/// Envoy 1.40 ends an internal-listener connection closed by its server side (the HCM after
+/// `Connection: close`) with a reset, and `tcp_proxy` passes a reset on as a reset, dropping
+/// the response it had not yet written: every `Connection: close` request through the HCM
+/// then fails with ECONNRESET (seen with colyseus.js matchmaking). With this runtime flag
+/// off, the close is a plain close and the response is flushed first.
+pub fn runtime() -> Value {
+    json!({ "layers": [{ "name": "tcp_edge", "static_layer": {
+        "envoy.reloadable_features.enable_send_rst_on_user_space_socket": false,
+    } }] })
+}
+
 /// The cluster `tcp_proxy` hands non-room connections to: the HCM's internal listener,
 /// with a PROXY protocol header carrying the client's address and port.
 pub fn hcm_cluster() -> Value {

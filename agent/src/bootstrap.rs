@@ -19,7 +19,9 @@ use crate::model::{Endpoint, Host};
 use crate::sinks::envoy_files::CDS_FILE;
 
 mod edge;
+mod tcp_edge;
 pub use edge::{AdminListen, PublicHost};
+pub use tcp_edge::{EdgePath, HCM_INTERNAL};
 
 /// Name of the SDS secret holding the public certificate.
 pub const TLS_SECRET: &str = "public_tls";
@@ -54,6 +56,8 @@ pub struct BootstrapSpec<'a> {
     /// `routing.agent_cluster` (room lookups, the live process list): an IP literal, or a
     /// DNS name where the agent has no fixed address (docker compose, Kubernetes).
     pub agent_api: Endpoint,
+    /// Which path public connections take (`--edge-path`; see `tcp_edge`).
+    pub edge_path: EdgePath,
 }
 
 /// TLS termination.
@@ -126,7 +130,7 @@ pub fn tls_secret(cert: &Path, key: &Path) -> Value {
 
 /// Renders the bootstrap as JSON (which Envoy reads as YAML too).
 pub fn render(spec: &BootstrapSpec<'_>) -> Value {
-    json!({
+    let mut bootstrap = json!({
         "node": { "id": "colyseus-envoy", "cluster": "colyseus-envoy" },
         "admin": { "address": edge::admin_address(&spec.admin) },
         "dynamic_resources": {
@@ -140,8 +144,9 @@ pub fn render(spec: &BootstrapSpec<'_>) -> Value {
         },
         "static_resources": {
             "listeners": listeners(spec),
-            "clusters": [agent_cluster(spec)],
+            "clusters": clusters(spec),
         },
+
         // Edge guidance: bound the downstream connections Envoy accepts in total.
         "overload_manager": { "resource_monitors": [{
             "name": "envoy.resource_monitors.global_downstream_max_connections",
@@ -150,7 +155,12 @@ pub fn render(spec: &BootstrapSpec<'_>) -> Value {
                 "max_active_downstream_connections": spec.max_downstream_connections,
             },
         }] },
-    })
+    });
+    if spec.edge_path == EdgePath::Tcp {
+        bootstrap["bootstrap_extensions"] = json!([tcp_edge::bootstrap_extension()]);
+        bootstrap["layered_runtime"] = tcp_edge::runtime();
+    }
+    bootstrap
 }
 
 /// The agent's API for the filter's `dispatch_http_call`. Its name never passes the route
@@ -183,7 +193,17 @@ fn agent_cluster(spec: &BootstrapSpec<'_>) -> Value {
     cluster
 }
 
+fn clusters(spec: &BootstrapSpec<'_>) -> Value {
+    match spec.edge_path {
+        EdgePath::Http => json!([agent_cluster(spec)]),
+        EdgePath::Tcp => json!([agent_cluster(spec), tcp_edge::hcm_cluster()]),
+    }
+}
+
 fn listeners(spec: &BootstrapSpec<'_>) -> Value {
+    if spec.edge_path == EdgePath::Tcp {
+        return tcp_listeners(spec);
+    }
     let listener = |name: &str, addr: SocketAddr, hcm: Value, tls: Option<Value>| {
         let mut chain = json!({ "filters": [{
             "name": "envoy.filters.network.http_connection_manager",
@@ -220,6 +240,45 @@ fn listeners(spec: &BootstrapSpec<'_>) -> Value {
                 redirect_manager(spec, tls.listen.port()),
                 None
             ),
+        ]),
+    }
+}
+
+/// `--edge-path tcp`: the public listener (TLS, then the filter and `tcp_proxy`), the HCM
+/// on an internal listener, and with TLS the same redirect listener as the HTTP path.
+fn tcp_listeners(spec: &BootstrapSpec<'_>) -> Value {
+    let public = |name: &str, addr: SocketAddr, tls: Option<&TlsSpec<'_>>| {
+        let mut chain = json!({ "filters": tcp_edge::public_filters(spec, tls.is_some()) });
+        if let Some(tls) = tls {
+            chain["transport_socket"] = tls_socket(tls);
+        }
+        json!({
+            "name": name,
+            "address": socket(addr),
+            "per_connection_buffer_limit_bytes": 32768,
+            "filter_chains": [chain],
+        })
+    };
+    let hcm = |prefix: &str, tls: bool| {
+        tcp_edge::internal_listener(http_connection_manager(spec, prefix), tls)
+    };
+    match &spec.tls {
+        None => json!([
+            public("public_http", spec.listen, None),
+            hcm("public", false)
+        ]),
+        Some(tls) => json!([
+            public("public_https", tls.listen, Some(tls)),
+            hcm("public_https", true),
+            {
+                "name": "public_http",
+                "address": socket(spec.listen),
+                "per_connection_buffer_limit_bytes": 32768,
+                "filter_chains": [{ "filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": redirect_manager(spec, tls.listen.port()),
+                }] }],
+            },
         ]),
     }
 }
@@ -413,11 +472,7 @@ fn wasm_filter(spec: &BootstrapSpec<'_>) -> Value {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
                 "name": "colyseus_router",
-                "vm_config": {
-                    "vm_id": "colyseus_router",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": { "local": { "filename": spec.filter_wasm } },
-                },
+                "vm_config": vm_config(spec),
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": plugin,
@@ -425,6 +480,15 @@ fn wasm_filter(spec: &BootstrapSpec<'_>) -> Value {
                 "fail_open": false,
             },
         },
+    })
+}
+
+/// The filter's VM, shared by the HTTP and the network filter (one VM per worker).
+fn vm_config(spec: &BootstrapSpec<'_>) -> Value {
+    json!({
+        "vm_id": "colyseus_router",
+        "runtime": "envoy.wasm.runtime.v8",
+        "code": { "local": { "filename": spec.filter_wasm } },
     })
 }
 
@@ -470,6 +534,7 @@ mod tests {
             max_downstream_connections: 1000,
             trusted_hops: 0,
             agent_api: crate::model::parse_host_port("127.0.0.1:9902").unwrap(),
+            edge_path: EdgePath::Http,
         };
         let b = render(&spec);
         assert_eq!(
@@ -533,7 +598,48 @@ mod tests {
             max_downstream_connections: 1000,
             trusted_hops: 0,
             agent_api: crate::model::parse_host_port("127.0.0.1:9902").unwrap(),
+            edge_path: EdgePath::Http,
         }
+    }
+
+    #[test]
+    fn tcp_edge_path() {
+        let routing = RoutingConfig::try_from(PluginConfig::default()).unwrap();
+        let mut spec = spec_with(&routing, None, None);
+        assert!(render(&spec).get("bootstrap_extensions").is_none());
+        spec.edge_path = EdgePath::Tcp;
+        let b = render(&spec);
+        assert_eq!(
+            b["bootstrap_extensions"][0]["name"],
+            "envoy.bootstrap.internal_listener"
+        );
+        assert_eq!(
+            b["layered_runtime"]["layers"][0]["static_layer"]
+                ["envoy.reloadable_features.enable_send_rst_on_user_space_socket"],
+            false
+        );
+        let listeners = &b["static_resources"]["listeners"];
+        let public = &listeners[0]["filter_chains"][0]["filters"];
+        assert_eq!(public[1]["typed_config"]["cluster"], HCM_INTERNAL);
+        let plugin = public[0]["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap();
+        let parsed =
+            RoutingConfig::try_from(PluginConfig::from_json(plugin.as_bytes()).unwrap()).unwrap();
+        let edge = parsed.edge.unwrap();
+        assert_eq!(
+            (edge.hcm_cluster.as_str(), edge.scheme.as_str()),
+            (HCM_INTERNAL, "http")
+        );
+        assert_eq!(edge.head_timeout, Duration::from_secs(10));
+        // The HCM, unchanged, on the internal listener; the route guard refuses its cluster.
+        assert_eq!(listeners[1]["name"], HCM_INTERNAL);
+        assert!(listeners[1].get("address").is_none());
+        let hcm = &listeners[1]["filter_chains"][0]["filters"][0]["typed_config"];
+        assert_eq!(hcm["http_filters"][0]["name"], "envoy.filters.http.wasm");
+        assert!(routing.names.process_of(HCM_INTERNAL).is_none());
+        assert_ne!(routing.names.all(), HCM_INTERNAL);
+        assert_eq!(b["static_resources"]["clusters"][1]["name"], HCM_INTERNAL);
     }
 
     #[test]

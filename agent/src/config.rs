@@ -349,6 +349,12 @@ pub struct BootstrapArgs {
     /// are trusted to find the client's address; 0 when Envoy is the edge.
     #[arg(long, env = "COLYSEUS_ENVOY_TRUSTED_HOPS", default_value_t = 0)]
     pub trusted_hops: u32,
+    /// `http`: every connection through Envoy's HTTP connection manager. `tcp`: room
+    /// WebSockets to a live process skip it and are raw TCP (a third of the memory per
+    /// idle player), everything else goes through it as before. `tcp` needs
+    /// `--trusted-hops 0`.
+    #[arg(long, env = "COLYSEUS_ENVOY_EDGE_PATH", value_enum, default_value_t = crate::bootstrap::EdgePath::Http)]
+    pub edge_path: crate::bootstrap::EdgePath,
     /// Most downstream connections Envoy holds open at once (WebSockets included).
     #[arg(
         long,

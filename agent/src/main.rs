@@ -142,6 +142,12 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
         Ok(h) => h,
         Err(e) => return usage(&e),
     };
+    // The raw path writes x-forwarded-for itself, as the HCM does with no trusted hop.
+    if args.edge_path == bootstrap::EdgePath::Tcp && args.trusted_hops > 0 {
+        return usage(
+            &"--edge-path tcp needs --trusted-hops 0 (the raw path trusts no proxy in front)",
+        );
+    }
     let secret_file = args.tls_secret_file();
     let cert_dir;
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -186,6 +192,7 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
         max_downstream_connections: args.max_downstream_connections,
         trusted_hops: args.trusted_hops,
         agent_api: args.agent_api_addr.clone(),
+        edge_path: args.edge_path,
     };
     match serde_json::to_string_pretty(&bootstrap::render(&spec)) {
         Ok(text) => {

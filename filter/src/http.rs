@@ -710,6 +710,9 @@ mod tests {
                     assert!(r.on_done());
                     assert!(root.on_done());
                 }
+                "proxy_on_upstream_data" | "proxy_on_upstream_connection_close" => {
+                    crate::stream::tests::upstream_callbacks_are_defaults();
+                }
                 other => panic!("no check for stripped callback {other}"),
             }
         }

@@ -28,12 +28,17 @@
 //! - [`lookup`]: routing by roomId when the path's processId is missing, `undefined` or
 //!   not a live process: the known-processes set, the agent's answers, a short cache. Pure.
 //! - [`host`]: the only module that makes host calls, behind a trait a test can replace.
+//! - [`stream`], [`stream_host`]: the same module as a network filter in front of
+//!   `tcp_proxy` (`bootstrap --edge-path tcp`): room WebSockets to a live process go to it
+//!   as raw TCP, everything else to the HTTP connection manager (`routing::edge`).
 
 pub mod decide;
 pub mod host;
 pub mod http;
 pub mod lookup;
 pub mod root;
+pub mod stream;
+pub mod stream_host;
 
 proxy_wasm::main! {{
     // Until `on_configure` reads the host's level, let Envoy filter the messages.

@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 use routing::wire::{PROCESSES_HOLD_MS, PROCESSES_VERSION_HEADER};
 use routing::{PluginConfig, PluginConfigError, RoutingConfig};
@@ -23,6 +23,8 @@ use routing::{PluginConfig, PluginConfigError, RoutingConfig};
 use crate::host::{Host, ProxyHost};
 use crate::http::RoomRouter;
 use crate::lookup::{parse_processes, KnownProcesses, RoomCache};
+use crate::stream::{close_expired, EdgeRouter};
+use crate::stream_host::ProxyStreamHost;
 
 /// Path of the agent's process list.
 pub const PROCESSES_PATH: &str = "/processes";
@@ -32,6 +34,9 @@ pub const PROCESSES_PATH: &str = "/processes";
 pub struct Shared {
     pub known: RefCell<KnownProcesses>,
     pub cache: RefCell<RoomCache>,
+    /// TCP edge only: connections waiting for their request head, by context id, with
+    /// their deadline (ms since the epoch).
+    pub paused: RefCell<std::collections::BTreeMap<u32, u64>>,
 }
 
 /// One per VM (so one per Envoy worker thread).
@@ -202,12 +207,27 @@ impl RootContext for Root {
         )))
     }
 
-    fn on_tick(&mut self) {
-        self.tick(&mut ProxyHost);
+    fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
+        Some(Box::new(EdgeRouter::new(
+            context_id,
+            self.config.clone(),
+            Rc::clone(&self.shared),
+        )))
     }
 
+    fn on_tick(&mut self) {
+        self.tick(&mut ProxyHost);
+        if !self.shared.paused.borrow().is_empty() {
+            close_expired(&self.shared, &mut ProxyStreamHost);
+        }
+    }
+
+    /// A configuration with `edge` is the network filter's (`bootstrap --edge-path tcp`).
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        match self.config.as_ref().and_then(|c| c.edge.as_ref()) {
+            Some(_) => Some(ContextType::StreamContext),
+            None => Some(ContextType::HttpContext),
+        }
     }
 }
 

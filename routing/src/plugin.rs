@@ -41,6 +41,38 @@ pub struct PluginConfig {
     /// Fallback period of each worker's refresh of its live processIds (the long-poll is
     /// re-armed at once on every versioned answer; this is the retry after a failure).
     pub known_refresh_ms: u64,
+    /// Only in the network filter's configuration (`bootstrap --edge-path tcp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge: Option<EdgePluginConfig>,
+}
+
+/// The TCP edge's part of the configuration (see [`crate::edge`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EdgePluginConfig {
+    /// `tcp_proxy`'s default cluster: the internal listener of the HTTP connection manager.
+    pub hcm_cluster: String,
+    /// `http` or `https`, as `x-forwarded-proto` on the raw path.
+    pub scheme: String,
+    /// A connection without a complete head by then is closed.
+    pub head_timeout_ms: u64,
+    /// A head longer than this goes to the HTTP connection manager.
+    pub max_head_bytes: u64,
+}
+
+/// Accepted range of `edge.headTimeoutMs`.
+pub const HEAD_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
+/// Accepted range of `edge.maxHeadBytes`: below Envoy's per-connection buffer limit (32 KiB),
+/// past which Envoy stops reading and the head could never complete.
+pub const MAX_HEAD_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=16_384;
+
+/// A checked [`EdgePluginConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeSettings {
+    pub hcm_cluster: String,
+    pub scheme: String,
+    pub head_timeout: Duration,
+    pub max_head_len: usize,
 }
 
 impl Default for PluginConfig {
@@ -52,6 +84,7 @@ impl Default for PluginConfig {
             agent_cluster: DEFAULT_AGENT_CLUSTER.to_owned(),
             lookup_timeout_ms: DEFAULT_LOOKUP_TIMEOUT_MS,
             known_refresh_ms: DEFAULT_KNOWN_REFRESH_MS,
+            edge: None,
         }
     }
 }
@@ -67,6 +100,14 @@ pub enum PluginConfigError {
     Names(#[from] NamesError),
     #[error("agentCluster {0:?} must use only [A-Za-z0-9_-] and must not be a game cluster name")]
     AgentCluster(String),
+    #[error(
+        "edge.hcmCluster {0:?} must use only [A-Za-z0-9_-] and must not be a game cluster name"
+    )]
+    HcmCluster(String),
+    #[error("edge.scheme {0:?} must be http or https")]
+    Scheme(String),
+    #[error("edge.maxHeadBytes {0} is outside {min}..={max}", min = MAX_HEAD_BYTES_RANGE.start(), max = MAX_HEAD_BYTES_RANGE.end())]
+    MaxHead(u64),
     #[error("{field} {value} is outside {min}..={max} ms")]
     Range {
         field: &'static str,
@@ -85,6 +126,8 @@ pub struct RoutingConfig {
     pub agent_cluster: String,
     pub lookup_timeout: Duration,
     pub known_refresh: Duration,
+    /// Set in the network filter only.
+    pub edge: Option<EdgeSettings>,
 }
 
 impl From<&RoutingConfig> for PluginConfig {
@@ -97,6 +140,12 @@ impl From<&RoutingConfig> for PluginConfig {
             agent_cluster: c.agent_cluster.clone(),
             lookup_timeout_ms: millis(c.lookup_timeout),
             known_refresh_ms: millis(c.known_refresh),
+            edge: c.edge.as_ref().map(|e| EdgePluginConfig {
+                hcm_cluster: e.hcm_cluster.clone(),
+                scheme: e.scheme.clone(),
+                head_timeout_ms: millis(e.head_timeout),
+                max_head_bytes: u64::try_from(e.max_head_len).unwrap_or(u64::MAX),
+            }),
         }
     }
 }
@@ -156,7 +205,9 @@ impl TryFrom<PluginConfig> for RoutingConfig {
         if !agent_ok {
             return Err(PluginConfigError::AgentCluster(raw.agent_cluster));
         }
+        let edge = raw.edge.map(|e| check_edge(e, &names)).transpose()?;
         Ok(Self {
+            edge,
             lookup_timeout: in_range(
                 "lookupTimeoutMs",
                 raw.lookup_timeout_ms,
@@ -172,6 +223,36 @@ impl TryFrom<PluginConfig> for RoutingConfig {
             header: raw.header,
         })
     }
+}
+
+/// Checks the edge settings: the HCM's cluster, like the agent's, is never a name the
+/// route guard lets clients reach.
+fn check_edge(
+    e: EdgePluginConfig,
+    names: &ClusterNames,
+) -> Result<EdgeSettings, PluginConfigError> {
+    let cluster_ok = crate::id::check_id(&e.hcm_cluster).is_ok()
+        && e.hcm_cluster != names.all()
+        && !e.hcm_cluster.starts_with(names.prefix());
+    if !cluster_ok {
+        return Err(PluginConfigError::HcmCluster(e.hcm_cluster));
+    }
+    if e.scheme != "http" && e.scheme != "https" {
+        return Err(PluginConfigError::Scheme(e.scheme));
+    }
+    if !MAX_HEAD_BYTES_RANGE.contains(&e.max_head_bytes) {
+        return Err(PluginConfigError::MaxHead(e.max_head_bytes));
+    }
+    Ok(EdgeSettings {
+        head_timeout: in_range(
+            "edge.headTimeoutMs",
+            e.head_timeout_ms,
+            HEAD_TIMEOUT_RANGE_MS,
+        )?,
+        max_head_len: usize::try_from(e.max_head_bytes).unwrap_or(usize::MAX),
+        hcm_cluster: e.hcm_cluster,
+        scheme: e.scheme,
+    })
 }
 
 #[cfg(test)]
@@ -202,6 +283,7 @@ mod tests {
             agent_cluster: "agent".into(),
             lookup_timeout_ms: 250,
             known_refresh_ms: 2000,
+            edge: None,
         };
         let json = serde_json::to_string(&raw).unwrap();
         assert_eq!(
@@ -252,5 +334,50 @@ mod tests {
             parse(r#"{"knownRefreshMs":-1}"#),
             Err(PluginConfigError::Json(_))
         ));
+    }
+
+    #[test]
+    fn edge_settings() {
+        let edge = |json: &str| parse(&format!(r#"{{"edge":{json}}}"#));
+        let ok = edge(r#"{"hcmCluster":"colyseus_hcm","scheme":"https","headTimeoutMs":5000,"maxHeadBytes":8192}"#)
+            .unwrap();
+        let settings = ok.edge.clone().unwrap();
+        assert_eq!(settings.head_timeout, Duration::from_secs(5));
+        assert_eq!(settings.max_head_len, 8192);
+        let json = serde_json::to_string(&PluginConfig::from(&ok)).unwrap();
+        assert_eq!(parse(&json).unwrap(), ok);
+        // The HTTP filter's configuration has no `edge` at all.
+        assert!(!serde_json::to_string(&PluginConfig::default())
+            .unwrap()
+            .contains("edge"));
+        for (json, want) in [
+            (
+                r#"{"hcmCluster":"colyseus-all","scheme":"http","headTimeoutMs":5000,"maxHeadBytes":8192}"#,
+                "hcmCluster",
+            ),
+            (
+                r#"{"hcmCluster":"colyseus-process-x","scheme":"http","headTimeoutMs":5000,"maxHeadBytes":8192}"#,
+                "hcmCluster",
+            ),
+            (
+                r#"{"hcmCluster":"h","scheme":"ftp","headTimeoutMs":5000,"maxHeadBytes":8192}"#,
+                "scheme",
+            ),
+            (
+                r#"{"hcmCluster":"h","scheme":"http","headTimeoutMs":5,"maxHeadBytes":8192}"#,
+                "headTimeoutMs",
+            ),
+            (
+                r#"{"hcmCluster":"h","scheme":"http","headTimeoutMs":5000,"maxHeadBytes":65536}"#,
+                "maxHeadBytes",
+            ),
+            (
+                r#"{"hcmCluster":"h","scheme":"http","headTimeoutMs":5000}"#,
+                "maxHeadBytes",
+            ),
+        ] {
+            let e = edge(json).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 }

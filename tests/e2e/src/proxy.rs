@@ -20,6 +20,17 @@ pub fn filter_wasm() -> PathBuf {
     root().join("target/wasm32-wasip1/release/colyseus_envoy_filter.wasm")
 }
 
+/// `E2E_EDGE_PATH` (`http` or `tcp`) as `bootstrap --edge-path`, so the whole suite runs on
+/// either path; unset, or named by the test itself: the test's (or the default) path.
+pub fn edge_path_args(bootstrap_args: &[&str]) -> Vec<String> {
+    match std::env::var("E2E_EDGE_PATH") {
+        Ok(path) if !path.is_empty() && !bootstrap_args.contains(&"--edge-path") => {
+            vec!["--edge-path".to_owned(), path]
+        }
+        _ => Vec::new(),
+    }
+}
+
 pub struct Proxy {
     pub port: u16,
     /// Envoy's admin: `unix:{dir}/envoy-admin.sock` (the default, a Unix socket), or the
@@ -70,6 +81,7 @@ impl Proxy {
                 &port.to_string(),
             ])
             .args(["--agent-api-addr", &format!("127.0.0.1:{api_port}")])
+            .args(edge_path_args(bootstrap_args))
             .args(bootstrap_args)
             .arg("--config-dir")
             .arg(&config_dir)

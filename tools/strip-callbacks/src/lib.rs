@@ -26,8 +26,8 @@ use std::fmt;
 /// Each is a host callback the SDK exports for every module and whose default does what the
 /// host does when the export is missing: `Continue` for headers, body and trailers, nothing
 /// for `proxy_on_log`, `true` for `proxy_on_done`. An HTTP filter never receives the
-/// network, queue, foreign-function or gRPC callbacks it does not ask for, so those are left
-/// alone. If the filter ever implements one of these (`on_http_request_body`, `on_log`,
+/// network, queue, foreign-function or gRPC callbacks it does not ask for; the network
+/// filter (TCP edge) gets the network ones, and its unused ones are listed here too. If the filter ever implements one of these (`on_http_request_body`, `on_log`,
 /// ...), it must leave this list: `colyseus-envoy-filter`'s test
 /// `stripped_callbacks_are_sdk_defaults` lists the same names.
 ///
@@ -37,6 +37,9 @@ use std::fmt;
 ///   three calls into the VM per connection set up.
 /// - `proxy_on_request_trailers`, `proxy_on_response_trailers`: the same no-op, for
 ///   completeness (WebSockets have no trailers).
+/// - `proxy_on_upstream_data`, `proxy_on_upstream_connection_close`: the network filter
+///   (TCP edge) reads only the client's side; the first is called for every chunk a game
+///   process sends on a raw connection.
 ///
 /// `proxy_on_delete` stays: the SDK frees the stream's context there.
 pub const UNUSED_CALLBACKS: &[&str] = &[
@@ -47,6 +50,8 @@ pub const UNUSED_CALLBACKS: &[&str] = &[
     "proxy_on_response_trailers",
     "proxy_on_log",
     "proxy_on_done",
+    "proxy_on_upstream_data",
+    "proxy_on_upstream_connection_close",
 ];
 
 /// Callbacks the filter needs; the module is refused if removing would take one away, or
@@ -58,6 +63,9 @@ pub const REQUIRED: &[&str] = &[
     "proxy_on_delete",
     "proxy_on_configure",
     "proxy_on_tick",
+    "proxy_on_new_connection",
+    "proxy_on_downstream_data",
+    "proxy_on_downstream_connection_close",
 ];
 
 const PREAMBLE: [u8; 8] = *b"\0asm\x01\0\0\0";

@@ -410,7 +410,12 @@ async fn run_sync(
     info!(redis = %source.config().target.identity(), config_dir = %args.config_dir.display(), api = %args.api_addr, "Agent starting.");
     let syncer = Syncer::new(source, sink, config, status);
     let sync_task = tokio::spawn(syncer.run(stopped(stop_rx)));
-    shutdown_signal().await;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = supervise::children::supervisor_gone() => {
+            error!("The `run` that started this agent is gone; stopping.");
+        }
+    }
     info!("Shutting down; Envoy keeps the last config.");
     let _ = stop_tx.send(true);
     let _ = sync_task.await;

@@ -117,6 +117,15 @@ fn expected_form(arg: &clap::Arg) -> String {
     }
 }
 
+/// `what` prefixed with what the user set: the flag, or `VARIABLE=value` when it came from
+/// the environment (a leading `flag ` in `what` is replaced, not repeated).
+pub fn named(flag: &str, variable: &str, what: &dyn std::fmt::Display) -> String {
+    let argv: Vec<String> = std::env::args().collect();
+    let what = what.to_string();
+    let what = what.strip_prefix(&format!("{flag} ")).unwrap_or(&what);
+    format!("{}: {what}", origin(&argv, flag, variable))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

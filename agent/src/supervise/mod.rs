@@ -18,6 +18,7 @@ pub mod args;
 pub mod children;
 pub mod control;
 mod epochs;
+mod outcome;
 pub mod plan;
 pub mod preflight;
 
@@ -32,25 +33,8 @@ use tracing::{error, info, warn};
 
 pub use args::{ProxyArgs, RunAction, RunArgs};
 use children::{ChildProc, Exit, Role};
+pub use outcome::{exit_code, Outcome, EX_UNAVAILABLE, EX_USAGE};
 use plan::Plan;
-
-/// Exit code of a bad setting (a value, a missing file).
-pub const EX_USAGE: u8 = 64;
-/// Exit code of something needed that is not available (an address already in use).
-pub const EX_UNAVAILABLE: u8 = 69;
-
-/// How `run` ended.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Stopped by a signal, or a hot restart asked for succeeded: exit 0.
-    Done(Option<String>),
-    /// A bad setting: exit [`EX_USAGE`].
-    Usage(String),
-    /// An address in use: exit [`EX_UNAVAILABLE`].
-    Unavailable(String),
-    /// A child failed, or a hot restart was refused: exit 1.
-    Failed(String),
-}
 
 /// Longest wait for a child to stop after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);

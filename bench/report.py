@@ -562,8 +562,8 @@ METHOD = """## Method
   then starts the three proxies side by side, all configured from those registrations:
   (2) Envoy with a static bootstrap written by `bench/envoy_static.py` (a STATIC cluster per
   process, a route per process on the path regex `^/{pid}/`, no wasm, no health checks),
-  (3) our stack exactly as `scripts/proxy.sh` and the end-to-end tests run it
-  (`colyseus-envoy bootstrap`, `agent sync`, Envoy with the filter), and (4)
+  (3) our stack as users start it, `colyseus-envoy run` (the sync agent and Envoy with the
+  filter as its children; its CPU counts all three processes), and (4)
   `@colyseus/proxy` 0.12.11 from npm (`bench/colyseus-proxy`, its own lockfile; it reads
   `colyseus:nodes` at start; `SOCKET_TIMEOUT` raised so held connections are not cut; its
   per-connection `console.debug` goes to a log file, as it would in production). Before

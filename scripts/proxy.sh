@@ -38,10 +38,6 @@ if [ ! -x "$bin" ] || [ ! -f "$COLYSEUS_ENVOY_FILTER_WASM" ] || [ ! -x "$ENVOY_B
 fi
 case "${1:-}" in
   hot-restart) shift; exec "$bin" run hot-restart "$@" ;;
-  status)
-    shift
-    export COLYSEUS_ENVOY_ADMIN_ADDR="${COLYSEUS_ENVOY_ADMIN_ADDR:-${ADMIN_ADDR:-unix:${RUN_DIR:-.run/proxy}/envoy-admin.sock}}"
-    exec "$bin" status "$@"
-    ;;
+  status) shift; exec "$bin" status "$@" ;;
 esac
 exec "$bin" run "$@"

@@ -116,3 +116,81 @@ fn expected_form(arg: &clap::Arg) -> String {
         None => String::new(),
     }
 }
+
+/// `what` prefixed with what the user set: the flag, or `VARIABLE=value` when it came from
+/// the environment (a leading `flag ` in `what` is replaced, not repeated).
+pub fn named(flag: &str, variable: &str, what: &dyn std::fmt::Display) -> String {
+    let argv: Vec<String> = std::env::args().collect();
+    let what = what.to_string();
+    let what = what.strip_prefix(&format!("{flag} ")).unwrap_or(&what);
+    format!("{}: {what}", origin(&argv, flag, variable))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Arg, Command};
+
+    fn cmd() -> Command {
+        Command::new("t")
+            .arg(
+                Arg::new("port")
+                    .long("port")
+                    .env("CLI_ENV_TEST_PORT")
+                    .default_value("80")
+                    .value_parser(clap::value_parser!(u16)),
+            )
+            .arg(
+                Arg::new("mode")
+                    .long("mode")
+                    .value_parser(["even", "rooms"]),
+            )
+    }
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_bad_value_from_the_environment_names_the_variable_and_the_form() {
+        std::env::set_var("CLI_ENV_TEST_PORT", "abc");
+        let args = argv(&["t"]);
+        let err = cmd().try_get_matches_from(&args).unwrap_err();
+        let line = explain(&err, &cmd(), &args);
+        std::env::remove_var("CLI_ENV_TEST_PORT");
+        assert!(
+            line.starts_with("CLI_ENV_TEST_PORT=abc (for --port) is not valid: "),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("(expected a value of the same form as the default, 80)"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_bad_flag_value_names_the_flag_and_the_allowed_values() {
+        let args = argv(&["t", "--mode", "fair"]);
+        let err = cmd().try_get_matches_from(&args).unwrap_err();
+        let line = explain(&err, &cmd(), &args);
+        assert_eq!(
+            line,
+            "--mode \"fair\" is not valid (expected one of even, rooms)"
+        );
+    }
+
+    #[test]
+    fn origin_prefers_the_command_line() {
+        std::env::set_var("CLI_ENV_TEST_URL", "x");
+        assert_eq!(
+            origin(&argv(&["t"]), "--url", "CLI_ENV_TEST_URL"),
+            "CLI_ENV_TEST_URL=x"
+        );
+        assert_eq!(
+            origin(&argv(&["t", "--url=y"]), "--url", "CLI_ENV_TEST_URL"),
+            "--url"
+        );
+        std::env::remove_var("CLI_ENV_TEST_URL");
+        assert_eq!(origin(&argv(&["t"]), "--url", "CLI_ENV_TEST_URL"), "--url");
+    }
+}

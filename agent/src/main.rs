@@ -11,6 +11,7 @@ use clap::{CommandFactory, FromArgMatches};
 use colyseus_envoy_agent::api;
 use colyseus_envoy_agent::atomic_file;
 use colyseus_envoy_agent::bootstrap::{self, BootstrapSpec, HealthPath, TlsSpec};
+use colyseus_envoy_agent::cli_env;
 use colyseus_envoy_agent::config::{BootstrapArgs, Cli, Command, SyncArgs};
 use colyseus_envoy_agent::envoy_admin::AdminEndpoint;
 use colyseus_envoy_agent::liveness;
@@ -31,7 +32,7 @@ const EX_USAGE: u8 = supervise::EX_USAGE;
 
 fn main() -> ExitCode {
     use std::io::IsTerminal;
-    colyseus_envoy_agent::cli_env::apply_aliases();
+    cli_env::apply_aliases();
     let argv: Vec<String> = std::env::args().collect();
     let command = Cli::command();
     let parsed = command
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let line = colyseus_envoy_agent::cli_env::explain(&e, &command, &argv);
+            let line = cli_env::explain(&e, &command, &argv);
             return usage(&line);
         }
     };
@@ -62,7 +63,7 @@ fn main() -> ExitCode {
             let Some(runtime) = runtime(false) else {
                 return ExitCode::FAILURE;
             };
-            run_outcome(runtime.block_on(supervise::run(args)))
+            supervise::exit_code(runtime.block_on(supervise::run(args)))
         }
         Command::Bootstrap(args) => print_bootstrap(&args),
         Command::Sync(args) => {
@@ -84,7 +85,7 @@ fn status(args: &colyseus_envoy_agent::config::StatusArgs) -> ExitCode {
     };
     let redis = match args.redis.target(&args.redis_url) {
         Ok(r) => r,
-        Err(e) => return usage(&named("--redis-url", "REDIS_URL", &e)),
+        Err(e) => return usage(&cli_env::named("--redis-url", "REDIS_URL", &e)),
     };
     let admin = args.admin_addr.clone().unwrap_or_else(|| {
         let dir = std::env::var_os("RUN_DIR").unwrap_or_else(|| ".run/proxy".into());
@@ -124,7 +125,7 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
     // The admin interface can reconfigure and stop Envoy: never expose it.
     let admin = match args.admin() {
         AdminEndpoint::Tcp(addr) if !addr.ip().is_loopback() => {
-            return usage(&named(
+            return usage(&cli_env::named(
                 "--admin-addr",
                 "COLYSEUS_ENVOY_ADMIN_ADDR",
                 &format!("{addr} is not a loopback address (expected unix:PATH or 127.0.0.1:PORT)"),
@@ -226,39 +227,6 @@ fn usage(e: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::from(EX_USAGE)
 }
 
-/// `what` prefixed with what the user set: the flag, or `VARIABLE=value` when it came from
-/// the environment.
-fn named(flag: &str, variable: &str, what: &dyn std::fmt::Display) -> String {
-    let argv: Vec<String> = std::env::args().collect();
-    let what = what.to_string();
-    let what = what.strip_prefix(&format!("{flag} ")).unwrap_or(&what);
-    format!(
-        "{}: {what}",
-        colyseus_envoy_agent::cli_env::origin(&argv, flag, variable)
-    )
-}
-
-/// `run`'s outcome as one line on stderr (stdout for a hot restart's answer) and its code.
-fn run_outcome(outcome: supervise::Outcome) -> ExitCode {
-    match outcome {
-        supervise::Outcome::Done(message) => {
-            if let Some(m) = message {
-                println!("{m}");
-            }
-            ExitCode::SUCCESS
-        }
-        supervise::Outcome::Usage(why) => usage(&why),
-        supervise::Outcome::Unavailable(why) => {
-            eprintln!("colyseus-envoy: not starting: {why}");
-            ExitCode::from(supervise::EX_UNAVAILABLE)
-        }
-        supervise::Outcome::Failed(why) => {
-            eprintln!("colyseus-envoy: {why}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 async fn sync(args: SyncArgs) -> ExitCode {
     let routing = match args.routing.validate() {
         Ok(r) => r,
@@ -272,7 +240,7 @@ async fn sync(args: SyncArgs) -> ExitCode {
     }
     let target = match args.redis.target(&args.redis_url) {
         Ok(t) => t,
-        Err(e) => return usage(&named("--redis-url", "REDIS_URL", &e)),
+        Err(e) => return usage(&cli_env::named("--redis-url", "REDIS_URL", &e)),
     };
     let rooms_target = match &args.redis_rooms_url {
         Some(url) => match args.redis.standalone(url) {
@@ -417,7 +385,12 @@ async fn run_sync(
     info!(redis = %source.config().target.identity(), config_dir = %args.config_dir.display(), api = %args.api_addr, "Agent starting.");
     let syncer = Syncer::new(source, sink, config, status);
     let sync_task = tokio::spawn(syncer.run(stopped(stop_rx)));
-    shutdown_signal().await;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = supervise::children::supervisor_gone() => {
+            error!("The `run` that started this agent is gone; stopping.");
+        }
+    }
     info!("Shutting down; Envoy keeps the last config.");
     let _ = stop_tx.send(true);
     let _ = sync_task.await;

@@ -9,6 +9,28 @@ use std::time::Duration;
 use rustix::process::{kill_process, Pid, Signal};
 use tokio::sync::{mpsc, watch};
 
+/// Set in every child's environment to `run`'s pid: the sync agent stops when its parent
+/// is no longer that process (a SIGKILLed `run` would otherwise orphan it; Envoy gets
+/// SIGTERM from the kernel then, by its own parent-death signal).
+pub const SUPERVISOR_PID: &str = "COLYSEUS_ENVOY_SUPERVISOR_PID";
+
+/// Until the parent of this process is no longer the `run` named by [`SUPERVISOR_PID`]
+/// (checked every second); forever when not started by `run`.
+pub async fn supervisor_gone() {
+    let Some(pid) = std::env::var(SUPERVISOR_PID)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if rustix::process::getppid().map(Pid::as_raw_pid) != Some(pid) {
+            return;
+        }
+    }
+}
+
 /// Which child an exit report is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -49,6 +71,7 @@ impl ChildProc {
     ) -> std::io::Result<ChildProc> {
         let mut child = tokio::process::Command::new(program)
             .args(args)
+            .env(SUPERVISOR_PID, std::process::id().to_string())
             .stdin(std::process::Stdio::null())
             .process_group(0)
             .spawn()?;

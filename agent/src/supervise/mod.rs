@@ -11,12 +11,14 @@
 //!   epoch while the second still drains is refused unless forced ([`plan::may_hot_restart`]).
 //!
 //! Layout: [`args`] (settings), [`plan`] (pure: command lines, claims, the epoch rule),
-//! [`preflight`], [`children`], [`control`] (the socket `run hot-restart` talks to), and
-//! the supervision loop here.
+//! [`preflight`], [`children`], [`control`] (the socket `run hot-restart` talks to),
+//! `epochs` (the hot restart), and the supervision loop here.
 
 pub mod args;
 pub mod children;
 pub mod control;
+mod epochs;
+mod outcome;
 pub mod plan;
 pub mod preflight;
 
@@ -31,25 +33,8 @@ use tracing::{error, info, warn};
 
 pub use args::{ProxyArgs, RunAction, RunArgs};
 use children::{ChildProc, Exit, Role};
+pub use outcome::{exit_code, Outcome, EX_UNAVAILABLE, EX_USAGE};
 use plan::Plan;
-
-/// Exit code of a bad setting (a value, a missing file).
-pub const EX_USAGE: u8 = 64;
-/// Exit code of something needed that is not available (an address already in use).
-pub const EX_UNAVAILABLE: u8 = 69;
-
-/// How `run` ended.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Stopped by a signal, or a hot restart asked for succeeded: exit 0.
-    Done(Option<String>),
-    /// A bad setting: exit [`EX_USAGE`].
-    Usage(String),
-    /// An address in use: exit [`EX_UNAVAILABLE`].
-    Unavailable(String),
-    /// A child failed, or a hot restart was refused: exit 1.
-    Failed(String),
-}
 
 /// Longest wait for a child to stop after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -334,82 +319,6 @@ impl Supervisor {
         info!(pid = self.sync.pid, "Envoy stopped; stopping the agent.");
         self.sync.stop(STOP_GRACE).await;
         info!("Stopped.");
-    }
-
-    async fn hot_restart(&mut self, force: bool) -> Result<String, String> {
-        let draining: Vec<u32> = self
-            .retiring
-            .iter()
-            .filter(|c| !c.has_exited())
-            .map(|c| c.pid)
-            .collect();
-        plan::may_hot_restart(
-            self.plan.hot_restart,
-            self.base_id.is_some(),
-            &draining,
-            force,
-        )
-        .map_err(|e| e.to_string())?;
-        // A config or binary the new Envoy would refuse is caught before anything changes.
-        let check = tokio::process::Command::new(&self.plan.envoy_bin)
-            .arg("--mode")
-            .arg("validate")
-            .arg("-c")
-            .arg(self.plan.layout.bootstrap())
-            .output()
-            .await
-            .map_err(|e| format!("cannot run envoy --mode validate: {e}"))?;
-        if !check.status.success() {
-            let text = String::from_utf8_lossy(&check.stderr);
-            let last = text
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            return Err(format!(
-                "envoy --mode validate refuses the bootstrap; nothing changed: {last}"
-            ));
-        }
-        let next = self.epoch + 1;
-        let mut new = spawn_envoy(&self.plan, next, self.base_id.as_deref(), &self.exits_tx)
-            .map_err(|_| "cannot start the new Envoy".to_owned())?;
-        let admin = self.plan.admin.clone();
-        let expected = format!("server.hot_restart_epoch: {next}");
-        let deadline = Instant::now() + EPOCH_LIVE_TIMEOUT;
-        loop {
-            if new.has_exited() {
-                return Err(format!(
-                    "the new Envoy (epoch {next}) exited (its error is above); the old one (pid {}) still serves",
-                    self.envoy.pid
-                ));
-            }
-            let stats = admin
-                .get(
-                    "/stats?filter=^server.hot_restart_epoch$",
-                    Duration::from_secs(1),
-                )
-                .await;
-            let ready = admin.get("/ready", Duration::from_secs(1)).await;
-            let epoch_ok =
-                matches!(&stats, Ok((200, body)) if body.lines().any(|l| l.trim() == expected));
-            if epoch_ok && matches!(&ready, Ok((200, body)) if body.starts_with("LIVE")) {
-                break;
-            }
-            if Instant::now() > deadline {
-                new.stop(STOP_GRACE).await;
-                return Err(format!("the new Envoy (epoch {next}) was not live after {EPOCH_LIVE_TIMEOUT:?}; stopped it"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let old = std::mem::replace(&mut self.envoy, new);
-        let old_pid = old.pid;
-        self.retiring.push(old);
-        self.epoch = next;
-        Ok(format!(
-            "epoch {next} (pid {}) serves; the old Envoy (pid {old_pid}) drains and exits within {}s",
-            self.envoy.pid,
-            self.plan.parent_shutdown_secs()
-        ))
     }
 }
 

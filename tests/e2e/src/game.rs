@@ -16,26 +16,9 @@ pub struct GameServer {
 
 impl GameServer {
     pub fn start(dir: &Path, redis: &Redis, env: &[(&str, &str)]) -> GameServer {
-        let port = free_port();
         let mut cmd = Command::new("node");
-        cmd.arg(root().join("example/server.js"))
-            .env("PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .env("SELF_HOSTNAME", "127.0.0.1")
-            .env("REDIS_URL", redis.url())
-            .stdout(Stdio::piped())
-            .stderr(log_file(dir, &format!("game-{port}")));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut proc = Proc::spawn("game server", &mut cmd);
-        let stdout = proc.child.stdout.take().unwrap();
-        let process_id = read_ready(stdout, Duration::from_secs(30));
-        GameServer {
-            port,
-            process_id,
-            proc,
-        }
+        cmd.arg(root().join("example/server.js"));
+        Self::spawn("game server", cmd, dir, redis, env)
     }
 
     pub fn member(&self) -> String {
@@ -51,11 +34,28 @@ impl GameServer {
         script: &Path,
         env: &[(&str, &str)],
     ) -> GameServer {
-        let port = free_port();
         let mut cmd = Command::new("node");
-        cmd.arg(script)
-            .current_dir(script.parent().unwrap())
-            .env("PORT", port.to_string())
+        cmd.arg(script).current_dir(script.parent().unwrap());
+        Self::spawn(
+            &format!("game server {}", script.display()),
+            cmd,
+            dir,
+            redis,
+            env,
+        )
+    }
+
+    /// `cmd` with the game server's environment (`PORT` free, `HOST` and `SELF_HOSTNAME`
+    /// 127.0.0.1, `REDIS_URL`) plus `env`; waits for its `READY {"processId":..}` line.
+    fn spawn(
+        name: &str,
+        mut cmd: Command,
+        dir: &Path,
+        redis: &Redis,
+        env: &[(&str, &str)],
+    ) -> GameServer {
+        let port = free_port();
+        cmd.env("PORT", port.to_string())
             .env("HOST", "127.0.0.1")
             .env("SELF_HOSTNAME", "127.0.0.1")
             .env("REDIS_URL", redis.url())
@@ -64,7 +64,7 @@ impl GameServer {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut proc = Proc::spawn(&format!("game server {}", script.display()), &mut cmd);
+        let mut proc = Proc::spawn(name, &mut cmd);
         let stdout = proc.child.stdout.take().unwrap();
         let process_id = read_ready(stdout, Duration::from_secs(30));
         GameServer {

@@ -19,21 +19,19 @@ impl Redis {
     }
 
     pub fn start_on(dir: &Path, port: u16) -> Redis {
-        let proc = Proc::spawn(
-            "redis",
-            Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdout(log_file(dir, &format!("redis-{port}")))
-                .stderr(Stdio::null()),
+        let proc = spawn_redis(
+            dir,
+            &format!("redis-{port}"),
+            &[
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
         );
         let redis = Redis {
             port,
@@ -125,4 +123,16 @@ fn announce(conn: &mut redis::Connection, set_cmd: &str, action: &str, member: &
         .ignore()
         .query(conn)
         .unwrap();
+}
+
+/// Starts `redis-server` with `args` (no persistence unless `args` say otherwise), logging
+/// to `{name}.log` in `dir`.
+pub(crate) fn spawn_redis(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    Proc::spawn(
+        name,
+        Command::new("redis-server")
+            .args(args)
+            .stdout(log_file(dir, name))
+            .stderr(Stdio::null()),
+    )
 }

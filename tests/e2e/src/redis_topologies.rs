@@ -10,18 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::{free_port, log_file, wait_for, Proc, Redis};
-
-/// Starts `redis-server` with `args` (no persistence unless `args` say otherwise).
-fn spawn_redis(dir: &Path, name: &str, args: &[&str]) -> Proc {
-    Proc::spawn(
-        name,
-        Command::new("redis-server")
-            .args(args)
-            .stdout(log_file(dir, name))
-            .stderr(Stdio::null()),
-    )
-}
+use crate::redis_server::spawn_redis;
+use crate::{free_port, wait_for, Proc, Redis};
 
 fn plain_conn(port: u16) -> Option<redis::Connection> {
     redis::Client::open(format!("redis://127.0.0.1:{port}"))

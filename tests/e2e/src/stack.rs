@@ -1,7 +1,7 @@
 //! The preamble most tests share, once: a scratch dir, a Redis, N example game servers and
 //! the proxy routing all of them.
 //!
-//! ```ignore
+//! ```text
 //! let s = Stack::new("restarts").servers(3).agent_args(&["--balance", "even"]).start();
 //! let result = swarm(&s.proxy.endpoint(), 10, &[]);
 //! ```

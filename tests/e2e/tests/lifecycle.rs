@@ -11,21 +11,20 @@ const DETECTION_BOUND: Duration = Duration::from_secs(15);
 
 #[test]
 fn killed_processes_are_unrouted_and_joins_go_on() {
-    let dir = scratch("kill");
-    let redis = Redis::start(&dir);
-    let a = GameServer::start(&dir, &redis, &[]);
-    let b = GameServer::start(&dir, &redis, &[]);
     // Colyseus picks the process with the fewest rooms to create a room, from the
     // `roomcount` hash: a dead process left there would be picked forever. The agent removes
     // it from presence (opt-in), as Colyseus's own cleanup would.
-    let proxy = Proxy::start_with(&dir, &redis.url(), &["--evict-dead-from-presence", "true"]);
-    let live = vec![a.process_id.clone(), b.process_id.clone()];
-    proxy.wait_routed(live.clone(), Duration::from_secs(10));
+    let stack = Stack::new("kill")
+        .servers(2)
+        .agent_args(&["--evict-dead-from-presence", "true"])
+        .start();
+    let (dir, redis, proxy) = (&stack.dir, &stack.redis, &stack.proxy);
+    let live = stack.process_ids();
     let held = Holding::start(&proxy.endpoint(), 12);
 
     let mut detections = Vec::new();
     for i in 0..4 {
-        let mut victim = GameServer::start(&dir, &redis, &[]);
+        let mut victim = GameServer::start(dir, redis, &[]);
         let mut with_victim = live.clone();
         with_victim.push(victim.process_id.clone());
         proxy.wait_routed(with_victim, Duration::from_secs(10));
@@ -92,13 +91,9 @@ fn killed_processes_are_unrouted_and_joins_go_on() {
 
 #[test]
 fn stalls_shorter_than_the_window_evict_nobody() {
-    let dir = scratch("stall");
-    let redis = Redis::start(&dir);
-    let a = GameServer::start(&dir, &redis, &[]);
-    let b = GameServer::start(&dir, &redis, &[]);
-    let proxy = Proxy::start(&dir, &redis);
-    let both = vec![a.process_id.clone(), b.process_id.clone()];
-    proxy.wait_routed(both.clone(), Duration::from_secs(10));
+    let stack = Stack::new("stall").servers(2).start();
+    let (proxy, a, b) = (&stack.proxy, &stack.servers[0], &stack.servers[1]);
+    let both = stack.process_ids();
     let held = Holding::start(&proxy.endpoint(), 12);
 
     // Three stalls of 3 s (below the 4 s window), with recovery in between.

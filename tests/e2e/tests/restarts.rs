@@ -8,17 +8,12 @@ use e2e::*;
 
 #[test]
 fn agent_restart_and_envoy_hot_restart_keep_60_players() {
-    let dir = scratch("restarts");
-    let redis = Redis::start(&dir);
-    let servers: Vec<GameServer> = (0..3)
-        .map(|_| GameServer::start(&dir, &redis, &[]))
-        .collect();
     // Even balance: the players joining in this test change the processes' loads, and with
     // load weights a rewrite for that reason could not be told from one caused by the restart.
     let even = ["--balance", "even"];
-    let mut proxy = Proxy::start_with(&dir, &redis.url(), &even);
-    let ids: Vec<String> = servers.iter().map(|s| s.process_id.clone()).collect();
-    proxy.wait_routed(ids.clone(), Duration::from_secs(10));
+    let mut stack = Stack::new("restarts").servers(3).agent_args(&even).start();
+    let ids = stack.process_ids();
+    let proxy = &mut stack.proxy;
 
     // 1. The agent restarts: Envoy keeps routing on the last file; nothing is rewritten.
     let held = Holding::start(&proxy.endpoint(), 60);

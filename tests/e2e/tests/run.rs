@@ -5,7 +5,7 @@
 //! named by the variable the user set, one exit code per kind of mistake, plain log files,
 //! and `status` naming a refused registration and exiting 1.
 //!
-//! Cost: about 60 s on 2 cores (three `run` proxies, two game servers, three swarms).
+//! Cost: about 40 s on 2 cores (four `run` proxies, five game servers, eight swarms).
 #![cfg(feature = "e2e")]
 
 use std::process::Command;
@@ -272,4 +272,13 @@ fn status_names_a_registration_without_self_hostname_and_exits_1() {
         text.contains("rejected: member \"noHostname1/undefined:2567\" has an unusable address: host is missing (is SELF_HOSTNAME set on the game server?)"),
         "{text}"
     );
+
+    // A SIGKILLed run orphans nothing: Envoy gets its parent-death signal, the sync agent
+    // sees its parent gone within a second.
+    let children: Vec<u32> = proxy.children().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(children.len(), 2, "{children:?}");
+    proxy.run.signal("KILL");
+    wait_for("run's children gone", Duration::from_secs(10), || {
+        children.iter().all(|p| !pid_alive(*p)).then_some(())
+    });
 }

@@ -87,6 +87,12 @@ step cargo test -p colyseus-envoy-filter --target wasm32-wasip1
 step fuzz_run
 if [ "$quick" -eq 0 ]; then
   step cargo test -p e2e --features e2e -- --test-threads=1
+  # The suite above runs on the default edge path (`bootstrap --edge-path http`; edge_tcp.rs
+  # pins both paths itself). The files that exercise the public edge run again on the TCP
+  # path (issue 14): real joins, hostile and forged headers, WSS and a certificate swap,
+  # close codes, hot restart and kill -9. About 6 minutes on 2 cores.
+  step env E2E_EDGE_PATH=tcp cargo test -p e2e --features e2e --no-fail-fast \
+    --test routing --test edge --test security --test restarts --test lifecycle -- --test-threads=1
 else
   echo
   echo "==== end-to-end suite skipped (--quick)"

@@ -106,7 +106,8 @@ fn a_live_room_upgrade_goes_raw_with_its_head_rewritten() {
 #[test]
 fn anything_else_goes_to_the_hcm_untouched() {
     // Unknown process, no fetched set yet, matchmaking, no client address, host failures.
-    let cases: [(Option<&[&str]>, &[u8], fn(&mut MockHost)); 6] = [
+    type Case<'a> = (Option<&'a [&'a str]>, &'a [u8], fn(&mut MockHost));
+    let cases: [Case<'_>; 6] = [
         (Some(&["p2"]), ROOM, |_| {}),
         (None, ROOM, |_| {}),
         (

@@ -53,12 +53,18 @@ fuzz_target!(|data: &[u8]| {
     );
     // The rewritten head: the edge's headers only, and it decides the same way again.
     let Read::Complete(rewritten) = read(&head, 1 << 20) else {
-        panic!("rewritten head does not parse: {:?}", String::from_utf8_lossy(&head));
+        panic!(
+            "rewritten head does not parse: {:?}",
+            String::from_utf8_lossy(&head)
+        );
     };
     for name in ["x-forwarded-for", "x-real-ip"] {
         assert_eq!(rewritten.values(name).collect::<Vec<_>>(), ["10.9.8.7"]);
     }
-    for name in UNTRUSTED_FORWARDING_HEADERS.iter().chain(&["x-colyseus-cluster"]) {
+    for name in UNTRUSTED_FORWARDING_HEADERS
+        .iter()
+        .chain(&["x-colyseus-cluster"])
+    {
         assert_eq!(rewritten.values(name).count(), 0, "{name}");
     }
     let big = Context {

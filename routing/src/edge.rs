@@ -196,7 +196,7 @@ fn is_host_byte(b: u8) -> bool {
 
 /// The head as the HCM forwards it: lowercase names (Envoy's HTTP/1 codec), `host` first,
 /// the forwarding headers and the routing header removed, the client's address and the
-/// scheme set.
+/// scheme set (the e2e test `edge_tcp` compares the two paths' upstream heads).
 pub fn rewrite(head: &Head<'_>, cx: &Context<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.len + 96);
     let mut line = |name: &str, value: &str| {
@@ -224,6 +224,9 @@ pub fn rewrite(head: &Head<'_>, cx: &Context<'_>) -> Vec<u8> {
     for name in CLIENT_ADDRESS_HEADERS {
         line(name, cx.client_ip);
     }
+    // Envoy 1.40 treats no client address as internal by default, so the HCM adds this to
+    // every request (seen upstream with a loopback client too).
+    line("x-envoy-external-address", cx.client_ip);
     let mut head_bytes = format!("{} {} HTTP/1.1\r\n", head.method, head.target).into_bytes();
     head_bytes.extend_from_slice(&out);
     head_bytes.extend_from_slice(b"\r\n");

@@ -58,7 +58,8 @@ fn a_live_room_upgrade_goes_raw_with_the_edge_headers() {
         "GET /p1/r1?sessionId=s&reconnectionToken=t HTTP/1.1\r\n\
          host: game.example:2567\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
          sec-websocket-key: k==\r\nsec-websocket-version: 13\r\ncookie: a=1\r\n\
-         x-forwarded-proto: http\r\nx-forwarded-for: 10.1.2.3\r\nx-real-ip: 10.1.2.3\r\n\r\n"
+         x-forwarded-proto: http\r\nx-forwarded-for: 10.1.2.3\r\nx-real-ip: 10.1.2.3\r\n\
+         x-envoy-external-address: 10.1.2.3\r\n\r\n"
     );
     assert!(!head.contains("6.6.6.6"));
     // Any prefix, as the HTTP filter accepts it.

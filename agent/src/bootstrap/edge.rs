@@ -27,23 +27,10 @@ pub fn admin_address(admin: &AdminListen) -> Value {
     }
 }
 
-/// Client-sent headers that name a client address, host, scheme or port. With no trusted
-/// proxy in front (`trusted_hops` 0) nothing but Envoy may set them, so they are removed
-/// (x-forwarded-for and x-real-ip are overwritten instead, x-forwarded-proto is set by
-/// Envoy from the connection). Colyseus and user code behind it would otherwise believe a
-/// forged client address (`Forwarded`, `True-Client-IP`...) or host.
-pub const UNTRUSTED_FORWARDING_HEADERS: [&str; 10] = [
-    "x-client-ip",
-    "forwarded",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "fastly-client-ip",
-    "x-cluster-client-ip",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-server",
-    "x-original-forwarded-for",
-];
+/// Client-sent headers that name a client address, host, scheme or port, removed from
+/// requests without a trusted hop: defined with the TCP edge's raw path, which removes the
+/// same ones (`routing::edge`).
+pub use routing::edge::UNTRUSTED_FORWARDING_HEADERS;
 
 /// The headers removed from requests for `trusted_hops` (with a trusted proxy in front,
 /// only `x-client-ip`, as before: that proxy may set the others).

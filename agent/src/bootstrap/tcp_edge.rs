@@ -61,6 +61,13 @@ pub fn hcm_cluster() -> Value {
         "name": HCM_INTERNAL,
         "type": "STATIC",
         "connect_timeout": "1s",
+        "per_connection_buffer_limit_bytes": 32768,
+        // Every non-room connection passes here: Envoy's default of 1,024 connections per
+        // cluster would refuse clients beyond it (the downstream limit bounds them anyway).
+        "circuit_breakers": { "thresholds": [{
+            "max_connections": 1_000_000, "max_pending_requests": 1_000_000,
+            "max_requests": 1_000_000,
+        }] },
         "load_assignment": {
             "cluster_name": HCM_INTERNAL,
             "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {

@@ -209,7 +209,7 @@ pub struct SyncArgs {
         value_enum,
         default_value = "ipc-or-tcp"
     )]
-    pub liveness: crate::sync::LivenessMode,
+    pub liveness: crate::controller::LivenessMode,
     /// Period of the liveness probes.
     #[arg(long, env = "COLYSEUS_ENVOY_LIVENESS_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub liveness_interval: Duration,

@@ -1,24 +1,34 @@
 //! The colyseus-envoy agent: Colyseus presence in, Envoy config out.
 //!
-//! # Layout
-//! - [`sources`]: read registrations (Redis presence) and convert them; decide nothing.
+//! # Layout (which module owns what)
+//! - [`controller`]: owns the registry. Follows the presence source, decides (pure
+//!   [`controller::plan`]: Redis restart recovery, failover vs restart, drains and their end,
+//!   leases, eviction of dead processes, rejection bookkeeping) and publishes one immutable,
+//!   versioned [`controller::DesiredState`]. The only writer back to Redis presence, and
+//!   only by executing a plan.
+//! - [`sinks`]: subscribers of the desired state: Envoy's CDS files, the API's view, the
+//!   state file (and any sink added later, e.g. an xDS server); see `sinks` for the
+//!   interface.
+//! - [`sources`]: read registrations (Redis presence) and room listings, convert them;
+//!   decide nothing.
 //! - [`model`]: pure; registrations and announcements -> the set of routable processes.
 //! - [`rooms`]: pure; the room index (roomId -> process) from the matchmaker's listings.
 //! - [`balance`]: pure; matchmaking weights of the processes from the load they report.
-//! - [`sinks`]: desired state -> Envoy (config files in a watched directory today; the sink
-//!   is replaceable, e.g. by a delta-xDS server for fleets of Envoys).
-//! - [`sync`]: the loop tying them together, with the rules that keep routing safe when a
-//!   source fails or Redis restarts empty.
+//! - [`liveness`], [`probe`]: when a process counts as dead; TCP probes.
+//! - [`upstreams`], [`upstream_policy`]: which addresses a registration may point Envoy
+//!   at, and the agent's own resolution of DNS names.
 //! - [`bootstrap`]: renders Envoy's static bootstrap from the same flags.
-//! - [`api`], [`status`], [`metrics`]: the private HTTP API (`/live`, `/ready`, `/metrics`).
+//! - [`api`], [`status`], [`metrics`]: the private HTTP API (`/live`, `/ready`, `/metrics`)
+//!   and what it shows (fed by the API-view sink and the room sources).
 //! - [`envoy_admin`]: the one client of Envoy's admin interface (TCP or Unix socket).
 //! - [`advertise`], [`warmup`]: a new process is advertised once Envoy routes to it; the
 //!   version `/processes?after=` long-polls wait on.
-//! - [`probe`], [`state`], [`atomic_file`]: liveness probes, persisted sync state, safe writes.
+//! - [`idle_drains`]: reads Envoy's open requests to end idle drains (for the controller).
+//! - [`state`], [`atomic_file`]: the persisted sync state's format, safe writes.
 //! - [`registrar`]: `register`, the sidecar that registers a server that does not
 //!   register itself, with a lease ([`lease`]: its Redis keys).
-//! - [`upstream_policy`]: pure; which addresses a registration may point Envoy at.
-//! - [`config`]: command line and environment.
+//! - [`redis_target`], [`redis_call`]: connecting to standalone, Sentinel or Cluster Redis.
+//! - [`config`], [`inspect`]: command line and environment; `agent status`.
 //!
 //! Feature `daemon` (default) builds all of it. Without it only the pure parts are built
 //! (`model`, `rooms`, `balance`, `liveness`, `lease`, `bootstrap`, `sinks`, `state`,
@@ -33,6 +43,8 @@ pub mod balance;
 pub mod bootstrap;
 #[cfg(feature = "daemon")]
 pub mod config;
+#[cfg(feature = "daemon")]
+pub mod controller;
 #[cfg(feature = "daemon")]
 pub mod envoy_admin;
 #[cfg(feature = "daemon")]
@@ -57,8 +69,6 @@ pub mod sources;
 pub mod state;
 #[cfg(feature = "daemon")]
 pub mod status;
-#[cfg(feature = "daemon")]
-pub mod sync;
 pub mod upstream_policy;
 #[cfg(feature = "daemon")]
 pub mod upstreams;

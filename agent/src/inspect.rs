@@ -9,24 +9,11 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::balance::parse_roomcount;
 use crate::envoy_admin::AdminEndpoint;
 
 /// A process as the agent's `/processes` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessRow {
-    pub process_id: String,
-    pub address: String,
-    pub cluster: String,
-    pub state: String,
-    /// Matchmaking weight; absent for processes that take no matchmaking, and from agents
-    /// older than this field.
-    #[serde(default)]
-    pub weight: Option<u32>,
-}
+pub use routing::wire::ProcessRow;
 
 /// The room-listing source named by `colyseus_envoy_room_source_info`, if the agent
 /// follows one, and whether it is up (its `..._up` gauge).
@@ -296,15 +283,19 @@ mod tests {
             process_id: "abc123xyz".into(),
             address: "10.0.0.5:2567".into(),
             cluster: "colyseus-process-abc123xyz".into(),
-            state: "active".into(),
+            state: routing::wire::ProcessState::Active,
             weight: Some(10),
+            rooms: None,
+            ccu: None,
         });
         report.processes.push(ProcessRow {
             process_id: "old1".into(),
             address: "10.0.0.6:2567".into(),
             cluster: "colyseus-process-old1".into(),
-            state: "draining".into(),
+            state: routing::wire::ProcessState::Draining,
             weight: None,
+            rooms: None,
+            ccu: None,
         });
         report.roomcount.insert("abc123xyz".into(), "3,12".into());
         report

@@ -8,7 +8,8 @@
 //!   that keeps clients from naming any other cluster.
 //! - [`plugin`]: the filter's JSON plugin configuration, written by the agent's
 //!   bootstrap renderer and read by the filter.
-//! - [`wire`]: JSON shapes of the agent's private API the filter reads (room lookup).
+//! - [`wire`]: JSON shapes of the agent's private API the filter reads (room lookup, the
+//!   `/processes` rows and their state).
 //!
 //! No I/O, no tokio, no proxy-wasm: the crate builds for `wasm32-wasip1` and its tests run
 //! there too (see `scripts/wasm-test-runner.mjs`).

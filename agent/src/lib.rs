@@ -32,7 +32,7 @@
 //!
 //! Feature `daemon` (default) builds all of it. Without it only the pure parts are built
 //! (`model`, `rooms`, `balance`, `liveness`, `lease`, `bootstrap`, `sinks`, `state`,
-//! `metrics`, the traefik parser): what the fuzz targets exercise.
+//! `metrics`): what the fuzz targets exercise.
 
 #[cfg(feature = "daemon")]
 pub mod advertise;

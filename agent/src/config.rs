@@ -103,14 +103,14 @@ pub struct PresenceKeys {
     #[arg(
         long,
         env = "COLYSEUS_ENVOY_NODES_KEY",
-        default_value = "colyseus:nodes"
+        default_value = crate::layout::NODES_KEY
     )]
     pub nodes_key: String,
     /// Redis pub/sub channel of registration announcements.
     #[arg(
         long,
         env = "COLYSEUS_ENVOY_DISCOVERY_CHANNEL",
-        default_value = "colyseus:nodes:discovery"
+        default_value = crate::layout::DISCOVERY_CHANNEL
     )]
     pub discovery_channel: String,
 }

@@ -217,7 +217,7 @@ async fn read_roomcount(
         timeout,
         "reading roomcount",
         redis::cmd("HGETALL")
-            .arg("roomcount")
+            .arg(crate::layout::ROOM_COUNTS)
             .query_async(&mut conn),
     )
     .await

@@ -25,13 +25,15 @@
 //!   version `/processes?after=` long-polls wait on.
 //! - [`idle_drains`]: reads Envoy's open requests to end idle drains (for the controller).
 //! - [`state`], [`atomic_file`]: the persisted sync state's format, safe writes.
+//! - [`layout`]: every Colyseus and lease Redis key, channel and payload, and every write
+//!   the agent and the registrars send (pure; the npm helper's copy is pinned by a test).
 //! - [`registrar`]: `register`, the sidecar that registers a server that does not
-//!   register itself, with a lease ([`lease`]: its Redis keys).
+//!   register itself, with a lease.
 //! - [`redis_target`], [`redis_call`]: connecting to standalone, Sentinel or Cluster Redis.
 //! - [`config`], [`inspect`]: command line and environment; `agent status`.
 //!
 //! Feature `daemon` (default) builds all of it. Without it only the pure parts are built
-//! (`model`, `rooms`, `balance`, `liveness`, `lease`, `bootstrap`, `sinks`, `state`,
+//! (`model`, `rooms`, `balance`, `liveness`, `layout`, `bootstrap`, `sinks`, `state`,
 //! `metrics`): what the fuzz targets exercise.
 
 #[cfg(feature = "daemon")]
@@ -51,7 +53,7 @@ pub mod envoy_admin;
 pub mod idle_drains;
 #[cfg(feature = "daemon")]
 pub mod inspect;
-pub mod lease;
+pub mod layout;
 pub mod liveness;
 pub mod metrics;
 pub mod model;

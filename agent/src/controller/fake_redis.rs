@@ -60,7 +60,7 @@ impl FakeRedis {
 
     /// Publishes on the discovery channel, as Colyseus does.
     pub fn publish(&self, action: &str, member: &str) {
-        let payload = crate::lease::announcement(action, member).into_bytes();
+        let payload = crate::layout::announcement(action, member).into_bytes();
         self.announce.send(Message::Announcement(payload)).unwrap();
     }
 

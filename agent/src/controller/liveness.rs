@@ -11,9 +11,10 @@ use tracing::{debug, info, warn};
 
 use super::plan;
 use super::{Controller, LivenessMode, PresenceSession, PresenceSource, Prober};
+use crate::layout::IPC_PREFIX;
 use crate::liveness::{Policy, Tracker, Verdict};
 use crate::model::Registration;
-use crate::sources::redis::{RedisSourceError, IPC_PREFIX};
+use crate::sources::redis::RedisSourceError;
 
 /// Probe history, pings awaiting an answer, and the results of TCP probes.
 pub(super) struct Liveness {

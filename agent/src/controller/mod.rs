@@ -207,6 +207,8 @@ impl<S: PresenceSource, P: Prober> Controller<S, P> {
                     let (changed, refused) = self.upstreams.record(answers, &self.registry);
                     for rejection in &refused {
                         self.reject(rejection);
+                        // Full reads refuse the member too now: not reported again.
+                        self.rejections.reported(rejection);
                     }
                     if changed {
                         self.publish();

@@ -113,21 +113,39 @@ pub fn full_read(
     now: Instant,
 ) -> FullRead {
     let mut members = Vec::with_capacity(snapshot.members.len());
-    let mut rejected = Vec::new();
+    let (mut rejected, mut refused) = (Vec::new(), Vec::new());
     for raw in &snapshot.members {
         match std::str::from_utf8(raw) {
-            Ok(m) => match parse_member(m, default_port).map(|r| admit(&r)) {
-                Ok(Err(rejection)) => rejected.push(rejection),
-                // Bad members are rejected by `from_members`.
-                _ => members.push(m),
+            Ok(m) => match parse_member(m, default_port) {
+                Ok(reg) => match admit(&reg) {
+                    Ok(()) => members.push(m),
+                    Err(rejection) => {
+                        rejected.push(rejection);
+                        refused.push(reg);
+                    }
+                },
+                // Rejected by `from_members`.
+                Err(_) => members.push(m),
             },
             Err(_) => rejected.push(Rejection::BadMember {
                 member: String::from_utf8_lossy(raw).into_owned(),
             }),
         }
     }
-    let (mut fresh, outcome) = registry.from_members(members, default_port, now);
+    let (mut fresh, mut outcome) = registry.from_members(members, default_port, now);
     rejected.extend(outcome.rejected);
+    // A member still registered but refused now (its name resolves to a refused address)
+    // did not leave: it is out of routing, not draining, and not lost by a restart.
+    for reg in &refused {
+        let same = |e: &Registration| e.process_id == reg.process_id && e.endpoint == reg.endpoint;
+        outcome.vanished.retain(|v| !same(v));
+        if fresh
+            .get(&reg.process_id)
+            .is_some_and(|e| e.endpoint == reg.endpoint)
+        {
+            fresh.remove(&reg.process_id);
+        }
+    }
     let continuity = redis_lineage::continuity(
         followed.run_id.as_deref(),
         followed.replid.as_deref(),

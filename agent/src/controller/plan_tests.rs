@@ -374,3 +374,31 @@ fn applying_an_unchanged_registry_reports_no_change() {
     };
     assert!(!plan.apply(&mut r, Instant::now()).0);
 }
+
+#[test]
+fn a_registered_member_refused_now_leaves_routing_without_draining() {
+    let before = registry(&["a/127.0.0.1:1", "n/game:2"]);
+    let refuse_n = |r: &Registration| {
+        if r.process_id.as_str() == "n" {
+            Err(Rejection::BadMember { member: r.member() })
+        } else {
+            Ok(())
+        }
+    };
+    for (run_id, replid) in [("r1", "x"), ("r2", "y")] {
+        let read = full_read(
+            &before,
+            &followed("r1", "x"),
+            &snapshot(run_id, replid, &["a/127.0.0.1:1", "n/game:2"]),
+            refuse_n,
+            PORT,
+            true,
+            Instant::now(),
+        );
+        assert_eq!(read.rejected.len(), 1);
+        assert!(read.drained.is_empty() && read.lost.is_empty() && !read.restoring);
+        let after = applied(read, before.clone());
+        assert_eq!(state(&after, "n"), None);
+        assert_eq!(state(&after, "a"), Some("active"));
+    }
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 /// One advertised row, as far as the version is concerned.
-type Key = (String, &'static str);
+type Key = (String, routing::wire::ProcessState);
 
 /// Shared by the sync loop (new registry), the warm-up follower (confirmations) and the API.
 #[derive(Debug)]
@@ -166,6 +166,7 @@ impl Advertised {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use routing::wire::ProcessState;
 
     #[test]
     fn new_routable_processes_warm_until_confirmed_or_expired() {
@@ -175,10 +176,16 @@ mod tests {
         adv.note_routable(["a", "b"], |p| p == "a", t0);
         assert!(!adv.is_warming("a"));
         assert!(adv.is_warming("b"));
-        adv.publish(vec![("a".into(), "active"), ("b".into(), "active")]);
+        adv.publish(vec![
+            ("a".into(), ProcessState::Active),
+            ("b".into(), ProcessState::Active),
+        ]);
         assert_eq!(adv.version(), v0 + 1);
         // Same advertised rows: same version.
-        adv.publish(vec![("a".into(), "active"), ("b".into(), "active")]);
+        adv.publish(vec![
+            ("a".into(), ProcessState::Active),
+            ("b".into(), ProcessState::Active),
+        ]);
         assert_eq!(adv.version(), v0 + 1);
         adv.note_routable(["a", "b", "c"], |p| p != "c", t0);
         let (ok, gone) = adv.confirm(
@@ -195,7 +202,10 @@ mod tests {
         );
         assert!(ok.is_empty());
         assert_eq!(gone, ["c"]);
-        adv.publish(vec![("a".into(), "active"), ("b".into(), "active")]);
+        adv.publish(vec![
+            ("a".into(), ProcessState::Active),
+            ("b".into(), ProcessState::Active),
+        ]);
         assert_eq!(adv.version(), v0 + 2);
     }
 
@@ -221,7 +231,7 @@ mod tests {
         };
         tokio::task::yield_now().await;
         adv.confirm(|_| true, Instant::now(), Duration::from_secs(1));
-        adv.publish(vec![("a".into(), "active")]);
+        adv.publish(vec![("a".into(), ProcessState::Active)]);
         waiter.await.unwrap();
         assert_ne!(adv.version(), v);
         // A change that never comes: the bound ends the wait.

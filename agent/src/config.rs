@@ -103,14 +103,14 @@ pub struct PresenceKeys {
     #[arg(
         long,
         env = "COLYSEUS_ENVOY_NODES_KEY",
-        default_value = "colyseus:nodes"
+        default_value = crate::layout::NODES_KEY
     )]
     pub nodes_key: String,
     /// Redis pub/sub channel of registration announcements.
     #[arg(
         long,
         env = "COLYSEUS_ENVOY_DISCOVERY_CHANNEL",
-        default_value = "colyseus:nodes:discovery"
+        default_value = crate::layout::DISCOVERY_CHANNEL
     )]
     pub discovery_channel: String,
 }
@@ -209,7 +209,7 @@ pub struct SyncArgs {
         value_enum,
         default_value = "ipc-or-tcp"
     )]
-    pub liveness: crate::sync::LivenessMode,
+    pub liveness: crate::controller::LivenessMode,
     /// Period of the liveness probes.
     #[arg(long, env = "COLYSEUS_ENVOY_LIVENESS_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub liveness_interval: Duration,

@@ -9,24 +9,11 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::balance::parse_roomcount;
 use crate::envoy_admin::AdminEndpoint;
 
 /// A process as the agent's `/processes` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessRow {
-    pub process_id: String,
-    pub address: String,
-    pub cluster: String,
-    pub state: String,
-    /// Matchmaking weight; absent for processes that take no matchmaking, and from agents
-    /// older than this field.
-    #[serde(default)]
-    pub weight: Option<u32>,
-}
+pub use routing::wire::ProcessRow;
 
 /// The room-listing source named by `colyseus_envoy_room_source_info`, if the agent
 /// follows one, and whether it is up (its `..._up` gauge).
@@ -98,7 +85,7 @@ impl Report {
     /// Everything answered and is up, no registered process is dead and none is refused:
     /// what `status`'s exit code says.
     pub fn is_healthy(&self) -> bool {
-        let all_alive = self.processes.iter().all(|p| p.state != "dead");
+        let all_alive = self.processes.iter().all(|p| p.state != routing::wire::ProcessState::Dead);
         let rooms_up = self
             .room_source
             .as_ref()
@@ -245,7 +232,7 @@ async fn read_roomcount(
         timeout,
         "reading roomcount",
         redis::cmd("HGETALL")
-            .arg("roomcount")
+            .arg(crate::layout::ROOM_COUNTS)
             .query_async(&mut conn),
     )
     .await
@@ -311,15 +298,19 @@ mod tests {
             process_id: "abc123xyz".into(),
             address: "10.0.0.5:2567".into(),
             cluster: "colyseus-process-abc123xyz".into(),
-            state: "active".into(),
+            state: routing::wire::ProcessState::Active,
             weight: Some(10),
+            rooms: None,
+            ccu: None,
         });
         report.processes.push(ProcessRow {
             process_id: "old1".into(),
             address: "10.0.0.6:2567".into(),
             cluster: "colyseus-process-old1".into(),
-            state: "draining".into(),
+            state: routing::wire::ProcessState::Draining,
             weight: None,
+            rooms: None,
+            ccu: None,
         });
         report.roomcount.insert("abc123xyz".into(), "3,12".into());
         report
@@ -365,7 +356,9 @@ mod tests {
             process_id: "gone".into(),
             address: "10.0.0.7:2567".into(),
             cluster: "colyseus-process-gone".into(),
-            state: "dead".into(),
+            state: routing::wire::ProcessState::Dead,
+            rooms: None,
+            ccu: None,
             weight: None,
         });
         assert!(!report.is_healthy());

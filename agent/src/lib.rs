@@ -1,29 +1,42 @@
 //! The colyseus-envoy agent: Colyseus presence in, Envoy config out.
 //!
-//! # Layout
-//! - [`sources`]: read registrations (Redis presence) and convert them; decide nothing.
+//! # Layout (which module owns what)
+//! - [`controller`]: owns the registry. Follows the presence source, decides (pure
+//!   [`controller::plan`]: Redis restart recovery, failover vs restart, drains and their end,
+//!   leases, eviction of dead processes, rejection bookkeeping) and publishes one immutable,
+//!   versioned [`controller::DesiredState`]. The only writer back to Redis presence, and
+//!   only by executing a plan.
+//! - [`sinks`]: subscribers of the desired state: Envoy's CDS files, the API's view, the
+//!   state file (and any sink added later, e.g. an xDS server); see `sinks` for the
+//!   interface.
+//! - [`sources`]: read registrations (Redis presence) and room listings, convert them;
+//!   decide nothing.
 //! - [`model`]: pure; registrations and announcements -> the set of routable processes.
 //! - [`rooms`]: pure; the room index (roomId -> process) from the matchmaker's listings.
 //! - [`balance`]: pure; matchmaking weights of the processes from the load they report.
-//! - [`sinks`]: desired state -> Envoy (config files in a watched directory today; the sink
-//!   is replaceable, e.g. by a delta-xDS server for fleets of Envoys).
-//! - [`sync`]: the loop tying them together, with the rules that keep routing safe when a
-//!   source fails or Redis restarts empty.
+//! - [`liveness`], [`probe`]: when a process counts as dead; TCP probes.
+//! - [`upstreams`], [`upstream_policy`]: which addresses a registration may point Envoy
+//!   at, and the agent's own resolution of DNS names.
 //! - [`bootstrap`]: renders Envoy's static bootstrap from the same flags.
-//! - [`api`], [`status`], [`metrics`]: the private HTTP API (`/live`, `/ready`, `/metrics`).
+//! - [`api`], [`status`], [`metrics`]: the private HTTP API (`/live`, `/ready`, `/metrics`)
+//!   and what it shows (fed by the API-view sink and the room sources).
 //! - [`envoy_admin`]: the one client of Envoy's admin interface (TCP or Unix socket).
 //! - [`advertise`], [`warmup`]: a new process is advertised once Envoy routes to it; the
 //!   version `/processes?after=` long-polls wait on.
-//! - [`probe`], [`state`], [`atomic_file`]: liveness probes, persisted sync state, safe writes.
+//! - [`idle_drains`]: reads Envoy's open requests to end idle drains (for the controller).
+//! - [`state`], [`atomic_file`]: the persisted sync state's format, safe writes.
+//! - [`layout`]: every Colyseus and lease Redis key, channel and payload, and every write
+//!   the agent and the registrars send (pure; the npm helper's copy is pinned by a test).
 //! - [`registrar`]: `register`, the sidecar that registers a server that does not
-//!   register itself, with a lease ([`lease`]: its Redis keys).
+//!   register itself, with a lease.
+//! - [`redis_target`], [`redis_call`]: connecting to standalone, Sentinel or Cluster Redis.
 //! - [`upstream_policy`]: pure; which addresses a registration may point Envoy at.
 //! - [`supervise`]: `run`, the whole proxy as one command (children, signals, hot restart).
-//! - [`config`]: command line and environment.
+//! - [`config`], [`cli_env`], [`inspect`]: command line and environment; `agent status`.
 //!
 //! Feature `daemon` (default) builds all of it. Without it only the pure parts are built
-//! (`model`, `rooms`, `balance`, `liveness`, `lease`, `bootstrap`, `sinks`, `state`,
-//! `metrics`, the traefik parser): what the fuzz targets exercise.
+//! (`model`, `rooms`, `balance`, `liveness`, `layout`, `bootstrap`, `sinks`, `state`,
+//! `metrics`): what the fuzz targets exercise.
 
 #[cfg(feature = "daemon")]
 pub mod advertise;
@@ -37,12 +50,14 @@ pub mod cli_env;
 #[cfg(feature = "daemon")]
 pub mod config;
 #[cfg(feature = "daemon")]
+pub mod controller;
+#[cfg(feature = "daemon")]
 pub mod envoy_admin;
 #[cfg(feature = "daemon")]
 pub mod idle_drains;
 #[cfg(feature = "daemon")]
 pub mod inspect;
-pub mod lease;
+pub mod layout;
 pub mod liveness;
 pub mod metrics;
 pub mod model;
@@ -64,8 +79,6 @@ pub mod state;
 pub mod status;
 #[cfg(feature = "daemon")]
 pub mod supervise;
-#[cfg(feature = "daemon")]
-pub mod sync;
 pub mod upstream_policy;
 #[cfg(feature = "daemon")]
 pub mod upstreams;

@@ -13,17 +13,18 @@ use colyseus_envoy_agent::atomic_file;
 use colyseus_envoy_agent::bootstrap::{self, BootstrapSpec, HealthPath, TlsSpec};
 use colyseus_envoy_agent::cli_env;
 use colyseus_envoy_agent::config::{BootstrapArgs, Cli, Command, SyncArgs};
+use colyseus_envoy_agent::controller::{Controller, ControllerConfig, LivenessConfig, TcpProber};
 use colyseus_envoy_agent::envoy_admin::AdminEndpoint;
 use colyseus_envoy_agent::liveness;
 use colyseus_envoy_agent::probe::ProbeConfig;
 use colyseus_envoy_agent::sinks::envoy_files::{ClusterOptions, EnvoyFilesSink, HealthCheck};
+use colyseus_envoy_agent::sinks::{api_view::ApiView, local, state_file::StateFileSink};
 use colyseus_envoy_agent::sources::mongo::{MongoRoomsConfig, MongoRoomsSource};
 use colyseus_envoy_agent::sources::redis::{RedisPresenceConfig, RedisPresenceSource};
 use colyseus_envoy_agent::sources::redis_rooms::{self, RedisRoomsConfig, RedisRoomsSource};
 use colyseus_envoy_agent::sources::RoomFetcher;
 use colyseus_envoy_agent::status::Status;
 use colyseus_envoy_agent::supervise;
-use colyseus_envoy_agent::sync::{LivenessConfig, SyncConfig, Syncer};
 use colyseus_envoy_agent::upstream_policy::{self, UpstreamPolicy};
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -352,15 +353,15 @@ async fn run_sync(
             health_check,
         },
     );
-    let config = SyncConfig {
+    let prober = TcpProber(ProbeConfig {
+        timeout: args.probe_timeout,
+        attempts: args.probe_attempts,
+        interval: std::time::Duration::from_millis(300),
+    });
+    let config = ControllerConfig {
         default_port: args.default_port,
         resync_interval: args.resync_interval,
         restore_lost_registrations: args.restore_lost_registrations,
-        probe: ProbeConfig {
-            timeout: args.probe_timeout,
-            attempts: args.probe_attempts,
-            interval: std::time::Duration::from_millis(300),
-        },
         state_file: Some(args.state_file()),
         max_backoff: std::time::Duration::from_secs(5),
         max_drain: args.max_drain,
@@ -383,8 +384,15 @@ async fn run_sync(
         cluster_names: routing.names.clone(),
     };
     info!(redis = %source.config().target.identity(), config_dir = %args.config_dir.display(), api = %args.api_addr, "Agent starting.");
-    let syncer = Syncer::new(source, sink, config, status);
-    let sync_task = tokio::spawn(syncer.run(stopped(stop_rx)));
+    let controller = Controller::new(source, prober, config, status.clone());
+    // The sinks of this host; every sink subscribes to the desired state the same way.
+    let sinks = local::LocalSinks {
+        files: sink,
+        api: ApiView::new(status.clone()),
+        state_file: Some(StateFileSink::new(args.state_file())),
+    };
+    let sinks_task = tokio::spawn(local::run(controller.subscribe(), sinks, status.clone()));
+    let sync_task = tokio::spawn(controller.run(stopped(stop_rx)));
     tokio::select! {
         () = shutdown_signal() => {}
         () = supervise::children::supervisor_gone() => {
@@ -394,6 +402,8 @@ async fn run_sync(
     info!("Shutting down; Envoy keeps the last config.");
     let _ = stop_tx.send(true);
     let _ = sync_task.await;
+    // The controller is gone: the sinks apply what it published last, then stop.
+    let _ = sinks_task.await;
     api.await.context("API task")?.context("API server")?;
     Ok(())
 }

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use routing::wire::RoomLocation;
 use routing::{ClusterNames, ProcessId};
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -17,27 +16,10 @@ use crate::metrics::Metrics;
 use crate::model::{ProcessState, Registry};
 use crate::rooms::{RoomFeed, RoomIndex, RoomRejection};
 use crate::sources::RoomFetcher;
+use routing::wire::ProcessState as Shown;
 
-/// One routed process, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessView {
-    pub process_id: String,
-    pub address: String,
-    pub cluster: String,
-    /// `active` (takes matchmaking), `draining` (room connections only) or `dead`
-    /// (registered but not answering: not routed).
-    pub state: &'static str,
-    /// Endpoint weight in the all-processes cluster (matchmaking share, see `balance`);
-    /// `None` when the process takes no matchmaking (draining or dead).
-    pub weight: Option<u32>,
-    /// Rooms listed for the process, when a room-listing source is configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rooms: Option<u32>,
-    /// Clients in those rooms.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ccu: Option<u64>,
-}
+/// One routed process, as the API shows it (the wire row of `/processes`).
+pub use routing::wire::ProcessRow as ProcessView;
 
 /// Shared between the sync loop and the API.
 #[derive(Debug)]
@@ -125,9 +107,9 @@ impl Status {
                 address: entry.endpoint.to_string(),
                 cluster: self.names.process(pid),
                 state: match entry.state {
-                    ProcessState::Active => "active",
-                    ProcessState::Draining { .. } => "draining",
-                    ProcessState::Dead { .. } => "dead",
+                    ProcessState::Active => Shown::Active,
+                    ProcessState::Draining { .. } => Shown::Draining,
+                    ProcessState::Dead { .. } => Shown::Dead,
                 },
                 weight: entry
                     .is_active()
@@ -140,13 +122,13 @@ impl Status {
             let before: BTreeSet<String> = p.iter().map(|v| v.process_id.clone()).collect();
             let was_routable: BTreeSet<&str> = p
                 .iter()
-                .filter(|v| v.state != "dead")
+                .filter(|v| v.state.is_routable())
                 .map(|v| v.process_id.as_str())
                 .collect();
             self.advertised.note_routable(
                 views
                     .iter()
-                    .filter(|v| v.state != "dead")
+                    .filter(|v| v.state.is_routable())
                     .map(|v| v.process_id.as_str()),
                 |pid| was_routable.contains(pid),
                 std::time::Instant::now(),
@@ -219,7 +201,7 @@ impl Status {
         let view = processes
             .iter()
             .find(|v| v.process_id == info.process_id.as_str())?;
-        if view.state == "dead" {
+        if !view.state.is_routable() {
             return None;
         }
         Some(RoomLocation {
@@ -242,7 +224,7 @@ impl Status {
             let processes = self.processes.read().ok()?;
             let view = processes
                 .iter()
-                .find(|v| v.process_id == named && v.state != "dead")?;
+                .find(|v| v.process_id == named && v.state.is_routable())?;
             Some(RoomLocation {
                 room_id: room_id.to_owned(),
                 process_id: view.process_id.clone(),

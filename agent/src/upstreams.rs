@@ -47,20 +47,27 @@ impl Upstreams {
         }
     }
 
-    /// Checks a registration's IP literal (a name is checked once resolved).
+    /// Checks a registration's address: an IP literal at once, a name against its last
+    /// answer (a name not resolved yet is checked when it is, see [`Self::record`]).
     ///
     /// # Errors
-    /// A [`Rejection::ForbiddenUpstream`] naming the member and the rule it breaks.
+    /// A [`Rejection::ForbiddenUpstream`] naming the member and the rule it breaks; for a
+    /// name, the same rejection [`Self::record`] reports, so it is counted once.
     pub fn admit(&self, reg: &Registration) -> Result<(), Rejection> {
-        let Host::Ip(ip) = reg.endpoint.host else {
-            return Ok(());
-        };
-        self.check(SocketAddr::new(ip, reg.endpoint.port))
-            .map_err(|refusal| Rejection::ForbiddenUpstream {
-                member: reg.member(),
-                address: reg.endpoint.to_string(),
-                refusal,
-            })
+        match &reg.endpoint.host {
+            Host::Ip(ip) => {
+                self.check(SocketAddr::new(*ip, reg.endpoint.port))
+                    .map_err(|refusal| Rejection::ForbiddenUpstream {
+                        member: reg.member(),
+                        address: reg.endpoint.to_string(),
+                        refusal,
+                    })
+            }
+            Host::Name(name) => match self.verdict(&reg.endpoint) {
+                Some(Err((addr, refusal))) => Err(refused_name(reg, name, addr, refusal)),
+                _ => Ok(()),
+            },
+        }
     }
 
     fn check(&self, addr: SocketAddr) -> Result<(), Refusal> {
@@ -160,11 +167,7 @@ impl Upstreams {
                         process_id: pid.clone(),
                         endpoint: e.endpoint.clone(),
                     };
-                    rejections.push(Rejection::ForbiddenUpstream {
-                        member: reg.member(),
-                        address: format!("{name} -> {addr}"),
-                        refusal,
-                    });
+                    rejections.push(refused_name(&reg, &name, addr, refusal));
                 }
             }
         }
@@ -188,6 +191,15 @@ impl Upstreams {
         }
         let pick = ips.iter().find(|ip| ip.is_ipv4()).or_else(|| ips.first())?;
         Some(Ok(SocketAddr::new(*pick, port)))
+    }
+}
+
+/// A registration at `name` refused because `name` resolves to `addr`.
+fn refused_name(reg: &Registration, name: &str, addr: SocketAddr, refusal: Refusal) -> Rejection {
+    Rejection::ForbiddenUpstream {
+        member: reg.member(),
+        address: format!("{name} -> {addr}"),
+        refusal,
     }
 }
 
@@ -218,6 +230,23 @@ mod tests {
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {
         list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_name_already_resolved_is_admitted_only_to_allowed_addresses() {
+        let mut up = Upstreams::new(policy(""), Duration::from_secs(5));
+        let api = parse_member("api/agent:9902", 2567).unwrap();
+        let game = parse_member("game/agent:2567", 2567).unwrap();
+        // Not resolved yet: checked when it is.
+        assert!(up.admit(&api).is_ok());
+        up.in_flight.insert("agent".to_owned());
+        let (_, refused) = up.record(
+            vec![("agent".to_owned(), ips(&["127.0.0.1"]))],
+            &registry(&["api/agent:9902"]),
+        );
+        // Admitted later (announced after the name resolved): the same rejection.
+        assert_eq!(up.admit(&api), Err(refused[0].clone()));
+        assert!(up.admit(&game).is_ok());
     }
 
     #[tokio::test]

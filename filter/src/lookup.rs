@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use routing::wire::{RoomLocation, UnknownRoom, UNKNOWN_ROOM};
+use routing::wire::{ProcessRow, RoomLocation, UnknownRoom, UNKNOWN_ROOM};
 use routing::ClusterNames;
 
 /// processIds the agent routes (active or draining), as last reported to this worker.
@@ -42,8 +42,10 @@ impl KnownProcesses {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadAnswer(pub String);
 
-/// Reads `GET /processes`: a JSON array of `{processId, state, ..}`; `active` and
-/// `draining` processes are routable, `dead` ones are not.
+/// Reads `GET /processes`: a JSON array of [`ProcessRow`]s; `active` and `draining`
+/// processes are routable, `dead` ones are not. A row that is not a `ProcessRow` (say, a
+/// state this filter does not know) is skipped, not routed: one odd row must not cost the
+/// whole set.
 ///
 /// # Errors
 /// No answer (call failed or timed out), a status other than 200, or a body that is not
@@ -54,13 +56,14 @@ pub fn parse_processes(status: Option<u32>, body: &[u8]) -> Result<HashSet<Strin
     }
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| BadAnswer(format!("body: {e}")))?;
-    let list = value
-        .as_array()
-        .ok_or_else(|| BadAnswer("body is not an array".into()))?;
+    let serde_json::Value::Array(list) = value else {
+        return Err(BadAnswer("body is not an array".into()));
+    };
     Ok(list
-        .iter()
-        .filter(|p| matches!(p["state"].as_str(), Some("active" | "draining")))
-        .filter_map(|p| p["processId"].as_str().map(str::to_owned))
+        .into_iter()
+        .filter_map(|row| serde_json::from_value::<ProcessRow>(row).ok())
+        .filter(|row| row.state.is_routable())
+        .map(|row| row.process_id)
         .collect())
 }
 
@@ -204,7 +207,8 @@ mod tests {
     fn processes_answer() {
         let body = br#"[{"processId":"a","address":"x","cluster":"c","state":"active"},
             {"processId":"b","state":"draining"},{"processId":"c","state":"dead"},
-            {"state":"active"},{"processId":3,"state":"active"}]"#;
+            {"state":"active"},{"processId":3,"state":"active"},
+            {"processId":"d","state":"warming"}]"#;
         let ids = parse_processes(Some(200), body).unwrap();
         assert_eq!(ids, ["a".to_owned(), "b".to_owned()].into());
         assert_eq!(parse_processes(Some(200), b"[]").unwrap().len(), 0);

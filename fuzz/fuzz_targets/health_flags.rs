@@ -172,7 +172,8 @@ fn health_check(spec: &str) {
         std::time::Instant::now(),
     );
     let doc: Value =
-        serde_json::from_slice(&render_cds(&registry, &Default::default(), &options)).unwrap();
+        serde_json::from_slice(&render_cds(&registry, &Default::default(), &options).unwrap())
+            .unwrap();
     for cluster in doc["resources"].as_array().unwrap() {
         let hc = &cluster["health_checks"][0];
         match &check {

@@ -219,7 +219,7 @@ fn check_cds(registry: &Registry) {
             interval: Duration::from_secs(2),
         },
     };
-    let bytes = render_cds(registry, &Default::default(), &options);
+    let bytes = render_cds(registry, &Default::default(), &options).expect("renders");
     let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     let clusters = doc["resources"].as_array().unwrap();
     let routable: Vec<_> = registry.iter().filter(|(_, e)| e.is_routable()).collect();

@@ -1,7 +1,7 @@
 'use strict';
 /*
  * registerWithEnvoy: registers this Colyseus process for colyseus-envoy, writing exactly what
- * `colyseus-envoy register` writes (agent/src/registrar/mod.rs, agent/src/lease.rs):
+ * `colyseus-envoy register` writes (agent/src/layout.rs, whose tests pin this copy):
  *
  *   member  "{processId}/{host}:{port}"  in set  colyseus:nodes  and in set  colyseus-envoy:leased
  *   lease   colyseus-envoy:lease:{member} = refresh time in unix ms, SET ... PX leaseTtlMs

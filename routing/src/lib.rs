@@ -10,7 +10,8 @@
 //!   bootstrap renderer and read by the filter.
 //! - [`head`], [`edge`]: the TCP edge: a strict reader of a request head, and which
 //!   connections skip the HTTP connection manager (room WebSockets to a live process).
-//! - [`wire`]: JSON shapes of the agent's private API the filter reads (room lookup).
+//! - [`wire`]: JSON shapes of the agent's private API the filter reads (room lookup, the
+//!   `/processes` rows and their state).
 //!
 //! No I/O, no tokio, no proxy-wasm: the crate builds for `wasm32-wasip1` and its tests run
 //! there too (see `scripts/wasm-test-runner.mjs`).

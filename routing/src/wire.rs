@@ -29,6 +29,65 @@ fn listed_by_default() -> bool {
     true
 }
 
+/// A process's state as `/processes` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessState {
+    /// Registered and answering: takes matchmaking and room connections.
+    Active,
+    /// Unregistered, still serving its rooms: room connections only.
+    Draining,
+    /// Registered but not answering: not routed at all.
+    Dead,
+}
+
+impl ProcessState {
+    /// Whether the process has its own cluster (active or draining).
+    pub fn is_routable(self) -> bool {
+        self != Self::Dead
+    }
+
+    /// The wire spelling (`active`, `draining`, `dead`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Draining => "draining",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+impl core::fmt::Display for ProcessState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// One row of `GET /processes` (a JSON array of them): a routed process, as the agent
+/// shows it to the filter and to `agent status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessRow {
+    pub process_id: String,
+    /// The address Envoy connects to (checked; a DNS name resolved by the agent).
+    #[serde(default)]
+    pub address: String,
+    /// The process's Envoy cluster (see [`crate::ClusterNames::process`]).
+    #[serde(default)]
+    pub cluster: String,
+    pub state: ProcessState,
+    /// Endpoint weight in the all-processes cluster (matchmaking share); `null` when the
+    /// process takes no matchmaking (draining or dead). Absent from older agents.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// Rooms listed for the process, when a room-listing source is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<u32>,
+    /// Clients in those rooms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ccu: Option<u64>,
+}
+
 /// `GET /processes` response header: the version of the process set in the body. The
 /// version changes whenever the set (a processId or its state) changes, and a restarted
 /// agent never repeats an earlier agent's versions (they start at its start time).
@@ -81,5 +140,38 @@ mod tests {
         let err: UnknownRoom =
             serde_json::from_str(r#"{"error":"unknown_room","roomId":"zz"}"#).unwrap();
         assert_eq!(err.error, UNKNOWN_ROOM);
+    }
+
+    #[test]
+    fn process_row_json_shape() {
+        let row = ProcessRow {
+            process_id: "p1".into(),
+            address: "10.0.0.5:2567".into(),
+            cluster: "colyseus-process-p1".into(),
+            state: ProcessState::Draining,
+            weight: None,
+            rooms: None,
+            ccu: None,
+        };
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"processId":"p1","address":"10.0.0.5:2567",
+                "cluster":"colyseus-process-p1","state":"draining","weight":null})
+        );
+        assert_eq!(serde_json::from_value::<ProcessRow>(json).unwrap(), row);
+        for (text, state) in [
+            ("active", ProcessState::Active),
+            ("draining", ProcessState::Draining),
+            ("dead", ProcessState::Dead),
+        ] {
+            assert_eq!(state.as_str(), text);
+            assert_eq!(
+                serde_json::from_value::<ProcessState>(serde_json::json!(text)).unwrap(),
+                state
+            );
+        }
+        assert!(serde_json::from_str::<ProcessState>(r#""warming""#).is_err());
+        assert!(!ProcessState::Dead.is_routable() && ProcessState::Draining.is_routable());
     }
 }

@@ -49,6 +49,24 @@ impl Batch {
         self.cmds.is_empty()
     }
 
+    /// The commands of a write described in [`crate::layout`].
+    pub fn of(write: &crate::layout::Write) -> Self {
+        let mut batch = Self::new();
+        if write.atomic {
+            batch.atomic();
+        }
+        for command in &write.commands {
+            batch.cmd(command.name);
+            for arg in &command.args {
+                batch.arg(arg);
+            }
+            if !command.reply {
+                batch.ignore();
+            }
+        }
+        batch
+    }
+
     /// Sends the commands; the replies not ignored, as one array, become `T`.
     ///
     /// # Errors

@@ -3,7 +3,7 @@
 //! Runs beside a game server that does not register itself (Colyseus 0.17+, custom servers)
 //! and registers it in the layout Colyseus 0.16 uses (`colyseus:nodes` plus an `add`
 //! announcement), so the sync agent routes it like any other process. Unlike Colyseus, the
-//! registration holds a lease (see [`crate::lease`]) refreshed every ttl/3: when the
+//! registration holds a lease (see [`crate::layout`]) refreshed every ttl/3: when the
 //! registrar dies without deregistering, the lease runs out and the sync agent removes the
 //! member.
 //!
@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::RegisterArgs;
-use crate::lease;
+use crate::layout::Presence;
 use crate::model::{parse_member, Host, Registration, Rejection};
 use crate::redis_call::{bounded, RedisCallError};
 use crate::redis_target::{Batch, Commands, RedisTarget};
@@ -232,9 +232,7 @@ pub struct RedisLease {
     conn: Option<Commands>,
     timeout: Duration,
     member: String,
-    lease_key: String,
-    nodes_key: String,
-    channel: String,
+    presence: Presence,
     ttl_ms: u64,
 }
 
@@ -247,10 +245,11 @@ impl RedisLease {
             target: config.redis.clone(),
             conn: None,
             timeout: config.redis_timeout.min(config.heartbeat_interval()),
-            lease_key: lease::lease_key(&member),
             member,
-            nodes_key: config.nodes_key.clone(),
-            channel: config.discovery_channel.clone(),
+            presence: Presence {
+                nodes_key: config.nodes_key.clone(),
+                discovery_channel: config.discovery_channel.clone(),
+            },
             ttl_ms: u64::try_from(config.lease_ttl.as_millis()).unwrap_or(u64::MAX),
         })
     }
@@ -286,21 +285,8 @@ impl RedisLease {
     /// # Errors
     /// Redis unreachable, failing or too slow.
     pub async fn register(&mut self) -> Result<(), RedisCallError> {
-        let mut pipe = self.write_pipe();
-        pipe.cmd("SADD")
-            .arg(&self.nodes_key)
-            .arg(&self.member)
-            .ignore()
-            .cmd("SADD")
-            .arg(lease::LEASED_SET)
-            .arg(&self.member)
-            .ignore();
-        self.set_lease(&mut pipe);
-        pipe.cmd("PUBLISH")
-            .arg(&self.channel)
-            .arg(lease::announcement("add", &self.member))
-            .ignore();
-        self.query("registering", &pipe).await
+        let write = self.presence.register(&self.member, unix_ms(), self.ttl_ms);
+        self.query("registering", &Batch::of(&write)).await
     }
 
     /// Refreshes the lease and re-adds the member to both sets. Returns whether the member
@@ -310,70 +296,30 @@ impl RedisLease {
     /// # Errors
     /// Redis unreachable, failing or too slow.
     pub async fn heartbeat(&mut self) -> Result<bool, RedisCallError> {
-        let mut pipe = self.write_pipe();
-        self.set_lease(&mut pipe);
-        pipe.cmd("SADD")
-            .arg(lease::LEASED_SET)
-            .arg(&self.member)
-            .ignore()
-            .cmd("SADD")
-            .arg(&self.nodes_key)
-            .arg(&self.member);
-        let (added,): (i64,) = self.query("refreshing the lease", &pipe).await?;
+        let write = self
+            .presence
+            .heartbeat(&self.member, unix_ms(), self.ttl_ms);
+        let (added,): (i64,) = self
+            .query("refreshing the lease", &Batch::of(&write))
+            .await?;
         if added == 0 {
             return Ok(false);
         }
-        let mut publish = Batch::new();
-        publish
-            .cmd("PUBLISH")
-            .arg(&self.channel)
-            .arg(lease::announcement("add", &self.member))
-            .ignore();
+        let publish = Batch::of(&self.presence.announce_add(&self.member));
         self.query::<()>("announcing the restored registration", &publish)
             .await?;
         Ok(true)
     }
 
     /// Removes the member from both sets, drops the lease and announces `remove`,
-    /// atomically.
+    /// atomically (one MULTI, except on a cluster, see [`Batch`]: there a half-done write
+    /// is repaired by the next heartbeat or the lease expiry).
     ///
     /// # Errors
     /// Redis unreachable, failing or too slow.
     pub async fn deregister(&mut self) -> Result<(), RedisCallError> {
-        let mut pipe = self.write_pipe();
-        pipe.cmd("SREM")
-            .arg(&self.nodes_key)
-            .arg(&self.member)
-            .ignore()
-            .cmd("SREM")
-            .arg(lease::LEASED_SET)
-            .arg(&self.member)
-            .ignore()
-            .cmd("DEL")
-            .arg(&self.lease_key)
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(&self.channel)
-            .arg(lease::announcement("remove", &self.member))
-            .ignore();
-        self.query("deregistering", &pipe).await
-    }
-
-    /// One MULTI, except on a cluster (see [`Batch`]): there a half-done write is repaired
-    /// by the next heartbeat (or the lease expiry).
-    fn write_pipe(&self) -> Batch {
-        let mut pipe = Batch::new();
-        pipe.atomic();
-        pipe
-    }
-
-    fn set_lease(&self, pipe: &mut Batch) {
-        pipe.cmd("SET")
-            .arg(&self.lease_key)
-            .arg(unix_ms())
-            .arg("PX")
-            .arg(self.ttl_ms)
-            .ignore();
+        let write = self.presence.deregister(&self.member);
+        self.query("deregistering", &Batch::of(&write)).await
     }
 }
 

@@ -103,7 +103,15 @@ impl HealthCheck {
 /// (matchmaking never goes to a draining process). Byte-identical output for identical input.
 ///
 /// `weights` are the all-processes cluster's endpoint weights (see [`crate::balance`]).
-pub fn render_cds(registry: &Registry, weights: &Weights, options: &ClusterOptions) -> Vec<u8> {
+///
+/// # Errors
+/// The document cannot be serialized (it holds only strings and numbers, so this should
+/// not happen; if it does, nothing is written rather than an empty or partial file).
+pub fn render_cds(
+    registry: &Registry,
+    weights: &Weights,
+    options: &ClusterOptions,
+) -> Result<Vec<u8>, RenderError> {
     let mut resources: Vec<Value> = registry
         .iter()
         .filter(|(_, entry)| entry.is_routable())
@@ -142,15 +150,26 @@ pub fn render_cds(registry: &Registry, weights: &Weights, options: &ClusterOptio
         "max_ejection_percent": 50,
     });
     resources.push(all_cluster);
-    let version = format!(
-        "{:016x}",
-        fnv1a(&serde_json::to_vec(&resources).unwrap_or_default())
-    );
+    let version = format!("{:016x}", fnv1a(&serde_json::to_vec(&resources)?));
     let doc = json!({ "version_info": version, "resources": resources });
     // serde_json's map is ordered by key, so the output is deterministic.
-    let mut bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    let mut bytes = serde_json::to_vec_pretty(&doc)?;
     bytes.push(b'\n');
-    bytes
+    Ok(bytes)
+}
+
+/// The CDS document could not be rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("rendering the CDS file: {0}")]
+pub struct RenderError(#[from] serde_json::Error);
+
+/// Why the files sink did not update Envoy's config; the previous file is left in place.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
 }
 
 /// A cluster of `endpoints`, each with its load-balancing weight if it has one.
@@ -243,9 +262,9 @@ impl EnvoyFilesSink {
     /// Makes Envoy's clusters match `registry`. Returns whether a file was written.
     ///
     /// # Errors
-    /// I/O errors; the previous file is left untouched.
-    pub fn apply(&mut self, registry: &Registry, weights: &Weights) -> Result<bool, WriteError> {
-        let bytes = render_cds(registry, weights, &self.options);
+    /// Rendering or I/O errors; the previous file is left untouched.
+    pub fn apply(&mut self, registry: &Registry, weights: &Weights) -> Result<bool, FilesError> {
+        let bytes = render_cds(registry, weights, &self.options)?;
         if self.last.as_deref() == Some(bytes.as_slice()) {
             return Ok(false);
         }
@@ -260,6 +279,10 @@ mod tests {
     use super::*;
     use routing::ProcessId;
     use std::time::Duration;
+
+    fn render(registry: &Registry, weights: &Weights, options: &ClusterOptions) -> Vec<u8> {
+        render_cds(registry, weights, options).unwrap()
+    }
 
     fn options() -> ClusterOptions {
         ClusterOptions {
@@ -286,7 +309,7 @@ mod tests {
 
     #[test]
     fn one_cluster_per_process_plus_all() {
-        let out = render_cds(
+        let out = render(
             &registry(&["b/127.0.0.1:2", "a/[::1]:1", "c/game-3:3"]),
             &Weights::new(),
             &options(),
@@ -337,7 +360,7 @@ mod tests {
         let now = std::time::Instant::now();
         let both = registry(&["a/127.0.0.1:1", "b/127.0.0.1:2"]);
         let (one_left, _) = both.from_members(["a/127.0.0.1:1"], 2567, now);
-        let clusters = clusters(&render_cds(&one_left, &Weights::new(), &options()));
+        let clusters = clusters(&render(&one_left, &Weights::new(), &options()));
         let names: Vec<&str> = clusters
             .iter()
             .map(|c| c["name"].as_str().unwrap())
@@ -356,7 +379,7 @@ mod tests {
 
     #[test]
     fn health_checks() {
-        let out = render_cds(&registry(&["a/127.0.0.1:1"]), &Weights::new(), &options());
+        let out = render(&registry(&["a/127.0.0.1:1"]), &Weights::new(), &options());
         let c = &clusters(&out)[0];
         assert_eq!(c["health_checks"][0]["interval"], "2.000s");
         assert_eq!(c["health_checks"][0]["tcp_health_check"], json!({}));
@@ -378,21 +401,13 @@ mod tests {
         }
         let mut o = options();
         o.health_check = HealthCheck::Off;
-        let c = &clusters(&render_cds(
-            &registry(&["a/127.0.0.1:1"]),
-            &Weights::new(),
-            &o,
-        ))[0];
+        let c = &clusters(&render(&registry(&["a/127.0.0.1:1"]), &Weights::new(), &o))[0];
         assert!(c.get("health_checks").is_none());
     }
 
     #[test]
     fn no_process_still_has_the_all_cluster() {
-        let clusters = clusters(&render_cds(
-            &Registry::default(),
-            &Weights::new(),
-            &options(),
-        ));
+        let clusters = clusters(&render(&Registry::default(), &Weights::new(), &options()));
         assert_eq!(clusters.len(), 1);
         assert_eq!(clusters[0]["name"], "colyseus-all");
         assert_eq!(clusters[0]["load_assignment"]["endpoints"], json!([]));
@@ -400,18 +415,18 @@ mod tests {
 
     #[test]
     fn deterministic_and_versioned_by_content() {
-        let a = render_cds(
+        let a = render(
             &registry(&["a/127.0.0.1:1", "b/127.0.0.1:2"]),
             &Weights::new(),
             &options(),
         );
-        let b = render_cds(
+        let b = render(
             &registry(&["b/127.0.0.1:2", "a/127.0.0.1:1"]),
             &Weights::new(),
             &options(),
         );
         assert_eq!(a, b);
-        let c = render_cds(&registry(&["a/127.0.0.1:1"]), &Weights::new(), &options());
+        let c = render(&registry(&["a/127.0.0.1:1"]), &Weights::new(), &options());
         let version =
             |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).unwrap()["version_info"].clone();
         assert_ne!(version(&a), version(&c));
@@ -421,7 +436,7 @@ mod tests {
     fn weights_go_on_the_all_cluster_only() {
         let reg = registry(&["a/127.0.0.1:1", "b/127.0.0.1:2"]);
         let weights: Weights = [(ProcessId::parse("a").unwrap(), 10)].into_iter().collect();
-        let clusters = clusters(&render_cds(&reg, &weights, &options()));
+        let clusters = clusters(&render(&reg, &weights, &options()));
         let weight_of = |name: &str, i: usize| {
             let c = clusters.iter().find(|c| c["name"] == name).unwrap();
             c["load_assignment"]["endpoints"][0]["lb_endpoints"][i]["load_balancing_weight"].clone()
@@ -433,7 +448,7 @@ mod tests {
         assert_eq!(weight_of("colyseus-all", 1), Value::Null);
         assert_eq!(weight_of("colyseus-process-a", 0), Value::Null);
         // Without weights: no weight field at all (plain round robin).
-        let plain = render_cds(&reg, &Weights::new(), &options());
+        let plain = render(&reg, &Weights::new(), &options());
         assert!(!String::from_utf8(plain)
             .unwrap()
             .contains("load_balancing_weight"));
@@ -447,7 +462,7 @@ mod tests {
         assert!(sink.apply(&reg, &Weights::new()).unwrap());
         assert!(!sink.apply(&reg, &Weights::new()).unwrap());
         let on_disk = std::fs::read(sink.cds_path()).unwrap();
-        assert_eq!(on_disk, render_cds(&reg, &Weights::new(), &options()));
+        assert_eq!(on_disk, render(&reg, &Weights::new(), &options()));
         // No temp file left behind in the watched directory.
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

@@ -10,8 +10,6 @@ pub mod redis_lineage;
 /// RedisDriver's room listings (the `roomcaches` hash): periodic reads plus single-room reads.
 #[cfg(feature = "daemon")]
 pub mod redis_rooms;
-/// `@colyseus/traefik` (Colyseus 0.17+): its `traefik/...` Redis keys, parsed (pure, no I/O).
-pub mod traefik;
 
 /// Reads one room's listing straight from its source: the read-through for a room the index
 /// does not have yet (created since the last read, or its change event not yet applied).

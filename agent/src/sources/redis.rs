@@ -11,14 +11,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::aio::PubSubStream;
 
-use crate::lease;
+use crate::layout::{self, Presence};
 use crate::redis_call::{bounded, RedisCallError};
 use crate::redis_target::{Batch, Commands, RedisTarget};
 use crate::sources::redis_lineage::Lineage;
 
-/// Prefix of the request ids of this agent's liveness pings; Colyseus answers each on
-/// `ipc:{requestId}`, and the agent subscribes to `ipc:{IPC_PREFIX}*`.
-pub const IPC_PREFIX: &str = "colyseus-envoy-";
+pub use crate::layout::IPC_PREFIX;
 
 /// What arrives on the pub/sub connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +96,7 @@ impl RedisPresenceSource {
         bounded(
             timeout,
             "subscribing to liveness replies",
-            pubsub.psubscribe(format!("ipc:{IPC_PREFIX}*")),
+            pubsub.psubscribe(layout::IPC_REPLY_PATTERN),
         )
         .await?;
         let nodes_slot = match &commands {
@@ -200,7 +198,7 @@ impl RedisSession {
             self.config.timeout,
             "reading roomcount",
             redis::cmd("HGETALL")
-                .arg(ROOM_COUNTS)
+                .arg(layout::ROOM_COUNTS)
                 .query_async(&mut self.commands),
         )
         .await?)
@@ -236,13 +234,7 @@ impl RedisSession {
     /// # Errors
     /// Command failure or timeout.
     pub async fn ping(&mut self, pings: &[(String, String)]) -> Result<Vec<u64>, RedisSourceError> {
-        let mut pipe = Batch::new();
-        for (process_id, request_id) in pings {
-            let payload = serde_json::json!(["healthcheck", request_id, []]).to_string();
-            pipe.cmd("PUBLISH")
-                .arg(format!("p:{process_id}"))
-                .arg(payload);
-        }
+        let pipe = Batch::of(&layout::pings(pings));
         let timeout = self.config.timeout;
         let published: Vec<u64> = bounded(
             timeout,
@@ -259,7 +251,7 @@ impl RedisSession {
         let mut numsub = redis::cmd("PUBSUB");
         numsub.arg("NUMSUB");
         for (process_id, _) in pings {
-            numsub.arg(format!("p:{process_id}"));
+            numsub.arg(layout::process_channel(process_id));
         }
         let counts: std::collections::HashMap<String, u64> = bounded(
             timeout,
@@ -269,7 +261,12 @@ impl RedisSession {
         .await?;
         Ok(pings
             .iter()
-            .map(|(pid, _)| counts.get(&format!("p:{pid}")).copied().unwrap_or(0))
+            .map(|(pid, _)| {
+                counts
+                    .get(&layout::process_channel(pid))
+                    .copied()
+                    .unwrap_or(0)
+            })
             .collect())
     }
 
@@ -284,7 +281,7 @@ impl RedisSession {
             timeout,
             "reading leased registrations",
             redis::cmd("SMEMBERS")
-                .arg(lease::LEASED_SET)
+                .arg(layout::LEASED_SET)
                 .query_async(&mut self.commands),
         )
         .await?;
@@ -293,7 +290,7 @@ impl RedisSession {
         }
         let mut pipe = Batch::new();
         for member in &leased {
-            pipe.cmd("EXISTS").arg(lease::lease_key(member));
+            pipe.cmd("EXISTS").arg(layout::lease_key(member));
         }
         let exists: Vec<bool> =
             bounded(timeout, "reading leases", pipe.query(&mut self.commands)).await?;
@@ -309,20 +306,8 @@ impl RedisSession {
     ///
     /// # Errors
     /// Command failure or timeout.
-    pub async fn expire_lease(&mut self, member: &str) -> Result<(), RedisSourceError> {
-        let mut pipe = self.write_pipe();
-        pipe.cmd("SREM")
-            .arg(&self.config.nodes_key)
-            .arg(member)
-            .ignore()
-            .cmd("SREM")
-            .arg(lease::LEASED_SET)
-            .arg(member)
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(&self.config.discovery_channel)
-            .arg(lease::announcement("remove", member))
-            .ignore();
+    pub(crate) async fn expire_lease(&mut self, member: &str) -> Result<(), RedisSourceError> {
+        let pipe = Batch::of(&self.presence().expire_lease(member));
         bounded(
             self.config.timeout,
             "expiring a lease",
@@ -339,7 +324,11 @@ impl RedisSession {
     ///
     /// # Errors
     /// Command failure or timeout.
-    pub async fn evict(&mut self, member: &str, process_id: &str) -> Result<(), RedisSourceError> {
+    pub(crate) async fn evict(
+        &mut self,
+        member: &str,
+        process_id: &str,
+    ) -> Result<(), RedisSourceError> {
         // The set holds Colyseus's own spelling of the member (host case, port left out...),
         // which `member` (normalized) may not match: remove every member of this processId.
         let registered: Vec<String> = bounded(
@@ -358,28 +347,16 @@ impl RedisSession {
             self.config.timeout,
             "reading room listings",
             redis::cmd("HGETALL")
-                .arg(ROOM_LISTINGS)
+                .arg(layout::ROOM_LISTINGS)
                 .query_async(&mut self.commands),
         )
         .await?;
         let rooms = rooms_of(process_id, &listings);
-        let payload = lease::announcement("remove", member);
-        let mut pipe = self.write_pipe();
-        pipe.cmd("SREM")
-            .arg(&self.config.nodes_key)
-            .arg(&spellings)
-            .ignore()
-            .cmd("HDEL")
-            .arg(ROOM_COUNTS)
-            .arg(process_id)
-            .ignore();
-        if !rooms.is_empty() {
-            pipe.cmd("HDEL").arg(ROOM_LISTINGS).arg(&rooms).ignore();
-        }
-        pipe.cmd("PUBLISH")
-            .arg(&self.config.discovery_channel)
-            .arg(payload)
-            .ignore();
+        let pipe = Batch::of(
+            &self
+                .presence()
+                .evict(&spellings, process_id, &rooms, member),
+        );
         bounded(
             self.config.timeout,
             "evicting a dead process from presence",
@@ -389,11 +366,12 @@ impl RedisSession {
         .map_err(Into::into)
     }
 
-    /// Writes that belong together: one MULTI, except on a cluster (see [`Batch`]).
-    fn write_pipe(&self) -> Batch {
-        let mut pipe = Batch::new();
-        pipe.atomic();
-        pipe
+    /// The registration set and channel this session follows.
+    fn presence(&self) -> Presence {
+        Presence {
+            nodes_key: self.config.nodes_key.clone(),
+            discovery_channel: self.config.discovery_channel.clone(),
+        }
     }
 
     /// Re-adds registrations Redis lost, and announces them the way Colyseus does, so other
@@ -401,19 +379,8 @@ impl RedisSession {
     ///
     /// # Errors
     /// Command failure or timeout.
-    pub async fn restore(&mut self, members: &[String]) -> Result<(), RedisSourceError> {
-        let mut pipe = Batch::new();
-        for member in members {
-            let payload = lease::announcement("add", member);
-            pipe.cmd("SADD")
-                .arg(&self.config.nodes_key)
-                .arg(member)
-                .ignore();
-            pipe.cmd("PUBLISH")
-                .arg(&self.config.discovery_channel)
-                .arg(payload)
-                .ignore();
-        }
+    pub(crate) async fn restore(&mut self, members: &[String]) -> Result<(), RedisSourceError> {
+        let pipe = Batch::of(&self.presence().restore(members));
         bounded(
             self.config.timeout,
             "restoring registrations",
@@ -432,11 +399,6 @@ fn members_of(process_id: &str, members: &[String]) -> Vec<String> {
         .cloned()
         .collect()
 }
-
-/// RedisDriver's room listing: hash of roomId -> the room as JSON.
-const ROOM_LISTINGS: &str = "roomcaches";
-/// Colyseus's per-process load hash (processId -> `"{rooms},{ccu}"`).
-const ROOM_COUNTS: &str = "roomcount";
 
 /// The roomIds of `process_id`'s rooms in RedisDriver listings. Unparsable listings are
 /// left alone: they are not this process's to delete.

@@ -19,7 +19,7 @@ use crate::redis_target::{Commands, RedisTarget};
 use crate::rooms::{self, Room, RoomEvent, RoomFeed, RoomRejection};
 
 /// RedisDriver's hash.
-pub const DEFAULT_KEY: &str = "roomcaches";
+pub const DEFAULT_KEY: &str = crate::layout::ROOM_LISTINGS;
 
 #[derive(Debug, Clone)]
 pub struct RedisRoomsConfig {

@@ -19,6 +19,7 @@ use crate::model::{Endpoint, Host};
 use crate::sinks::envoy_files::CDS_FILE;
 
 mod edge;
+pub mod xds;
 pub use edge::{AdminListen, PublicHost};
 
 /// Name of the SDS secret holding the public certificate.

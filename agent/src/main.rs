@@ -151,7 +151,22 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
         trusted_hops: args.trusted_hops,
         agent_api: args.agent_api_addr.clone(),
     };
-    match serde_json::to_string_pretty(&bootstrap::render(&spec)) {
+    let mut doc = bootstrap::render(&spec);
+    if args.config_source == bootstrap::xds::ConfigSource::Xds {
+        let xds = bootstrap::xds::XdsSpec {
+            servers: &args.xds_servers,
+            node_id: &args.node_id,
+            agent_apis: &args.xds_agent_apis,
+        };
+        if let Err(e) =
+            bootstrap::xds::apply(&mut doc, &xds, &routing.names, &routing.agent_cluster)
+        {
+            return usage(&e);
+        }
+    } else if !args.xds_servers.is_empty() || !args.xds_agent_apis.is_empty() {
+        return usage(&"--xds-server and --xds-agent-api need --config-source xds");
+    }
+    match serde_json::to_string_pretty(&doc) {
         Ok(text) => {
             println!("{text}");
             ExitCode::SUCCESS
@@ -299,15 +314,13 @@ async fn run_sync(
         status.clone(),
         stopped(stop_rx.clone()),
     ));
-    let sink = EnvoyFilesSink::new(
-        args.config_dir.clone(),
-        ClusterOptions {
-            names: routing.names.clone(),
-            connect_timeout: args.connect_timeout,
-            max_connections: args.max_connections,
-            health_check,
-        },
-    );
+    let cluster_options = ClusterOptions {
+        names: routing.names.clone(),
+        connect_timeout: args.connect_timeout,
+        max_connections: args.max_connections,
+        health_check,
+    };
+    let sink = EnvoyFilesSink::new(args.config_dir.clone(), cluster_options.clone());
     let config = SyncConfig {
         default_port: args.default_port,
         resync_interval: args.resync_interval,
@@ -339,12 +352,30 @@ async fn run_sync(
         cluster_names: routing.names.clone(),
     };
     info!(redis = %source.config().target.identity(), config_dir = %args.config_dir.display(), api = %args.api_addr, "Agent starting.");
-    let syncer = Syncer::new(source, sink, config, status);
+    let mut syncer = Syncer::new(source, sink, config, status.clone());
+    let mut xds_task = None;
+    if let Some(addr) = args.xds_listen {
+        let (xds, ads) = colyseus_envoy_agent::sinks::xds::XdsSink::new(cluster_options.clone());
+        status.set_xds(ads.clone());
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding xDS to {addr}"))?;
+        info!(xds = %addr, "Serving xDS.");
+        xds_task = Some(tokio::spawn(colyseus_envoy_agent::sinks::xds::serve(
+            listener,
+            ads,
+            stopped(stop_rx.clone()),
+        )));
+        syncer = syncer.with_xds(xds);
+    }
     let sync_task = tokio::spawn(syncer.run(stopped(stop_rx)));
     shutdown_signal().await;
     info!("Shutting down; Envoy keeps the last config.");
     let _ = stop_tx.send(true);
     let _ = sync_task.await;
+    if let Some(task) = xds_task {
+        task.await.context("xDS task")?.context("xDS server")?;
+    }
     api.await.context("API task")?.context("API server")?;
     Ok(())
 }

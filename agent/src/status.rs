@@ -60,6 +60,8 @@ pub struct Status {
     /// What `/processes` and room lookups may name (new clusters wait for Envoy), and the
     /// version `/processes?after=` long-polls wait on.
     pub advertised: Advertised,
+    /// The xDS server, when the agent serves one (metrics, connected Envoys, ACK waits).
+    pub xds: std::sync::OnceLock<crate::sinks::xds::server::Ads>,
 }
 
 /// Read-throughs in flight at most; a lookup finding none free answers from the index.
@@ -82,7 +84,13 @@ impl Status {
             fetcher: None,
             fetch_slots: tokio::sync::Semaphore::new(FETCH_SLOTS),
             advertised: Advertised::new(false),
+            xds: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Attaches the xDS server's state (once; later calls are ignored).
+    pub fn set_xds(&self, ads: crate::sinks::xds::server::Ads) {
+        let _ = self.xds.set(ads);
     }
 
     /// New processes are advertised only once Envoy routes to their cluster (a

@@ -145,6 +145,8 @@ pub struct Syncer {
     upstreams: Upstreams,
     /// Drains ended once Envoy shows no request open to the process.
     idle_drains: IdleDrains,
+    /// The xDS server's sink, when `--xds-listen` is given (fed by `publish`).
+    xds: Option<crate::sinks::xds::XdsSink>,
 }
 
 impl Syncer {
@@ -249,7 +251,15 @@ impl Syncer {
             bad_loads: BTreeSet::new(),
             upstreams,
             idle_drains,
+            xds: None,
         }
+    }
+
+    /// Also serves every published state over xDS (after the first Redis read only, so a
+    /// fresh agent never hands a failing-over Envoy an empty fleet).
+    pub fn with_xds(mut self, xds: crate::sinks::xds::XdsSink) -> Self {
+        self.xds = Some(xds);
+        self
     }
 
     /// Runs until `shutdown` completes. Redis failures are retried forever with backoff.
@@ -711,6 +721,9 @@ impl Syncer {
         let metrics = &self.status.metrics;
         // What Envoy gets: checked addresses only, DNS names resolved by the agent.
         let routed = self.upstreams.routed(&self.registry);
+        if let Some(xds) = self.xds.as_mut() {
+            xds.apply(&routed, &self.weights);
+        }
         match self.sink.apply(&routed, &self.weights) {
             Ok(true) => {
                 metrics.config_writes.fetch_add(1, Relaxed);

@@ -104,6 +104,25 @@ impl HealthCheck {
 ///
 /// `weights` are the all-processes cluster's endpoint weights (see [`crate::balance`]).
 pub fn render_cds(registry: &Registry, weights: &Weights, options: &ClusterOptions) -> Vec<u8> {
+    let resources = render_clusters(registry, weights, options);
+    let version = format!(
+        "{:016x}",
+        fnv1a(&serde_json::to_vec(&resources).unwrap_or_default())
+    );
+    let doc = json!({ "version_info": version, "resources": resources });
+    // serde_json's map is ordered by key, so the output is deterministic.
+    let mut bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// The clusters of [`render_cds`], one JSON object each: the one definition of a cluster,
+/// which the xDS sink converts to protobuf (`sinks::xds::convert`).
+pub fn render_clusters(
+    registry: &Registry,
+    weights: &Weights,
+    options: &ClusterOptions,
+) -> Vec<Value> {
     let mut resources: Vec<Value> = registry
         .iter()
         .filter(|(_, entry)| entry.is_routable())
@@ -142,15 +161,7 @@ pub fn render_cds(registry: &Registry, weights: &Weights, options: &ClusterOptio
         "max_ejection_percent": 50,
     });
     resources.push(all_cluster);
-    let version = format!(
-        "{:016x}",
-        fnv1a(&serde_json::to_vec(&resources).unwrap_or_default())
-    );
-    let doc = json!({ "version_info": version, "resources": resources });
-    // serde_json's map is ordered by key, so the output is deterministic.
-    let mut bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-    bytes.push(b'\n');
-    bytes
+    resources
 }
 
 /// A cluster of `endpoints`, each with its load-balancing weight if it has one.
@@ -213,7 +224,7 @@ const UPSTREAM_BUFFER_LIMIT: u32 = 32 * 1024;
 
 /// FNV-1a: a stable content hash for `version_info` (std's hasher may change between
 /// Rust releases; this must not, or every agent upgrade would rewrite the file).
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -2,3 +2,5 @@
 //! ([`envoy_files`]). A delta-xDS gRPC server would be a second sink with the same input.
 
 pub mod envoy_files;
+#[cfg(feature = "daemon")]
+pub mod xds;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 pub mod redis_topologies;
+pub mod xds;
 
 /// The repository root.
 pub fn root() -> PathBuf {

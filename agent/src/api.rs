@@ -24,6 +24,7 @@ pub fn router(status: Arc<Status>) -> Router {
         .route("/processes", get(processes))
         .route("/rejected", get(rejected))
         .route("/rooms/{room_id}", get(room))
+        .route(XDS_CLIENTS_PATH, get(xds_clients))
         .with_state(status)
 }
 
@@ -64,10 +65,22 @@ async fn rejected(State(status): State<Arc<Status>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        status.metrics.render(),
-    )
+    let mut body = status.metrics.render();
+    if let Some(ads) = status.xds.get() {
+        ads.render_metrics(&mut body);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// Where `agent status` reads the Envoys streaming xDS from this agent.
+pub const XDS_CLIENTS_PATH: &str = "/xds/clients";
+
+/// The connected Envoys (JSON list of `sinks::xds::clients::ClientView`); 404 without xDS.
+async fn xds_clients(State(status): State<Arc<Status>>) -> axum::response::Response {
+    match status.xds.get() {
+        Some(ads) => Json(ads.status()).into_response(),
+        None => (StatusCode::NOT_FOUND, "this agent does not serve xDS\n").into_response(),
+    }
 }
 
 /// Query of `GET /processes`.

@@ -20,6 +20,7 @@ use crate::sinks::envoy_files::CDS_FILE;
 
 mod edge;
 mod tcp_edge;
+pub mod xds;
 pub use edge::{AdminListen, PublicHost};
 pub use tcp_edge::{EdgePath, HCM_INTERNAL};
 

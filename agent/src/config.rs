@@ -267,6 +267,11 @@ pub struct SyncArgs {
     /// before the unregistration whose player has not connected yet.
     #[arg(long, env = "COLYSEUS_ENVOY_DRAIN_IDLE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain_idle: Duration,
+    /// Also serve the clusters over xDS (delta and state-of-the-world ADS over gRPC) on
+    /// this address, to Envoys bootstrapped with `--config-source xds`. The CDS file is
+    /// still written. Envoys on other hosts reach it: bind a private address.
+    #[arg(long, env = "COLYSEUS_ENVOY_XDS_LISTEN")]
+    pub xds_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub routing: RoutingArgs,
 }
@@ -373,6 +378,26 @@ pub struct BootstrapArgs {
         value_parser = parse_host_port
     )]
     pub agent_api_addr: Endpoint,
+    /// Where Envoy's clusters come from: `file` (the CDS file `sync` writes beside it) or
+    /// `xds` (delta ADS from the `--xds-server` agents, for Envoys on other hosts).
+    #[arg(
+        long,
+        env = "COLYSEUS_ENVOY_CONFIG_SOURCE",
+        value_enum,
+        default_value = "file"
+    )]
+    pub config_source: crate::bootstrap::xds::ConfigSource,
+    /// An agent's `sync --xds-listen` address, `ip:port` or `name:port`; repeat it for
+    /// several agents (Envoy moves to another when its agent dies).
+    #[arg(long = "xds-server", env = "COLYSEUS_ENVOY_XDS_SERVERS", value_delimiter = ',', value_parser = parse_host_port)]
+    pub xds_servers: Vec<Endpoint>,
+    /// With `--config-source xds`: every agent's API (`sync --api-addr`), repeatable, for
+    /// the filter's lookups (instead of the one `--agent-api-addr`); a dead one is skipped.
+    #[arg(long = "xds-agent-api", env = "COLYSEUS_ENVOY_XDS_AGENT_APIS", value_delimiter = ',', value_parser = parse_host_port)]
+    pub xds_agent_apis: Vec<Endpoint>,
+    /// This Envoy's node id, unique per Envoy: the agents tell Envoys apart by it.
+    #[arg(long, env = "COLYSEUS_ENVOY_NODE_ID", default_value = "colyseus-envoy")]
+    pub node_id: String,
     #[command(flatten)]
     pub routing: RoutingArgs,
 }

@@ -196,7 +196,22 @@ fn print_bootstrap(args: &BootstrapArgs) -> ExitCode {
         agent_api: args.agent_api_addr.clone(),
         edge_path: args.edge_path,
     };
-    match serde_json::to_string_pretty(&bootstrap::render(&spec)) {
+    let mut doc = bootstrap::render(&spec);
+    if args.config_source == bootstrap::xds::ConfigSource::Xds {
+        let xds = bootstrap::xds::XdsSpec {
+            servers: &args.xds_servers,
+            node_id: &args.node_id,
+            agent_apis: &args.xds_agent_apis,
+        };
+        if let Err(e) =
+            bootstrap::xds::apply(&mut doc, &xds, &routing.names, &routing.agent_cluster)
+        {
+            return usage(&e);
+        }
+    } else if !args.xds_servers.is_empty() || !args.xds_agent_apis.is_empty() {
+        return usage(&"--xds-server and --xds-agent-api need --config-source xds");
+    }
+    match serde_json::to_string_pretty(&doc) {
         Ok(text) => {
             println!("{text}");
             ExitCode::SUCCESS
@@ -344,15 +359,13 @@ async fn run_sync(
         status.clone(),
         stopped(stop_rx.clone()),
     ));
-    let sink = EnvoyFilesSink::new(
-        args.config_dir.clone(),
-        ClusterOptions {
-            names: routing.names.clone(),
-            connect_timeout: args.connect_timeout,
-            max_connections: args.max_connections,
-            health_check,
-        },
-    );
+    let cluster_options = ClusterOptions {
+        names: routing.names.clone(),
+        connect_timeout: args.connect_timeout,
+        max_connections: args.max_connections,
+        health_check,
+    };
+    let sink = EnvoyFilesSink::new(args.config_dir.clone(), cluster_options.clone());
     let prober = TcpProber(ProbeConfig {
         timeout: args.probe_timeout,
         attempts: args.probe_attempts,
@@ -392,6 +405,25 @@ async fn run_sync(
         state_file: Some(StateFileSink::new(args.state_file())),
     };
     let sinks_task = tokio::spawn(local::run(controller.subscribe(), sinks, status.clone()));
+    let mut xds_task = None;
+    let mut xds_sink_task = None;
+    if let Some(addr) = args.xds_listen {
+        let (xds, ads) = colyseus_envoy_agent::sinks::xds::XdsSink::new(cluster_options.clone());
+        status.set_xds(ads.clone());
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding xDS to {addr}"))?;
+        info!(xds = %addr, "Serving xDS.");
+        xds_task = Some(tokio::spawn(colyseus_envoy_agent::sinks::xds::serve(
+            listener,
+            ads,
+            stopped(stop_rx.clone()),
+        )));
+        xds_sink_task = Some(tokio::spawn(colyseus_envoy_agent::sinks::xds::follow(
+            controller.subscribe(),
+            xds,
+        )));
+    }
     let sync_task = tokio::spawn(controller.run(stopped(stop_rx)));
     tokio::select! {
         () = shutdown_signal() => {}
@@ -404,6 +436,12 @@ async fn run_sync(
     let _ = sync_task.await;
     // The controller is gone: the sinks apply what it published last, then stop.
     let _ = sinks_task.await;
+    if let Some(task) = xds_sink_task {
+        let _ = task.await;
+    }
+    if let Some(task) = xds_task {
+        task.await.context("xDS task")?.context("xDS server")?;
+    }
     api.await.context("API task")?.context("API server")?;
     Ok(())
 }

@@ -44,6 +44,8 @@ pub struct Status {
     pub advertised: Advertised,
     /// Registrations refused right now, with their reasons (`/rejected`).
     pub rejected: crate::rejected::Rejected,
+    /// The xDS server, when the agent serves one (metrics, connected Envoys, ACK waits).
+    pub xds: std::sync::OnceLock<crate::sinks::xds::server::Ads>,
 }
 
 /// Read-throughs in flight at most; a lookup finding none free answers from the index.
@@ -67,7 +69,13 @@ impl Status {
             fetch_slots: tokio::sync::Semaphore::new(FETCH_SLOTS),
             advertised: Advertised::new(false),
             rejected: crate::rejected::Rejected::default(),
+            xds: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Attaches the xDS server's state (once; later calls are ignored).
+    pub fn set_xds(&self, ads: crate::sinks::xds::server::Ads) {
+        let _ = self.xds.set(ads);
     }
 
     /// New processes are advertised only once Envoy routes to their cluster (a

@@ -112,6 +112,36 @@ pub fn render_cds(
     weights: &Weights,
     options: &ClusterOptions,
 ) -> Result<Vec<u8>, RenderError> {
+    let resources = render_clusters(registry, weights, options);
+    let version = format!("{:016x}", fnv1a(&serde_json::to_vec(&resources)?));
+    let doc = json!({ "version_info": version, "resources": resources });
+    // serde_json's map is ordered by key, so the output is deterministic.
+    let mut bytes = serde_json::to_vec_pretty(&doc)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// The CDS document could not be rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("rendering the CDS file: {0}")]
+pub struct RenderError(#[from] serde_json::Error);
+
+/// Why the files sink did not update Envoy's config; the previous file is left in place.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// The clusters of [`render_cds`], one JSON object each: the one definition of a cluster,
+/// which the xDS sink converts to protobuf (`sinks::xds::convert`).
+pub fn render_clusters(
+    registry: &Registry,
+    weights: &Weights,
+    options: &ClusterOptions,
+) -> Vec<Value> {
     let mut resources: Vec<Value> = registry
         .iter()
         .filter(|(_, entry)| entry.is_routable())
@@ -150,26 +180,7 @@ pub fn render_cds(
         "max_ejection_percent": 50,
     });
     resources.push(all_cluster);
-    let version = format!("{:016x}", fnv1a(&serde_json::to_vec(&resources)?));
-    let doc = json!({ "version_info": version, "resources": resources });
-    // serde_json's map is ordered by key, so the output is deterministic.
-    let mut bytes = serde_json::to_vec_pretty(&doc)?;
-    bytes.push(b'\n');
-    Ok(bytes)
-}
-
-/// The CDS document could not be rendered.
-#[derive(Debug, thiserror::Error)]
-#[error("rendering the CDS file: {0}")]
-pub struct RenderError(#[from] serde_json::Error);
-
-/// Why the files sink did not update Envoy's config; the previous file is left in place.
-#[derive(Debug, thiserror::Error)]
-pub enum FilesError {
-    #[error(transparent)]
-    Render(#[from] RenderError),
-    #[error(transparent)]
-    Write(#[from] WriteError),
+    resources
 }
 
 /// A cluster of `endpoints`, each with its load-balancing weight if it has one.
@@ -232,7 +243,7 @@ const UPSTREAM_BUFFER_LIMIT: u32 = 32 * 1024;
 
 /// FNV-1a: a stable content hash for `version_info` (std's hasher may change between
 /// Rust releases; this must not, or every agent upgrade would rewrite the file).
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -35,3 +35,5 @@ pub mod envoy_files;
 pub mod local;
 #[cfg(feature = "daemon")]
 pub mod state_file;
+#[cfg(feature = "daemon")]
+pub mod xds;

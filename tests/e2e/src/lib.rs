@@ -22,6 +22,7 @@ pub mod redis_topologies;
 pub mod runner;
 pub mod stack;
 pub mod tls;
+pub mod xds;
 
 pub use clients::*;
 pub use game::*;

@@ -1,0 +1,237 @@
+//! `bootstrap --config-source xds`: Envoy takes its clusters over delta ADS from one or
+//! more agents (`sync --xds-listen`) instead of from the CDS file. Pure.
+//!
+//! The agents are the endpoints of one static cluster. Envoy's xDS gRPC stream picks one;
+//! when that agent dies the stream breaks, the active TCP check marks it down within about
+//! a second, and the reconnect goes to another agent, which serves the same content-hashed
+//! versions (so only what changed meanwhile travels). Envoy keeps every cluster it has
+//! while no agent answers. Listeners stay static, as with the file sink.
+
+use routing::ClusterNames;
+use serde_json::{json, Value};
+
+use crate::model::{Endpoint, Host};
+
+/// The static cluster of the xDS servers. It must never pass the route guard.
+pub const XDS_CLUSTER: &str = "colyseus-envoy-xds";
+
+/// Where Envoy's dynamic clusters come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "daemon", derive(clap::ValueEnum))]
+pub enum ConfigSource {
+    /// The CDS file the agent beside Envoy writes (one host).
+    #[default]
+    File,
+    /// Delta ADS over gRPC from the `--xds-server` agents (several hosts).
+    Xds,
+}
+
+/// What the xDS bootstrap needs beyond the common spec.
+#[derive(Debug, Clone)]
+pub struct XdsSpec<'a> {
+    /// The agents' `--xds-listen` addresses, in no particular order.
+    pub servers: &'a [Endpoint],
+    /// This Envoy's node id: what the agents know it by (metrics, ACK-gated lookups).
+    pub node_id: &'a str,
+    /// Every agent's API (`sync --api-addr`), for the filter's room lookups and process
+    /// list: they replace the single `--agent-api-addr` endpoint, with an active check so
+    /// a dead agent is skipped. Empty: keep `--agent-api-addr` alone.
+    pub agent_apis: &'a [Endpoint],
+}
+
+/// Why an xDS bootstrap cannot be rendered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum XdsBootstrapError {
+    #[error("--config-source xds needs at least one --xds-server HOST:PORT")]
+    NoServer,
+    #[error("--node-id must be 1-128 printable ASCII characters, got {0:?}")]
+    BadNodeId(String),
+    #[error("the xDS cluster name {XDS_CLUSTER:?} would pass the route guard of cluster names {0:?}: choose another --cluster-prefix")]
+    GuardedName(String),
+}
+
+/// Turns a file-sink bootstrap (`bootstrap::render`) into an xDS one: node id, ADS as the
+/// CDS source, and the xDS servers' cluster.
+///
+/// # Errors
+/// No server, a bad node id, or a cluster prefix that would let clients name the xDS cluster.
+pub fn apply(
+    doc: &mut Value,
+    spec: &XdsSpec<'_>,
+    names: &ClusterNames,
+    agent_cluster: &str,
+) -> Result<(), XdsBootstrapError> {
+    if spec.servers.is_empty() {
+        return Err(XdsBootstrapError::NoServer);
+    }
+    let id = spec.node_id;
+    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(XdsBootstrapError::BadNodeId(id.to_owned()));
+    }
+    if XDS_CLUSTER.starts_with(names.prefix()) || XDS_CLUSTER == names.all() {
+        return Err(XdsBootstrapError::GuardedName(names.prefix().to_owned()));
+    }
+    doc["node"]["id"] = json!(id);
+    doc["dynamic_resources"] = json!({
+        "ads_config": {
+            "api_type": "DELTA_GRPC",
+            "transport_api_version": "V3",
+            "grpc_services": [{ "envoy_grpc": { "cluster_name": XDS_CLUSTER } }],
+            "set_node_on_first_message_only": true,
+        },
+        "cds_config": { "resource_api_version": "V3", "ads": {} },
+    });
+    if let Some(clusters) = doc["static_resources"]["clusters"].as_array_mut() {
+        if !spec.agent_apis.is_empty() {
+            let agent = clusters
+                .iter_mut()
+                .find(|c| c["name"] == json!(agent_cluster));
+            if let Some(agent) = agent {
+                *agent = servers_cluster(agent_cluster, spec.agent_apis, false);
+            }
+        }
+        clusters.push(servers_cluster(XDS_CLUSTER, spec.servers, true));
+    }
+    Ok(())
+}
+
+/// Agents' endpoints as one cluster with an active TCP check, so a dead agent is skipped
+/// (by the xDS reconnect, by lookups) instead of retried with backoff. `http2` for gRPC.
+fn servers_cluster(name: &str, servers: &[Endpoint], http2: bool) -> Value {
+    let any_name = servers.iter().any(|e| matches!(e.host, Host::Name(_)));
+    let lb_endpoints: Vec<Value> = servers
+        .iter()
+        .map(|e| {
+            let address = match &e.host {
+                Host::Ip(ip) => ip.to_string(),
+                Host::Name(n) => n.clone(),
+            };
+            json!({ "endpoint": { "address": { "socket_address": {
+                "address": address, "port_value": e.port } } } })
+        })
+        .collect();
+    let mut cluster = json!({
+        "name": name,
+        "type": if any_name { "STRICT_DNS" } else { "STATIC" },
+        "connect_timeout": "0.250s",
+        "lb_policy": "ROUND_ROBIN",
+        "health_checks": [{
+            "timeout": "0.250s",
+            "interval": "0.500s",
+            "no_traffic_interval": "0.500s",
+            "unhealthy_threshold": 1,
+            "healthy_threshold": 1,
+            "tcp_health_check": {},
+        }],
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": lb_endpoints }],
+        },
+    });
+    if http2 {
+        cluster["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {
+                    // An agent host that vanishes without a FIN is noticed in seconds.
+                    "connection_keepalive": { "interval": "5s", "timeout": "3s" },
+                } },
+            },
+        });
+    }
+    if any_name {
+        cluster["dns_lookup_family"] = json!("V4_PREFERRED");
+    }
+    cluster
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn servers() -> Vec<Endpoint> {
+        vec![
+            Endpoint {
+                host: Host::Ip("10.0.0.1".parse().unwrap()),
+                port: 18000,
+            },
+            Endpoint {
+                host: Host::Ip("10.0.0.2".parse().unwrap()),
+                port: 18000,
+            },
+        ]
+    }
+
+    #[test]
+    fn ads_replaces_the_file_source() {
+        let mut doc = json!({
+            "node": { "id": "colyseus-envoy", "cluster": "colyseus-envoy" },
+            "dynamic_resources": { "cds_config": { "path_config_source": {} } },
+            "static_resources": { "clusters": [{ "name": "colyseus-agent" }] },
+        });
+        let servers = servers();
+        let spec = XdsSpec {
+            servers: &servers,
+            node_id: "edge-1",
+            agent_apis: &servers[..1],
+        };
+        apply(&mut doc, &spec, &ClusterNames::default(), "colyseus-agent").unwrap();
+        assert_eq!(doc["node"]["id"], "edge-1");
+        assert_eq!(doc["node"]["cluster"], "colyseus-envoy");
+        let dynamic = &doc["dynamic_resources"];
+        assert!(dynamic["cds_config"].get("path_config_source").is_none());
+        assert_eq!(dynamic["cds_config"]["ads"], json!({}));
+        assert_eq!(dynamic["ads_config"]["api_type"], "DELTA_GRPC");
+        let clusters = doc["static_resources"]["clusters"].as_array().unwrap();
+        assert_eq!(clusters.len(), 2);
+        let xds = &clusters[1];
+        assert_eq!(xds["name"], XDS_CLUSTER);
+        assert_eq!(xds["type"], "STATIC");
+        let eps = xds["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            .as_array()
+            .unwrap();
+        assert_eq!(eps.len(), 2);
+        assert_eq!(
+            xds["typed_extension_protocol_options"]
+                .as_object()
+                .map(|o| o.len()),
+            Some(1)
+        );
+        let agent = &clusters[0];
+        assert_eq!(agent["name"], "colyseus-agent");
+        assert_eq!(agent["health_checks"][0]["tcp_health_check"], json!({}));
+        assert!(agent.get("typed_extension_protocol_options").is_none());
+    }
+
+    #[test]
+    fn refuses_what_would_not_work_or_would_be_unsafe() {
+        let mut doc = json!({ "static_resources": { "clusters": [] } });
+        let servers = servers();
+        let ok = XdsSpec {
+            servers: &servers,
+            node_id: "edge-1",
+            agent_apis: &[],
+        };
+        let none = XdsSpec {
+            servers: &[],
+            ..ok.clone()
+        };
+        assert_eq!(
+            apply(&mut doc, &none, &ClusterNames::default(), "a"),
+            Err(XdsBootstrapError::NoServer)
+        );
+        for bad in ["", "a b", &"x".repeat(129)] {
+            let spec = XdsSpec {
+                node_id: bad,
+                ..ok.clone()
+            };
+            assert!(apply(&mut doc, &spec, &ClusterNames::default(), "a").is_err());
+        }
+        // A prefix that the xDS cluster's name starts with would let a path name it.
+        let names = ClusterNames::new("colyseus-", "all").unwrap();
+        assert!(matches!(
+            apply(&mut doc, &ok, &names, "a"),
+            Err(XdsBootstrapError::GuardedName(_))
+        ));
+    }
+}

@@ -1,0 +1,133 @@
+//! The xDS sink: an `AggregatedDiscoveryService` (delta and state-of-the-world ADS over
+//! gRPC) serving the same clusters the CDS file sink writes, to any number of Envoys.
+//!
+//! Layout:
+//! - [`convert`]: the file sink's JSON clusters as `envoy-types` protobuf messages (pure).
+//! - [`snapshot`]: immutable, content-versioned snapshots and the per-stream delta
+//!   bookkeeping (pure).
+//! - [`server`]: the gRPC streams (nonces, ACK/NACK, pushes).
+//! - [`clients`]: the connected Envoys and what each has ACKed (metrics, API, lookups).
+//!
+//! Clusters only (CDS), endpoints inline: the clusters are then byte-for-byte those of the
+//! file sink, so switching sinks changes nothing in Envoy. A delta update carries only the
+//! changed clusters (the new process's and the all-processes cluster).
+
+pub mod clients;
+pub mod convert;
+pub mod server;
+pub mod snapshot;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use tokio::sync::watch;
+use tracing::error;
+
+use crate::balance::Weights;
+use crate::model::Registry;
+use crate::sinks::envoy_files::ClusterOptions;
+use clients::Clients;
+use snapshot::Snapshot;
+
+/// The sink half, called by the sync loop: builds snapshots and hands them to the server.
+#[derive(Debug)]
+pub struct XdsSink {
+    options: ClusterOptions,
+    tx: watch::Sender<Arc<Snapshot>>,
+    clients: Arc<Clients>,
+    /// Conversion failures (a bug), counted for `/metrics`.
+    pub conversion_errors: u64,
+}
+
+impl XdsSink {
+    /// A sink and the service that serves what it is given (start it with [`serve`]).
+    pub fn new(options: ClusterOptions) -> (Self, server::Ads) {
+        let (tx, rx) = watch::channel(Arc::new(Snapshot::empty()));
+        let clients = Arc::new(Clients::default());
+        let ads = server::Ads {
+            snapshots: rx,
+            clients: clients.clone(),
+        };
+        (
+            Self {
+                options,
+                tx,
+                clients,
+                conversion_errors: 0,
+            },
+            ads,
+        )
+    }
+
+    pub fn clients(&self) -> Arc<Clients> {
+        self.clients.clone()
+    }
+
+    /// Makes the served clusters match `routed`. Does not block: the streams pick the new
+    /// snapshot up. An unchanged state wakes no stream. Returns whether it changed.
+    pub fn apply(&mut self, routed: &Registry, weights: &Weights) -> bool {
+        let (snapshot, errors) = Snapshot::build(routed, weights, &self.options);
+        for e in &errors {
+            error!(error = %e, "Cannot express a cluster for xDS; it is left out.");
+        }
+        self.conversion_errors += errors.len() as u64;
+        if self.tx.borrow().version == snapshot.version {
+            return false;
+        }
+        self.tx.send_replace(Arc::new(snapshot));
+        true
+    }
+
+    /// The snapshot being served.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.tx.borrow().clone()
+    }
+}
+
+/// Subscribes `sink` to the controller's desired state until the controller stops. Only
+/// states backed by a full read of Redis are served: a fresh agent restored from its state
+/// file never hands a failing-over Envoy a stale or empty fleet.
+pub async fn follow(
+    mut rx: watch::Receiver<Arc<crate::controller::DesiredState>>,
+    mut sink: XdsSink,
+) {
+    loop {
+        let state = rx.borrow_and_update().clone();
+        if state.is_synced() {
+            sink.apply(&state.routed, &state.weights);
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves `ads` on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// The gRPC server failing (not a stream failing: those end alone).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ads: server::Ads,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tonic::transport::Server::builder()
+        // A dead Envoy (host gone without a FIN) is noticed and its stream dropped.
+        .http2_keepalive_interval(Some(Duration::from_secs(15)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .add_service(
+            AggregatedDiscoveryServiceServer::new(ads)
+                .max_encoding_message_size(usize::MAX)
+                .max_decoding_message_size(16 * 1024 * 1024),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .with_context(|| format!("serving xDS on {addr:?}"))
+}

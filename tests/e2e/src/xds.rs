@@ -1,0 +1,238 @@
+//! xDS fleets: agents serving `sync --xds-listen` and Envoys bootstrapped with
+//! `--config-source xds`, each on its own loopback address as its own "host".
+//!
+//! Loopback addresses rather than network namespaces: the game servers, Redis and every
+//! registration in this harness live on 127.0.0.1, and a namespace has its own loopback,
+//! so namespaced Envoys would need a bridge and routed addresses for all of them. Separate
+//! addresses still give each agent and Envoy its own listening address, and a killed agent
+//! closes its sockets as a dead host's kernel would not (see the README on keepalives).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The default prefix of per-process clusters (the agents here use the defaults).
+const PROCESS_PREFIX: &str = "colyseus-process-";
+
+use crate::{agent_bin, envoy_bin, filter_wasm, free_port, http_get, wait_for, Proc};
+
+/// An agent serving xDS (and its API) on `ip`.
+pub struct XdsAgent {
+    pub ip: String,
+    pub xds_port: u16,
+    pub api_port: u16,
+    pub proc: Proc,
+}
+
+impl XdsAgent {
+    pub fn start(dir: &Path, name: &str, ip: &str, redis_url: &str, extra: &[&str]) -> XdsAgent {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(dir.join("envoy-config")).unwrap();
+        let (xds_port, api_port) = (free_port(), free_port());
+        let proc = Proc::spawn(
+            name,
+            Command::new(agent_bin())
+                .args(["sync", "--redis-url", redis_url])
+                .arg("--config-dir")
+                .arg(dir.join("envoy-config"))
+                .args(["--api-addr", &format!("{ip}:{api_port}")])
+                .args(["--xds-listen", &format!("{ip}:{xds_port}")])
+                .args(["--resync-interval", "2s", "--probe-timeout", "300ms"])
+                .args(extra)
+                .env("LOG", "info,colyseus_envoy_agent=debug")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("agent.log")).unwrap()),
+        );
+        let agent = XdsAgent {
+            ip: ip.to_owned(),
+            xds_port,
+            api_port,
+            proc,
+        };
+        wait_for("xds agent /ready", Duration::from_secs(20), || {
+            (http_get(&agent.api(), "/ready").ok()?.0 == 200).then_some(())
+        });
+        agent
+    }
+
+    pub fn xds(&self) -> String {
+        format!("{}:{}", self.ip, self.xds_port)
+    }
+
+    pub fn api(&self) -> String {
+        format!("{}:{}", self.ip, self.api_port)
+    }
+
+    /// `/xds/clients`: the served snapshot and the Envoys streaming from this agent.
+    pub fn xds_status(&self) -> Option<serde_json::Value> {
+        let (status, _, body) = http_get(&self.api(), "/xds/clients").ok()?;
+        (status == 200).then(|| serde_json::from_str(&body).unwrap())
+    }
+
+    /// Node ids streaming from this agent, sorted.
+    pub fn node_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .xds_status()
+            .map(|s| {
+                s["clients"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["node_id"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// A sample of `/metrics` (0 when absent or unreachable).
+    pub fn metric(&self, series: &str) -> u64 {
+        let Ok((_, _, body)) = http_get(&self.api(), "/metrics") else {
+            return 0;
+        };
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0, |v| v.trim().parse().unwrap_or(0))
+    }
+}
+
+/// An Envoy taking its clusters over xDS from `agents`, listening on `ip`.
+pub struct XdsEnvoy {
+    pub node_id: String,
+    pub ip: String,
+    pub port: u16,
+    pub admin: String,
+    pub dir: PathBuf,
+    pub proc: Proc,
+}
+
+impl XdsEnvoy {
+    pub fn start(dir: &Path, node_id: &str, ip: &str, agents: &[&XdsAgent]) -> XdsEnvoy {
+        let dir = dir.join(node_id);
+        std::fs::create_dir_all(dir.join("envoy-config")).unwrap();
+        let (port, admin_port) = (free_port(), free_port());
+        let admin = format!("{ip}:{admin_port}");
+        let mut cmd = Command::new(agent_bin());
+        cmd.args(["bootstrap", "--ip", ip, "--port", &port.to_string()])
+            .args(["--admin-addr", &admin])
+            .args(["--config-source", "xds", "--node-id", node_id])
+            .arg("--config-dir")
+            .arg(dir.join("envoy-config"))
+            .arg("--filter-wasm")
+            .arg(filter_wasm());
+        for a in agents {
+            cmd.args(["--xds-server", &a.xds(), "--xds-agent-api", &a.api()]);
+        }
+        // The single-agent flag is replaced by the list; it must still parse.
+        cmd.args(["--agent-api-addr", &agents[0].api()]);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "bootstrap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(dir.join("envoy.json"), &out.stdout).unwrap();
+        let proc = Proc::spawn(
+            "envoy",
+            Command::new(envoy_bin())
+                .arg("-c")
+                .arg(dir.join("envoy.json"))
+                .args([
+                    "--use-dynamic-base-id",
+                    "--log-level",
+                    "warn",
+                    "--concurrency",
+                    "2",
+                ])
+                .arg("--base-id-path")
+                .arg(dir.join("envoy-base-id"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("envoy.log")).unwrap()),
+        );
+        let mut envoy = XdsEnvoy {
+            node_id: node_id.to_owned(),
+            ip: ip.to_owned(),
+            port,
+            admin,
+            dir: dir.clone(),
+            proc,
+        };
+        wait_for("xds envoy ready", Duration::from_secs(30), || {
+            if !envoy.proc.is_running() {
+                let log = std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default();
+                panic!("envoy exited at start:\n{log}");
+            }
+            let (status, _, body) = http_get(&envoy.admin, "/ready").ok()?;
+            (status == 200 && body.starts_with("LIVE")).then_some(())
+        });
+        envoy
+    }
+
+    pub fn public(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}:{}", self.ip, self.port)
+    }
+
+    /// processIds whose cluster this Envoy has (from xDS), sorted.
+    pub fn process_clusters(&self) -> Vec<String> {
+        let mut ids: Vec<String> = dynamic_clusters(&self.admin)
+            .into_keys()
+            .filter_map(|n| n.strip_prefix(PROCESS_PREFIX).map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn wait_clusters(&self, mut expected: Vec<String>, timeout: Duration) {
+        expected.sort();
+        wait_for(
+            &format!("{} having exactly {expected:?}", self.node_id),
+            timeout,
+            || (self.process_clusters() == expected).then_some(()),
+        );
+    }
+
+    pub fn stat(&self, name: &str) -> u64 {
+        envoy_stat(&self.admin, name)
+    }
+}
+
+/// A counter or gauge of an Envoy admin.
+pub fn envoy_stat(admin: &str, name: &str) -> u64 {
+    let Ok((_, _, body)) = http_get(admin, &format!("/stats?filter=^{name}$")) else {
+        return 0;
+    };
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0))
+}
+
+/// Envoy's dynamic active clusters from `/config_dump`, by name: the cluster protos as
+/// Envoy holds them, without the version and time they were loaded at.
+pub fn dynamic_clusters(admin: &str) -> BTreeMap<String, serde_json::Value> {
+    let Ok((200, _, body)) = http_get(admin, "/config_dump?resource=dynamic_active_clusters")
+    else {
+        return BTreeMap::new();
+    };
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    dump["configs"]
+        .as_array()
+        .map(|configs| {
+            configs
+                .iter()
+                .map(|c| {
+                    let cluster = c["cluster"].clone();
+                    (
+                        cluster["name"].as_str().unwrap_or_default().to_owned(),
+                        cluster,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,153 @@
+//! The xDS control plane with real parts: two agents serving xDS from one Redis, three
+//! Envoys on their own addresses, real Colyseus servers and colyseus.js players.
+//! Matchmaking goes through one Envoy and the room connection through another; the agent
+//! an Envoy streams from is killed with SIGKILL and the Envoy moves to the other agent
+//! with no WebSocket dropped; a process registered meanwhile becomes routable through
+//! every Envoy; and an Envoy fed from the CDS file holds the very same clusters.
+//! Cost: about 30-40 s on 2 cores (three Envoys, two agents, a file-sink proxy).
+#![cfg(feature = "e2e")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use e2e::xds::{dynamic_clusters, XdsAgent, XdsEnvoy};
+use e2e::*;
+
+#[test]
+fn xds_fleet_fails_over_without_drops_and_matches_the_file_sink() {
+    let dir = scratch("xds");
+    let redis = Redis::start(&dir);
+    // Even balance: the clusters are compared with the file sink's, and weights follow
+    // room counts each agent reads at its own moment.
+    let even = ["--balance", "even"];
+    let agents = [
+        XdsAgent::start(&dir, "agent-a", "127.0.0.2", &redis.url(), &even),
+        XdsAgent::start(&dir, "agent-b", "127.0.0.3", &redis.url(), &even),
+    ];
+    let envoys: Vec<XdsEnvoy> = (1..=3)
+        .map(|i| {
+            let agents: Vec<&XdsAgent> = agents.iter().collect();
+            XdsEnvoy::start(
+                &dir,
+                &format!("edge-{i}"),
+                &format!("127.0.0.{}", 10 + i),
+                &agents,
+            )
+        })
+        .collect();
+    let file_dir = dir.join("file-sink");
+    std::fs::create_dir_all(&file_dir).unwrap();
+    let file = Proxy::start_with(&file_dir, &redis.url(), &even);
+
+    // The servers advertise edge-2 as their public address: colyseus.js matchmakes through
+    // edge-1 and opens its room connection on edge-2.
+    let public2 = envoys[1].public();
+    let mut servers: Vec<GameServer> = (0..2)
+        .map(|_| GameServer::start(&dir, &redis, &[("PUBLIC_ADDRESS", public2.as_str())]))
+        .collect();
+    let pids = |s: &[GameServer]| s.iter().map(|g| g.process_id.clone()).collect::<Vec<_>>();
+    for e in &envoys {
+        e.wait_clusters(pids(&servers), Duration::from_secs(15));
+    }
+    file.wait_routed(pids(&servers), Duration::from_secs(15));
+
+    // Both sinks give Envoy the same clusters (protos as Envoy holds them).
+    wait_for(
+        "the file sink's clusters in every xDS Envoy",
+        Duration::from_secs(10),
+        || {
+            let from_file = dynamic_clusters(&file.admin());
+            envoys
+                .iter()
+                .all(|e| dynamic_clusters(&e.admin) == from_file)
+                .then_some(())
+        },
+    );
+    let from_file = dynamic_clusters(&file.admin());
+    assert_eq!(from_file.len(), 3, "{:?}", from_file.keys());
+    // Every Envoy streams from one of the agents, by its own node id.
+    wait_for(
+        "three Envoys on the agents",
+        Duration::from_secs(10),
+        || {
+            let mut all: Vec<String> = agents.iter().flat_map(XdsAgent::node_ids).collect();
+            all.sort();
+            (all == ["edge-1", "edge-2", "edge-3"]).then_some(())
+        },
+    );
+
+    let result = swarm(
+        &envoys[0].endpoint(),
+        10,
+        &["--concurrency", "5", "--messages", "2"],
+    );
+    assert_eq!(result.ok, 10, "{:?}", result.errors);
+    let upgrades = |e: &XdsEnvoy| e.stat("http.public.downstream_cx_upgrades_total");
+    assert_eq!((upgrades(&envoys[0]), upgrades(&envoys[1])), (0, 10));
+
+    // Players hold room connections through edge-2 while its agent is killed.
+    let players = Holding::start(&envoys[0].endpoint(), 6);
+    let victim = agents
+        .iter()
+        .position(|a| a.node_ids().contains(&"edge-2".to_owned()))
+        .expect("edge-2 streams from an agent");
+    let [a, b] = agents;
+    let (dead, survivor) = if victim == 0 { (a, b) } else { (b, a) };
+    let moving = dead.node_ids();
+    dead.proc.signal("KILL");
+    let killed = Instant::now();
+    wait_for(
+        "every Envoy on the surviving agent",
+        Duration::from_secs(15),
+        || (survivor.node_ids() == ["edge-1", "edge-2", "edge-3"]).then_some(()),
+    );
+    println!(
+        "{moving:?} moved to the other agent in {:.0} ms",
+        killed.elapsed().as_secs_f64() * 1e3
+    );
+
+    // A process registered after the kill is routable through every Envoy.
+    servers.push(GameServer::start(
+        &dir,
+        &redis,
+        &[("PUBLIC_ADDRESS", public2.as_str())],
+    ));
+    let newcomer = servers[2].process_id.clone();
+    for e in &envoys {
+        e.wait_clusters(pids(&servers), Duration::from_secs(10));
+    }
+    for e in &envoys {
+        let seat = wait_for("a room on the newcomer", Duration::from_secs(10), || {
+            let seat = matchmake(&e.public(), "create", "echo");
+            (seat.process_id == newcomer).then_some(seat)
+        });
+        let path = format!(
+            "/{}/{}?sessionId={}",
+            seat.process_id, seat.room_id, seat.session_id
+        );
+        let (status, _, first) = ws_first_frame(&e.public(), &path);
+        assert_eq!(
+            (status, first),
+            (101, Some(10)),
+            "seat {path} through {}",
+            e.node_id
+        );
+    }
+    let result = players.finish();
+    assert_eq!(
+        result.ok, 6,
+        "players held through the kill: {:?}",
+        result.errors
+    );
+    for e in &envoys {
+        assert_eq!(
+            e.stat("cluster_manager.cds.update_rejected"),
+            0,
+            "{}",
+            e.node_id
+        );
+    }
+    assert_eq!(survivor.metric("colyseus_envoy_xds_nacks_total"), 0);
+    assert!(survivor.metric("colyseus_envoy_xds_acks_total") >= 3);
+    drop(dead);
+}

@@ -22,7 +22,7 @@
 //!
 //! A member of [`LEASED_SET`] whose lease key is gone belongs to a registrar that stopped
 //! without deregistering: the sync agent removes it from both sets and announces the
-//! removal ([`expire_lease`]). Members written by Colyseus itself have no lease and are
+//! removal ([`Presence::expire_lease`]). Members written by Colyseus itself have no lease and are
 //! never expired that way.
 
 /// Colyseus's set of registrations (the default of `--nodes-key`).

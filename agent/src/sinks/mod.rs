@@ -22,6 +22,24 @@
 //! file, before Redis answered) means for it; it must not hold the borrow across an
 //! `.await`.
 //!
+//! A sink written against `apply(&Registry, &Weights)` (the CDS files' shape) plugs in as
+//! its own task:
+//!
+//! ```text
+//! let mut rx = controller.subscribe();
+//! tokio::spawn(async move {
+//!     loop {
+//!         let state = rx.borrow_and_update().clone();
+//!         if state.is_synced() {
+//!             sink.apply(&state.routed, &state.weights);
+//!         }
+//!         if rx.changed().await.is_err() {
+//!             break;
+//!         }
+//!     }
+//! });
+//! ```
+//!
 //! # Sinks
 //! - [`local`]: the sinks of one host, applied in order by one task: the CDS files Envoy
 //!   watches ([`envoy_files`]), then the API's view ([`api_view`]: `/processes`, room

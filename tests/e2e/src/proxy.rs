@@ -353,12 +353,36 @@ impl Proxy {
 
 /// Starts `colyseus-envoy register` with `args` (after `register`), logging to
 /// `registrar.log` in `dir` (appended, so restarts keep the earlier lines).
+/// `--flag value` pairs as `--flag=value`: a random processId may start with `-`
+/// (`-5tzH5ot2`), which the command line would otherwise take for a flag.
+fn flag_values_joined(args: &[&str]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut i = 0;
+    while i < args.len() {
+        match args.get(i + 1) {
+            Some(value)
+                if args[i].starts_with("--")
+                    && !args[i].contains('=')
+                    && !value.starts_with("--") =>
+            {
+                out.push(format!("{}={value}", args[i]));
+                i += 2;
+            }
+            _ => {
+                out.push(args[i].to_owned());
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 pub fn start_registrar(dir: &Path, args: &[&str]) -> Proc {
     Proc::spawn(
         "registrar",
         Command::new(agent_bin())
             .arg("register")
-            .args(args)
+            .args(flag_values_joined(args))
             .env("LOG", "info,colyseus_envoy_agent=debug")
             .stdout(Stdio::null())
             .stderr(append_log(dir, "registrar")),

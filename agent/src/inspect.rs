@@ -88,6 +88,8 @@ pub struct Report {
     pub envoy_live: Option<bool>,
     pub connections: BTreeMap<String, u64>,
     pub roomcount: BTreeMap<String, String>,
+    /// The agent's xDS server and the Envoys streaming from it, when it serves xDS.
+    pub xds: Option<crate::sinks::xds::server::XdsStatus>,
     /// What could not be read, in words.
     pub problems: Vec<String>,
 }
@@ -166,6 +168,9 @@ impl Report {
                 p.process_id, p.address, p.state, weight, rooms, ccu, cx
             );
         }
+        if let Some(xds) = &self.xds {
+            xds.render(&mut out);
+        }
         for problem in &self.problems {
             let _ = writeln!(out, "warning: {problem}");
         }
@@ -205,6 +210,12 @@ pub async fn gather(
         report.room_source = room_source(&body);
         report.rejected_by_reason = rejected_by_reason(&body);
         report.rejected = Some(report.rejected_by_reason.values().sum());
+    }
+    if let Ok((200, body)) = http_get(api, crate::api::XDS_CLIENTS_PATH, t).await {
+        match serde_json::from_str(&body) {
+            Ok(xds) => report.xds = Some(xds),
+            Err(e) => report.problems.push(format!("agent xDS clients: {e}")),
+        }
     }
     match admin.get("/ready", t).await {
         Ok((status, body)) => report.envoy_live = Some(status == 200 && body.starts_with("LIVE")),

@@ -77,6 +77,8 @@ pub struct Report {
     pub roomcount: BTreeMap<String, String>,
     /// Registrations the agent refuses right now, each with its reason (`/rejected`).
     pub rejected_registrations: Vec<String>,
+    /// The agent's xDS server and the Envoys streaming from it, when it serves xDS.
+    pub xds: Option<crate::sinks::xds::server::XdsStatus>,
     /// What could not be read, in words.
     pub problems: Vec<String>,
 }
@@ -165,6 +167,9 @@ impl Report {
         for rejected in &self.rejected_registrations {
             let _ = writeln!(out, "rejected: {rejected}");
         }
+        if let Some(xds) = &self.xds {
+            xds.render(&mut out);
+        }
         for problem in &self.problems {
             let _ = writeln!(out, "warning: {problem}");
         }
@@ -210,6 +215,12 @@ pub async fn gather(
         report.room_source = room_source(&body);
         report.rejected_by_reason = rejected_by_reason(&body);
         report.rejected = Some(report.rejected_by_reason.values().sum());
+    }
+    if let Ok((200, body)) = http_get(api, crate::api::XDS_CLIENTS_PATH, t).await {
+        match serde_json::from_str(&body) {
+            Ok(xds) => report.xds = Some(xds),
+            Err(e) => report.problems.push(format!("agent xDS clients: {e}")),
+        }
     }
     match admin.get("/ready", t).await {
         Ok((status, body)) => report.envoy_live = Some(status == 200 && body.starts_with("LIVE")),

@@ -7,7 +7,7 @@
 //!   versioned [`controller::DesiredState`]. The only writer back to Redis presence, and
 //!   only by executing a plan.
 //! - [`sinks`]: subscribers of the desired state: Envoy's CDS files, the API's view, the
-//!   state file (and any sink added later, e.g. an xDS server); see `sinks` for the
+//!   state file, and with `--xds-listen` the xDS server for fleets of Envoys; see `sinks` for the
 //!   interface.
 //! - [`sources`]: read registrations (Redis presence) and room listings, convert them;
 //!   decide nothing.

@@ -45,6 +45,8 @@
 //!   watches ([`envoy_files`]), then the API's view ([`api_view`]: `/processes`, room
 //!   lookups, readiness), then the state file ([`state_file`]). The order keeps today's
 //!   promise: the API names a process only once its cluster was written for Envoy.
+//! - [`xds`]: with `sync --xds-listen`, an ADS gRPC server serving the same clusters to any
+//!   number of Envoys ([`xds::follow`] subscribes it; synced states only).
 
 #[cfg(feature = "daemon")]
 pub mod api_view;

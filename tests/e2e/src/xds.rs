@@ -23,6 +23,10 @@ pub struct XdsAgent {
     pub xds_port: u16,
     pub api_port: u16,
     pub proc: Proc,
+    dir: PathBuf,
+    name: String,
+    redis_url: String,
+    extra: Vec<String>,
 }
 
 impl XdsAgent {
@@ -30,7 +34,52 @@ impl XdsAgent {
         let dir = dir.join(name);
         std::fs::create_dir_all(dir.join("envoy-config")).unwrap();
         let (xds_port, api_port) = (free_port(), free_port());
-        let proc = Proc::spawn(
+        let proc = Self::spawn(&dir, name, ip, redis_url, xds_port, api_port, extra);
+        let agent = XdsAgent {
+            ip: ip.to_owned(),
+            xds_port,
+            api_port,
+            proc,
+            dir,
+            name: name.to_owned(),
+            redis_url: redis_url.to_owned(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    /// Stops the agent and starts it again on the same addresses (its Envoys reconnect).
+    pub fn restart(&mut self) {
+        self.proc.stop(Duration::from_secs(5));
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.proc = Self::spawn(
+            &self.dir,
+            &self.name,
+            &self.ip,
+            &self.redis_url,
+            self.xds_port,
+            self.api_port,
+            &extra,
+        );
+    }
+
+    pub fn wait_ready(&self) {
+        wait_for("xds agent /ready", Duration::from_secs(120), || {
+            (http_get(&self.api(), "/ready").ok()?.0 == 200).then_some(())
+        });
+    }
+
+    fn spawn(
+        dir: &Path,
+        name: &str,
+        ip: &str,
+        redis_url: &str,
+        xds_port: u16,
+        api_port: u16,
+        extra: &[&str],
+    ) -> Proc {
+        Proc::spawn(
             name,
             Command::new(agent_bin())
                 .args(["sync", "--redis-url", redis_url])
@@ -42,18 +91,14 @@ impl XdsAgent {
                 .args(extra)
                 .env("LOG", "info,colyseus_envoy_agent=debug")
                 .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join("agent.log")).unwrap()),
-        );
-        let agent = XdsAgent {
-            ip: ip.to_owned(),
-            xds_port,
-            api_port,
-            proc,
-        };
-        wait_for("xds agent /ready", Duration::from_secs(20), || {
-            (http_get(&agent.api(), "/ready").ok()?.0 == 200).then_some(())
-        });
-        agent
+                .stderr(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(dir.join("agent.log"))
+                        .unwrap(),
+                ),
+        )
     }
 
     pub fn xds(&self) -> String {

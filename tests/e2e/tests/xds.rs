@@ -148,6 +148,27 @@ fn xds_fleet_fails_over_without_drops_and_matches_the_file_sink() {
         );
     }
     assert_eq!(survivor.metric("colyseus_envoy_xds_nacks_total"), 0);
+    // `agent status` lists the Envoys streaming from the survivor, each current.
+    let status = std::process::Command::new(agent_bin())
+        .args([
+            "status",
+            "--api-addr",
+            &survivor.api(),
+            "--admin-addr",
+            &envoys[0].admin,
+        ])
+        .args(["--redis-url", &redis.url()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&status.stdout);
+    for e in &envoys {
+        let line = report.lines().find(|l| l.starts_with(&e.node_id));
+        assert!(
+            line.is_some_and(|l| l.contains(" yes ")),
+            "{}: {report}",
+            e.node_id
+        );
+    }
     assert!(survivor.metric("colyseus_envoy_xds_acks_total") >= 3);
     drop(dead);
 }

@@ -59,6 +59,47 @@ pub struct XdsStatus {
     pub clients: Vec<super::clients::ClientView>,
 }
 
+impl XdsStatus {
+    /// The `agent status` lines: the snapshot, then one line per connected Envoy.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "xds: serving {} clusters (snapshot {}{}), {} Envoy stream(s)",
+            self.clusters,
+            self.snapshot,
+            if self.ready {
+                ""
+            } else {
+                ", NOT READY: no Redis read yet"
+            },
+            self.clients.len()
+        );
+        let _ = writeln!(
+            out,
+            "{:<24} {:<6} {:<8} {:>8} {:>6} {:>10}",
+            "NODE", "XDS", "CURRENT", "CLUSTERS", "NACKS", "LAST ACK"
+        );
+        for c in &self.clients {
+            let current = c.acked_snapshot.as_deref() == Some(self.snapshot.as_str());
+            let _ = writeln!(
+                out,
+                "{:<24} {:<6} {:<8} {:>8} {:>6} {:>10}",
+                c.node_id,
+                c.protocol,
+                if current { "yes" } else { "NO" },
+                c.acked_clusters,
+                c.nacks,
+                c.last_ack_latency_ms
+                    .map_or("-".to_owned(), |ms| format!("{ms:.1} ms")),
+            );
+            if let Some(nack) = &c.last_nack {
+                let _ = writeln!(out, "  last NACK: {nack}");
+            }
+        }
+    }
+}
+
 type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Responses queued per stream before the stream task waits for Envoy to read.
@@ -334,5 +375,50 @@ async fn sotw(
         if tx.send(Ok(response)).await.is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::xds::clients::ClientView;
+
+    #[test]
+    fn status_lines_say_which_envoys_are_current() {
+        let client = |node: &str, acked: &str, nack: Option<&str>| ClientView {
+            node_id: node.into(),
+            protocol: "delta".into(),
+            connected_unix_ms: 0,
+            acked_clusters: 3,
+            acked_snapshot: Some(acked.into()),
+            nacks: u64::from(nack.is_some()),
+            last_nack: nack.map(str::to_owned),
+            last_ack_latency_ms: Some(1.25),
+        };
+        let status = XdsStatus {
+            snapshot: "s2".into(),
+            clusters: 3,
+            ready: true,
+            clients: vec![
+                client("edge-1", "s2", None),
+                client("edge-2", "s1", Some("bad")),
+            ],
+        };
+        let mut out = String::new();
+        status.render(&mut out);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].contains("3 clusters") && lines[0].contains("2 Envoy"),
+            "{out}"
+        );
+        assert!(
+            lines[2].starts_with("edge-1") && lines[2].contains(" yes "),
+            "{out}"
+        );
+        assert!(
+            lines[3].starts_with("edge-2") && lines[3].contains(" NO "),
+            "{out}"
+        );
+        assert_eq!(lines[4], "  last NACK: bad");
     }
 }

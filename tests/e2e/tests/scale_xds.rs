@@ -1,0 +1,161 @@
+//! xDS sink at scale beside the CDS file sink, a benchmark (issue 15), not a test: prints
+//! numbers, asserts only that everything arrived. Run with `scripts/bench-xds.sh`, or
+//! `cargo test -p e2e --features e2e --release --test scale_xds -- --ignored --nocapture`.
+//! `SCALE_PROCESSES` (default `1000,10000`).
+//!
+//! For each N, in one run, file sink then xDS sink, each on its own Redis holding N
+//! registrations (liveness and Envoy health checks off, so only the config path is
+//! measured, as in `scale.rs`). File: agent start to all N clusters active in a running
+//! Envoy (as `scale.rs`). xDS: Envoy start (agent synced) to all N active, and an agent
+//! restart to the Envoy being current again. Both: RSS, then 20 single registrations one
+//! after another: time for each to be active in Envoy, agent and Envoy CPU per update.
+#![cfg(feature = "e2e")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use e2e::xds::{envoy_stat, XdsAgent, XdsEnvoy};
+use e2e::*;
+
+const QUIET: [&str; 8] = [
+    "--liveness",
+    "off",
+    "--health-check",
+    "off",
+    "--balance",
+    "even",
+    "--resync-interval",
+    "1h",
+];
+const UPDATES: usize = 20;
+
+fn sizes() -> Vec<usize> {
+    std::env::var("SCALE_PROCESSES")
+        .unwrap_or_else(|_| "1000,10000".to_owned())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+fn member(i: usize) -> String {
+    format!(
+        "scale{i}/127.0.{}.{}:{}",
+        (i / 250) % 250 + 1,
+        i % 250 + 1,
+        20000 + i % 40000
+    )
+}
+
+fn add_members(conn: &mut redis::Connection, ids: std::ops::Range<usize>) {
+    let mut pipe = redis::pipe();
+    for i in ids {
+        pipe.cmd("SADD")
+            .arg("colyseus:nodes")
+            .arg(member(i))
+            .ignore();
+    }
+    let _: () = pipe.query(conn).unwrap();
+}
+
+fn wait_active(admin: &str, at_least: u64) {
+    wait_for("Envoy has every cluster", Duration::from_secs(300), || {
+        (envoy_stat(admin, "cluster_manager.active_clusters") >= at_least).then_some(())
+    });
+}
+
+/// 20 single registrations on top of `n`; prints median/max and CPU per update.
+fn updates(
+    label: &str,
+    n: usize,
+    next: &mut usize,
+    conn: &mut redis::Connection,
+    admin: &str,
+    pids: (u32, u32),
+) {
+    let base = envoy_stat(admin, "cluster_manager.active_clusters");
+    let (cpu_a, cpu_e) = (cpu_time(pids.0), cpu_time(pids.1));
+    let mut samples = Vec::new();
+    for k in 0..UPDATES {
+        let t = Instant::now();
+        register(conn, &member(*next));
+        *next += 1;
+        wait_active(admin, base + k as u64 + 1);
+        samples.push(t.elapsed());
+    }
+    let (cpu_a, cpu_e) = (cpu_time(pids.0) - cpu_a, cpu_time(pids.1) - cpu_e);
+    let (median, max) = median_max(&mut samples);
+    println!(
+        "SCALE-XDS {label} processes={n}: one more registration -> active in Envoy median {median:.1} ms, \
+         max {max:.1} ms; CPU per update: agent {:.2} ms, Envoy {:.2} ms ({UPDATES} updates)",
+        cpu_a.as_secs_f64() * 1e3 / UPDATES as f64,
+        cpu_e.as_secs_f64() * 1e3 / UPDATES as f64,
+    );
+}
+
+#[test]
+#[ignore = "benchmark: prints numbers, asserts nothing about time"]
+fn xds_and_file_sinks_at_scale() {
+    for n in sizes() {
+        let dir = scratch(&format!("scale-xds-{n}"));
+
+        // --- CDS file sink, as scale.rs measures it ---
+        std::fs::create_dir_all(dir.join("file")).unwrap();
+        let redis = Redis::start(&dir.join("file"));
+        let mut conn = redis.conn();
+        let mut proxy = Proxy::start_with(&dir.join("file"), &redis.url(), &QUIET);
+        let base = proxy.envoy_stat("cluster_manager.active_clusters");
+        add_members(&mut conn, 0..n);
+        let started = Instant::now();
+        proxy.restart_agent(&QUIET);
+        wait_active(&proxy.admin(), base + n as u64);
+        println!(
+            "SCALE-XDS file processes={n}: agent start -> all clusters active {:.0} ms; RSS agent {} MB, Envoy {} MB",
+            started.elapsed().as_secs_f64() * 1e3,
+            rss_kib(proxy.agent.pid()) / 1024,
+            rss_kib(proxy.envoy.pid()) / 1024,
+        );
+        let mut next = n;
+        let pids = (proxy.agent.pid(), proxy.envoy.pid());
+        updates("file", n, &mut next, &mut conn, &proxy.admin(), pids);
+        drop(proxy);
+        drop(conn);
+        drop(redis);
+
+        // --- xDS sink ---
+        let redis = Redis::start(&dir);
+        let mut conn = redis.conn();
+        add_members(&mut conn, 0..n);
+        let mut next = n;
+        let mut agent = XdsAgent::start(&dir, "agent", "127.0.0.1", &redis.url(), &QUIET);
+        let started = Instant::now();
+        let envoy = XdsEnvoy::start(&dir, "edge-1", "127.0.0.1", &[&agent]);
+        // Static: the agent API and xDS clusters; dynamic: n processes and the all cluster.
+        wait_active(&envoy.admin, n as u64 + 3);
+        let envoy_start = started.elapsed();
+        let started = Instant::now();
+        agent.restart();
+        agent.wait_ready();
+        // The restarted agent serves the same versions: the Envoy is sent nothing new, so
+        // it is current once it streams from the agent again with every cluster known.
+        wait_for(
+            "Envoy current on the restarted agent",
+            Duration::from_secs(120),
+            || {
+                (agent.metric("colyseus_envoy_xds_client_acked_clusters{node=\"edge-1\"}")
+                    > n as u64)
+                    .then_some(())
+            },
+        );
+        let agent_restart = started.elapsed();
+        println!(
+            "SCALE-XDS xds processes={n}: Envoy start -> all clusters active {:.0} ms; agent restart -> Envoy current {:.0} ms; \
+             RSS agent {} MB, Envoy {} MB",
+            envoy_start.as_secs_f64() * 1e3,
+            agent_restart.as_secs_f64() * 1e3,
+            rss_kib(agent.proc.pid()) / 1024,
+            rss_kib(envoy.proc.pid()) / 1024,
+        );
+        let pids = (agent.proc.pid(), envoy.proc.pid());
+        updates("xds", n, &mut next, &mut conn, &envoy.admin, pids);
+    }
+}

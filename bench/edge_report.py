@@ -6,6 +6,7 @@ usage: edge_report.py RAW.jsonl [--note TEXT] [--rounds R] [--hold N] [--hold-bi
 """
 import argparse
 import json
+import datetime
 import statistics
 
 TARGETS = ["static", "ours-http", "ours-tcp", "colyseus"]
@@ -48,6 +49,8 @@ def main():
         s[t] = {
             "mem": med([h.get("proxy_rss_kb_per_ws") for h in hold]),
             "mem_big": med([h.get("proxy_rss_kb_per_ws") for h in big]),
+            "alloc": med([h.get("proxy_allocated_kb_per_ws") for h in hold]),
+            "alloc_big": med([h.get("proxy_allocated_kb_per_ws") for h in big]),
             "ok_big": med([h.get("ok") for h in big]),
             "cpu_conn": med([h.get("watched_cpu_us_per_conn") for h in hold]),
             "conn_s": med([h.get("conn_per_s") for h in hold]),
@@ -61,10 +64,13 @@ def main():
     upgrades = next((r["tcp_hcm_upgrades"] for r in rows if "tcp_hcm_upgrades" in r), None)
     out = []
     w = out.append
-    w(f"Medians of {a.rounds} rounds, targets interleaved in each round; Envoy "
+    w("## Edge paths: room WebSockets at L4 (scripts/bench-edge.sh, issue 14)\n")
+    w(f"`scripts/bench-edge.sh --rounds {a.rounds}`, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. "
+      f"Medians of {a.rounds} rounds, targets interleaved in each round; Envoy "
       "`--concurrency 1` and @colyseus/proxy pinned to CPU 0, load on CPU 1. Memory: the proxy "
-      f"process's RSS delta per held WebSocket ({a.hold} held, and {a.hold_big} held once), "
-      f"sampled while all are held (Envoy only, not the agent). CPU per connection and "
+      f"process's RSS while the WebSockets are held ({a.hold}, and {a.hold_big} once) minus its RSS "
+      "before any was opened, per WebSocket (Envoy only, not the agent); for Envoy also tcmalloc's "
+      "bytes in use (admin `/memory` `allocated`), the exact figure. CPU per connection and "
       f"connections/s: the same {a.hold} handshakes, 64 in flight (proxy + agent CPU for ours). "
       f"CPU per message: {a.echo_c} connections, 64 B, 1 or 4 in flight. Join: real colyseus.js "
       "joinOrCreate + room WebSocket against 3 Colyseus 0.16 servers, proxy CPU per join.")
@@ -78,6 +84,8 @@ def main():
     for key, label, d in [
         ("mem", f"KB per idle WebSocket, {a.hold} held", 1),
         ("mem_big", f"KB per idle WebSocket, {a.hold_big} held", 1),
+        ("alloc", f"KB allocated (tcmalloc) per idle WebSocket, {a.hold} held", 1),
+        ("alloc_big", f"KB allocated (tcmalloc) per idle WebSocket, {a.hold_big} held", 1),
         ("cpu_conn", "CPU per connection (us)", 0),
         ("conn_s", "connections/s", 0),
         ("msg1", "CPU per message, 1 in flight (us)", 2),

@@ -330,8 +330,9 @@ def main():
     json.dump(latest, open(os.path.join(outdir, "latest.json"), "w"), indent=1)
     text = markdown(meta, summary, ratios, rows, made, plot_err, scale, conv, scale_procs)
     # Sections measured outside this harness, kept across bench.sh runs: the last
-    # scripts/bench-converge.sh run (real Colyseus servers) and the long-poll's fast-path cost.
-    for extra in ("converge-colyseus.md", "fast-path-cpu.md"):
+    # scripts/bench-converge.sh run (real Colyseus servers), the long-poll's fast-path cost
+    # and the last scripts/bench-edge.sh run (both edge paths).
+    for extra in ("converge-colyseus.md", "fast-path-cpu.md", "edge-path.md"):
         path = os.path.join(outdir, extra)
         if os.path.exists(path):
             text += "\n" + open(path).read()

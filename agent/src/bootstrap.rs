@@ -203,7 +203,7 @@ fn clusters(spec: &BootstrapSpec<'_>) -> Value {
 
 fn listeners(spec: &BootstrapSpec<'_>) -> Value {
     if spec.edge_path == EdgePath::Tcp {
-        return tcp_listeners(spec);
+        return tcp_edge::listeners(spec);
     }
     let listener = |name: &str, addr: SocketAddr, hcm: Value, tls: Option<Value>| {
         let mut chain = json!({ "filters": [{
@@ -241,45 +241,6 @@ fn listeners(spec: &BootstrapSpec<'_>) -> Value {
                 redirect_manager(spec, tls.listen.port()),
                 None
             ),
-        ]),
-    }
-}
-
-/// `--edge-path tcp`: the public listener (TLS, then the filter and `tcp_proxy`), the HCM
-/// on an internal listener, and with TLS the same redirect listener as the HTTP path.
-fn tcp_listeners(spec: &BootstrapSpec<'_>) -> Value {
-    let public = |name: &str, addr: SocketAddr, tls: Option<&TlsSpec<'_>>| {
-        let mut chain = json!({ "filters": tcp_edge::public_filters(spec, tls.is_some()) });
-        if let Some(tls) = tls {
-            chain["transport_socket"] = tls_socket(tls);
-        }
-        json!({
-            "name": name,
-            "address": socket(addr),
-            "per_connection_buffer_limit_bytes": 32768,
-            "filter_chains": [chain],
-        })
-    };
-    let hcm = |prefix: &str, tls: bool| {
-        tcp_edge::internal_listener(http_connection_manager(spec, prefix), tls)
-    };
-    match &spec.tls {
-        None => json!([
-            public("public_http", spec.listen, None),
-            hcm("public", false)
-        ]),
-        Some(tls) => json!([
-            public("public_https", tls.listen, Some(tls)),
-            hcm("public_https", true),
-            {
-                "name": "public_http",
-                "address": socket(spec.listen),
-                "per_connection_buffer_limit_bytes": 32768,
-                "filter_chains": [{ "filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": redirect_manager(spec, tls.listen.port()),
-                }] }],
-            },
         ]),
     }
 }

@@ -3,9 +3,10 @@
 //! Invariants: a connection goes raw only for a complete head with nothing after it, to
 //! the cluster of a live process that passes the route guard, and only where the HTTP
 //! filter, given the same head's path and known set, routes to the same cluster (the two
-//! paths agree); the rewritten head is itself a head the raw path takes, to the same
-//! cluster, with exactly one `x-forwarded-for` and `x-real-ip` (the client's address) and
-//! none of the client's forwarding headers or the routing header.
+//! paths agree); the rewritten head parses strictly, with the same
+//! request line, with every other header kept, exactly one `x-forwarded-for`, `x-real-ip` and
+//! `x-envoy-external-address` (the client's address) and none of the client's forwarding
+//! headers or the routing header.
 #![no_main]
 
 use colyseus_envoy_filter::decide::{decide as http_decide, Decision};
@@ -67,12 +68,40 @@ fuzz_target!(|data: &[u8]| {
     {
         assert_eq!(rewritten.values(name).count(), 0, "{name}");
     }
-    let big = Context {
-        max_head_len: 1 << 20,
-        ..cx
+    assert_eq!(
+        rewritten
+            .values("x-envoy-external-address")
+            .collect::<Vec<_>>(),
+        ["10.9.8.7"]
+    );
+    // The same request: same method, target and cluster, every other header kept.
+    assert_eq!(
+        (rewritten.method, rewritten.target),
+        (parsed.method, parsed.target)
+    );
+    let kept = |h: &&routing::head::Header<'_>| {
+        ![
+            "host",
+            "x-forwarded-proto",
+            "x-envoy-external-address",
+            "x-colyseus-cluster",
+        ]
+        .iter()
+        .chain(&routing::edge::CLIENT_ADDRESS_HEADERS)
+        .chain(&UNTRUSTED_FORWARDING_HEADERS)
+        .any(|n| h.name.eq_ignore_ascii_case(n))
     };
-    match decide(&head, &big, live) {
-        Edge::Raw { cluster: again, .. } => assert_eq!(again, cluster),
-        other => panic!("rewritten head decided {other:?}"),
-    }
+    let before: Vec<_> = parsed
+        .headers
+        .iter()
+        .filter(kept)
+        .map(|h| h.value)
+        .collect();
+    let after: Vec<_> = rewritten
+        .headers
+        .iter()
+        .filter(kept)
+        .map(|h| h.value)
+        .collect();
+    assert_eq!(before, after);
 });

@@ -76,6 +76,7 @@ fn health_path(spec: &str) {
             max_downstream_connections: 10_000,
             trusted_hops: 0,
             agent_api: colyseus_envoy_agent::model::parse_host_port("127.0.0.1:9902").unwrap(),
+            edge_path: colyseus_envoy_agent::bootstrap::EdgePath::Http,
         };
         let doc = render(&bootstrap);
         let mut matches = Vec::new();

@@ -10,7 +10,11 @@
 
 use serde_json::{json, Value};
 
-use super::{seconds, BootstrapSpec};
+use std::net::SocketAddr;
+
+use super::{
+    http_connection_manager, redirect_manager, seconds, socket, tls_socket, BootstrapSpec, TlsSpec,
+};
 
 /// The internal listener of the HCM, and the cluster that reaches it (`tcp_proxy`'s
 /// default). Neither passes the route guard (checked with the plugin configuration).
@@ -33,6 +37,44 @@ pub enum EdgePath {
     Http,
     /// Room WebSockets to a live process as raw TCP, the rest through the HCM.
     Tcp,
+}
+
+/// `--edge-path tcp`: the public listener (TLS, then the filter and `tcp_proxy`), the HCM
+/// on an internal listener, and with TLS the same redirect listener as the HTTP path.
+pub fn listeners(spec: &BootstrapSpec<'_>) -> Value {
+    let public = |name: &str, addr: SocketAddr, tls: Option<&TlsSpec<'_>>| {
+        let mut chain = json!({ "filters": public_filters(spec, tls.is_some()) });
+        if let Some(tls) = tls {
+            chain["transport_socket"] = tls_socket(tls);
+        }
+        json!({
+            "name": name,
+            "address": socket(addr),
+            "per_connection_buffer_limit_bytes": 32768,
+            "filter_chains": [chain],
+        })
+    };
+    let hcm =
+        |prefix: &str, tls: bool| internal_listener(http_connection_manager(spec, prefix), tls);
+    match &spec.tls {
+        None => json!([
+            public("public_http", spec.listen, None),
+            hcm("public", false)
+        ]),
+        Some(tls) => json!([
+            public("public_https", tls.listen, Some(tls)),
+            hcm("public_https", true),
+            {
+                "name": "public_http",
+                "address": socket(spec.listen),
+                "per_connection_buffer_limit_bytes": 32768,
+                "filter_chains": [{ "filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": redirect_manager(spec, tls.listen.port()),
+                }] }],
+            },
+        ]),
+    }
 }
 
 /// The bootstrap extension internal listeners need.

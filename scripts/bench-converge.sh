@@ -42,30 +42,8 @@ if [ ! -f bench/colyseus-proxy/node_modules/@colyseus/proxy/proxy.js ]; then
   (cd bench/colyseus-proxy && npm ci --no-audit --no-fund >/dev/null)
 fi
 
-# Everything started is stopped by PID, newest first, even on failure.
-started=()
-stop_all() {
-  local i pid n left
-  for ((i = ${#started[@]} - 1; i >= 0; i--)); do kill -TERM "${started[$i]}" 2>/dev/null || true; done
-  for ((n = 0; n < 50; n++)); do
-    left=0
-    for pid in "${started[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
-    [ "$left" -eq 0 ] && break
-    sleep 0.1
-  done
-  for pid in "${started[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  started=()
-}
-trap stop_all EXIT
-trap 'say "interrupted"; exit 130' INT TERM
-
-start() { # NAME CMD...: background, logs to $run_dir/NAME.log, sets $spid
-  local name="$1"
-  shift
-  "$@" </dev/null >"$run_dir/$name.log" 2>&1 &
-  spid=$!
-  started+=("$spid")
-}
+# start, stop_started: everything started is stopped by PID, newest first, even on failure.
+. "$root/scripts/lib/children.sh"
 # free_port, wait_http, wait_port
 . "$root/scripts/lib/wait.sh"
 
@@ -127,7 +105,7 @@ for setup in "${setups[@]}"; do
     --trials "$BENCH_CONV_TRIALS" >>"$results"
   curl -fsS "http://127.0.0.1:$api_port/metrics" | grep '^colyseus_envoy_warmup_duration' \
     >"$dir/warmup-metrics.txt" || true
-  stop_all
+  stop_started
 done
 
 # The table on stdout, and as a BENCHMARKS.md section (bench/report.py appends it).

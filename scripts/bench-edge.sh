@@ -73,29 +73,8 @@ if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
   pin_load=(taskset -c 1)
 fi
 
-started=()
-cleanup() {
-  trap - EXIT INT TERM
-  local pid n left
-  for pid in "${started[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for ((n = 0; n < 50; n++)); do
-    left=0
-    for pid in "${started[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
-    [ "$left" -eq 0 ] && break
-    sleep 0.1
-  done
-  for pid in "${started[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  started=()
-}
-trap cleanup EXIT
-trap 'say "interrupted"; exit 130' INT TERM
-start() { # NAME CMD...: background, logged, PID in $spid
-  local name="$1"
-  shift
-  "$@" </dev/null >"$run_dir/$name.log" 2>&1 &
-  spid=$!
-  started+=("$spid")
-}
+# start, stop_started: everything started is stopped by PID, even on failure.
+. "$root/scripts/lib/children.sh"
 . "$root/scripts/lib/wait.sh"
 
 # `start_ours NAME REDIS_URL PATH`: agent + Envoy with the filter on edge path PATH.
@@ -276,7 +255,7 @@ if [ "$EDGE_FLOW_N" -gt 0 ]; then
     done
   done
 fi
-cleanup
+stop_started
 "$py" bench/edge_report.py "$raw" --note "$EDGE_NOTE" --rounds "$rounds" \
   --hold "$EDGE_HOLD" --hold-big "$EDGE_HOLD_BIG" --echo-c "$EDGE_ECHO_C" >"$root/bench/results/edge-path.md"
 cat "$root/bench/results/edge-path.md"

@@ -110,40 +110,8 @@ else
   pinning="none"
 fi
 
-# --- process bookkeeping: everything started is stopped by PID, even on failure ---
-started=()      # stopped first, newest first
-started_last=() # Redis: stopped once the others are gone (game servers unregister on their way out)
-stop_pids() { # PID...: TERM, up to 5 s to exit, then KILL
-  local pid n left
-  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for ((n = 0; n < 50; n++)); do
-    left=0
-    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && left=1; done
-    [ "$left" -eq 0 ] && return 0
-    sleep 0.1
-  done
-  for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
-}
-cleanup() {
-  trap - EXIT INT TERM
-  local i newest_first=()
-  for ((i = ${#started[@]} - 1; i >= 0; i--)); do newest_first+=("${started[$i]}"); done
-  [ ${#newest_first[@]} -eq 0 ] || stop_pids "${newest_first[@]}"
-  [ ${#started_last[@]} -eq 0 ] || stop_pids "${started_last[@]}"
-  started=()
-  started_last=()
-}
-trap cleanup EXIT
-trap 'say "interrupted"; exit 130' INT TERM
-
-# `start NAME CMD...`: runs CMD in the background, logs to $run_dir/NAME.log, sets $spid.
-start() {
-  local name="$1"
-  shift
-  "$@" </dev/null >"$run_dir/$name.log" 2>&1 &
-  spid=$!
-  started+=("$spid")
-}
+# --- process bookkeeping: start, stop_started (everything started is stopped by PID) ---
+. "$root/scripts/lib/children.sh"
 
 # free_port, wait_http, wait_port
 . "$root/scripts/lib/wait.sh"
@@ -397,7 +365,7 @@ json.dump({
   "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
 }, open(sys.argv[1], "w"), indent=1)
 PYEOF
-cleanup
+stop_started
 : >"$run_dir/scale.txt"
 if [ "${scale:-$((1 - quick))}" -eq 1 ]; then
   say "agent scale (tests/e2e/tests/scale.rs)"

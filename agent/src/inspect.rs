@@ -85,7 +85,10 @@ impl Report {
     /// Everything answered and is up, no registered process is dead and none is refused:
     /// what `status`'s exit code says.
     pub fn is_healthy(&self) -> bool {
-        let all_alive = self.processes.iter().all(|p| p.state != routing::wire::ProcessState::Dead);
+        let all_alive = self
+            .processes
+            .iter()
+            .all(|p| p.state != routing::wire::ProcessState::Dead);
         let rooms_up = self
             .room_source
             .as_ref()

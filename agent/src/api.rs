@@ -59,9 +59,9 @@ async fn ready(State(status): State<Arc<Status>>) -> impl IntoResponse {
     }
 }
 
-/// The registrations refused right now, each with its reason (JSON list of strings).
+/// The registrations refused right now, each with its reason.
 async fn rejected(State(status): State<Arc<Status>>) -> impl IntoResponse {
-    axum::Json(status.rejected.list())
+    axum::Json(routing::wire::RejectedRegistrations(status.rejected.list()))
 }
 
 async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {

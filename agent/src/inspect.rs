@@ -206,7 +206,9 @@ pub async fn gather(
     }
     if let Ok((200, body)) = http_get(api, "/rejected", t).await {
         match serde_json::from_str(&body) {
-            Ok(list) => report.rejected_registrations = list,
+            Ok(routing::wire::RejectedRegistrations(list)) => {
+                report.rejected_registrations = list;
+            }
             Err(e) => report.problems.push(format!("agent /rejected: {e}")),
         }
     }

@@ -114,6 +114,14 @@ pub struct UnknownRoom {
     pub room_id: String,
 }
 
+/// `GET /rejected`: the registrations Redis holds now that the agent refuses (a game server
+/// without `SELF_HOSTNAME`, an address outside the allowed networks...), sorted, each one
+/// sentence naming the member and the reason; `status` lists them and exits non-zero while
+/// any stands. On the wire: a JSON array of those strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RejectedRegistrations(pub Vec<String>);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +181,18 @@ mod tests {
         }
         assert!(serde_json::from_str::<ProcessState>(r#""warming""#).is_err());
         assert!(!ProcessState::Dead.is_routable() && ProcessState::Draining.is_routable());
+    }
+
+    #[test]
+    fn rejected_registrations_json_shape() {
+        let why = r#"member "p1/undefined:2567" has an unusable address: host is missing"#;
+        let list = RejectedRegistrations(vec![why.to_owned()]);
+        let json = serde_json::to_value(&list).unwrap();
+        assert_eq!(json, serde_json::json!([why]));
+        assert_eq!(
+            serde_json::from_value::<RejectedRegistrations>(json).unwrap(),
+            list
+        );
+        assert!(serde_json::from_str::<RejectedRegistrations>(r#"{"a":1}"#).is_err());
     }
 }

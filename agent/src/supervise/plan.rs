@@ -156,6 +156,37 @@ impl Plan {
         claims
     }
 
+    /// The claim of sync's xDS server, when sync is given one: by `--sync-arg=--xds-listen`
+    /// (`=ADDR` or the next `--sync-arg`; the last wins, as for sync) or else by `env`, the
+    /// `COLYSEUS_ENVOY_XDS_LISTEN` sync inherits.
+    ///
+    /// # Errors
+    /// The address does not parse as `ip:port`, in words naming where it was set.
+    pub fn xds_claim(&self, env: Option<&str>) -> Result<Option<Claim>, String> {
+        let mut flag = None;
+        let mut args = self.sync_extra.iter();
+        while let Some(a) = args.next() {
+            if a == "--xds-listen" {
+                flag = args.next().map(String::as_str);
+            } else if let Some(v) = a.strip_prefix("--xds-listen=") {
+                flag = Some(v);
+            }
+        }
+        let (value, from) = match (flag, env) {
+            (Some(v), _) => (v, "--sync-arg --xds-listen"),
+            (None, Some(v)) if !v.is_empty() => (v, "COLYSEUS_ENVOY_XDS_LISTEN"),
+            _ => return Ok(None),
+        };
+        let addr: SocketAddr = value
+            .parse()
+            .map_err(|e| format!("{from}={value}: {e} (expected ip:port, e.g. 10.0.0.2:18000)"))?;
+        Ok(Some(Claim {
+            what: "sync's xDS server",
+            variable: "COLYSEUS_ENVOY_XDS_LISTEN",
+            addr: ClaimAddr::Tcp(addr),
+        }))
+    }
+
     /// `bootstrap`'s arguments; the rest comes from the inherited environment.
     pub fn bootstrap_args(&self) -> Vec<String> {
         let mut a = vec![
@@ -327,6 +358,33 @@ mod tests {
         let tls = plan(&["--tls-cert", "/c.pem", "--tls-port", "8443"]);
         assert_eq!(tls.claims()[1].variable, "COLYSEUS_ENVOY_TLS_PORT");
         assert!(tls.bootstrap_args().join(" ").contains("--tls-port 8443"));
+    }
+
+    #[test]
+    fn the_xds_server_is_claimed_from_the_sync_args_or_the_variable() {
+        let none = plan(&[]);
+        assert_eq!(none.xds_claim(None), Ok(None));
+        let by_env = none.xds_claim(Some("127.0.0.1:18000")).unwrap().unwrap();
+        assert_eq!(
+            by_env.addr,
+            ClaimAddr::Tcp("127.0.0.1:18000".parse().unwrap())
+        );
+        assert_eq!(by_env.variable, "COLYSEUS_ENVOY_XDS_LISTEN");
+        // The flag wins over the variable, in both spellings, the last one counting.
+        let split = plan(&["--sync-arg=--xds-listen", "--sync-arg=127.0.0.1:1"]);
+        let joined = plan(&[
+            "--sync-arg=--xds-listen=127.0.0.1:1",
+            "--sync-arg=--xds-listen=127.0.0.1:2",
+        ]);
+        for (p, port) in [(split, 1), (joined, 2)] {
+            let claim = p.xds_claim(Some("127.0.0.1:9")).unwrap().unwrap();
+            assert_eq!(claim.addr, ClaimAddr::Tcp(([127, 0, 0, 1], port).into()));
+        }
+        let bad = plan(&[]).xds_claim(Some("localhost")).unwrap_err();
+        assert!(
+            bad.starts_with("COLYSEUS_ENVOY_XDS_LISTEN=localhost: "),
+            "{bad}"
+        );
     }
 
     #[test]

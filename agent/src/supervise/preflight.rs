@@ -22,12 +22,19 @@ pub enum Refusal {
     Config(String),
 }
 
-/// Every claim of `plan`, in order; the first taken one refuses the start.
+/// Every claim of `plan`, in order, then sync's xDS server when it is given one; the first
+/// taken one refuses the start.
 ///
 /// # Errors
-/// The first address in use, or a stale Unix socket that cannot be removed.
+/// The first address in use, an xDS address that does not parse, or a stale Unix socket
+/// that cannot be removed.
 pub fn check_addresses(plan: &Plan) -> Result<(), Refusal> {
-    plan.claims().iter().try_for_each(check_claim)
+    plan.claims().iter().try_for_each(check_claim)?;
+    let env = std::env::var("COLYSEUS_ENVOY_XDS_LISTEN").ok();
+    match plan.xds_claim(env.as_deref()).map_err(Refusal::Config)? {
+        Some(xds) => check_claim(&xds),
+        None => Ok(()),
+    }
 }
 
 fn check_claim(claim: &Claim) -> Result<(), Refusal> {

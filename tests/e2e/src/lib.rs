@@ -6,9 +6,11 @@
 //! builds of the agent and the filter).
 //!
 //! Layout: `process` (children, scratch dirs, waits), `redis_server`, `redis_topologies`,
-//! `mongo`, `game` (Colyseus servers), `proxy` (agent + Envoy started apart, registrar),
-//! `runner` (the proxy as `colyseus-envoy run`), `stack` (the shared preamble), `clients`
-//! (colyseus.js), `http` (raw HTTP/WebSocket), `tls`. Everything is re-exported here.
+//! `mongo`, `game` (Colyseus servers), `proxy` (the proxy through `colyseus-envoy run`, as
+//! users start it; registrar), `proxy_apart` (its parts as separate processes, for tests
+//! that stop or replace the agent), `runner` (`run` itself), `stack` (the shared preamble),
+//! `clients` (colyseus.js), `http` (raw HTTP/WebSocket), `tls`. Everything is re-exported
+//! here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod clients;
@@ -17,6 +19,7 @@ pub mod http;
 pub mod mongo;
 pub mod process;
 pub mod proxy;
+pub mod proxy_apart;
 pub mod redis_server;
 pub mod redis_topologies;
 pub mod runner;

@@ -1,12 +1,15 @@
-//! The proxy under test (agent + Envoy with the built filter) and the registrar sidecar.
+//! The proxy under test (agent + Envoy with the built filter), started through
+//! `colyseus-envoy run` as users start it (or apart, see `proxy_apart`), and the registrar
+//! sidecar.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::http::http_get;
-use crate::process::{append_log, free_port, log_file, root, wait_for, Proc};
+use crate::process::{append_log, free_port, root, wait_for, Proc};
 use crate::redis_server::Redis;
+use crate::runner::RunProxy;
 
 pub fn envoy_bin() -> PathBuf {
     root().join(".venv/bin/envoy")
@@ -31,18 +34,49 @@ pub fn edge_path_args(bootstrap_args: &[&str]) -> Vec<String> {
     }
 }
 
+/// How a [`Proxy`]'s processes were started.
+pub enum Parts {
+    /// One `colyseus-envoy run` (as users start it), which supervises sync and Envoy.
+    Run(RunProxy),
+    /// bootstrap, sync and Envoy as separate processes ([`Proxy::start_apart`]).
+    Apart {
+        agent: Proc,
+        envoy: Proc,
+        /// Envoys replaced by a hot restart, still draining.
+        retired_envoys: Vec<Proc>,
+    },
+}
+
+/// Seconds the old Envoy drains after [`Proxy::hot_restart_envoy`], and until it exits.
+pub const HOT_RESTART_DRAIN_S: u32 = 30;
+pub const HOT_RESTART_PARENT_SHUTDOWN_S: u32 = 60;
+
 pub struct Proxy {
     pub port: u16,
     /// Envoy's admin: `unix:{dir}/envoy-admin.sock` (the default, a Unix socket), or the
     /// `ip:port` given to bootstrap with `--admin-addr` (the TCP opt-in).
-    admin: String,
+    pub(crate) admin: String,
     pub api_port: u16,
     pub dir: PathBuf,
-    pub agent: Proc,
-    pub envoy: Proc,
-    /// Envoys replaced by a hot restart, still draining.
-    pub retired_envoys: Vec<Proc>,
-    redis_url: String,
+    pub parts: Parts,
+    pub(crate) redis_url: String,
+    /// The `sync` flags it was started with (a run-started agent restarts with these only).
+    pub(crate) agent_args: Vec<String>,
+}
+
+/// `--admin-addr V` taken out of `args`: (V, the rest).
+fn take_admin(args: &[&str]) -> (Option<String>, Vec<String>) {
+    let mut admin = None;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if *a == "--admin-addr" {
+            admin = it.next().map(|v| (*v).to_owned());
+        } else {
+            rest.push((*a).to_owned());
+        }
+    }
+    (admin, rest)
 }
 
 impl Proxy {
@@ -54,7 +88,10 @@ impl Proxy {
         Self::start_full(dir, redis_url, agent_args, &[])
     }
 
-    /// With extra flags for `agent sync` and for `agent bootstrap`.
+    /// Through `colyseus-envoy run` with `RUN_DIR` = `dir`, as users start the proxy: the
+    /// extra `sync` and `bootstrap` flags go as `--sync-arg` / `--bootstrap-arg`, an
+    /// `--admin-addr` among them as run's own (it gives it to both children). Returns once
+    /// `run` says both children are ready ("Listening on").
     pub fn start_full(
         dir: &Path,
         redis_url: &str,
@@ -62,141 +99,105 @@ impl Proxy {
         bootstrap_args: &[&str],
     ) -> Proxy {
         let (port, api_port) = (free_port(), free_port());
-        let admin = bootstrap_args
-            .iter()
-            .position(|a| *a == "--admin-addr")
-            .and_then(|i| bootstrap_args.get(i + 1))
-            .map_or_else(
-                || format!("unix:{}", dir.join("envoy-admin.sock").display()),
-                |a| (*a).to_owned(),
-            );
-        let config_dir = dir.join("envoy-config");
-        std::fs::create_dir_all(&config_dir).unwrap();
-        let bootstrap = Command::new(agent_bin())
-            .args([
-                "bootstrap",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ])
-            .args(["--agent-api-addr", &format!("127.0.0.1:{api_port}")])
-            .args(edge_path_args(bootstrap_args))
-            .args(bootstrap_args)
-            .arg("--config-dir")
-            .arg(&config_dir)
-            .arg("--filter-wasm")
-            .arg(filter_wasm())
-            .output()
-            .unwrap();
-        assert!(
-            bootstrap.status.success(),
-            "bootstrap: {}",
-            String::from_utf8_lossy(&bootstrap.stderr)
-        );
-        std::fs::write(dir.join("envoy.json"), &bootstrap.stdout).unwrap();
-        let agent = Self::spawn_agent(dir, redis_url, api_port, &admin, agent_args);
-        let proxy_api = format!("127.0.0.1:{api_port}");
-        wait_for("agent /ready", Duration::from_secs(20), || {
-            (http_get(&proxy_api, "/ready").ok()?.0 == 200).then_some(())
-        });
-        let envoy = Proc::spawn(
-            "envoy",
-            Command::new(envoy_bin())
-                .arg("-c")
-                .arg(dir.join("envoy.json"))
-                .args([
-                    "--use-dynamic-base-id",
-                    "--log-level",
-                    "warn",
-                    "--concurrency",
-                    "2",
-                ])
-                .arg("--base-id-path")
-                .arg(dir.join("envoy-base-id"))
-                .stdout(Stdio::null())
-                .stderr(log_file(dir, "envoy")),
-        );
-        let mut proxy = Proxy {
+        let (admin_a, sync_rest) = take_admin(agent_args);
+        let (admin_b, boot_rest) = take_admin(bootstrap_args);
+        let admin_tcp = admin_b.or(admin_a);
+        let mut args: Vec<String> = Vec::new();
+        if let Some(a) = &admin_tcp {
+            args.extend(["--admin-addr".to_owned(), a.clone()]);
+        }
+        args.extend(sync_rest.iter().map(|a| format!("--sync-arg={a}")));
+        let boot_refs: Vec<&str> = bootstrap_args.to_vec();
+        let boot = edge_path_args(&boot_refs).into_iter().chain(boot_rest);
+        args.extend(boot.map(|a| format!("--bootstrap-arg={a}")));
+        let drain = HOT_RESTART_DRAIN_S.to_string();
+        let parent = HOT_RESTART_PARENT_SHUTDOWN_S.to_string();
+        let env = [
+            ("LOG", "info,colyseus_envoy_agent=debug"),
+            ("ENVOY_DRAIN_TIME", drain.as_str()),
+            ("ENVOY_PARENT_SHUTDOWN_TIME", parent.as_str()),
+        ];
+        let run = RunProxy::start_in(dir, dir, redis_url, (port, api_port), &env, &args);
+        Proxy {
             port,
-            admin,
+            admin: admin_tcp.unwrap_or_else(|| run.admin()),
             api_port,
             dir: dir.to_owned(),
-            agent,
-            envoy,
-            retired_envoys: Vec::new(),
+            parts: Parts::Run(run),
             redis_url: redis_url.to_owned(),
-        };
-        wait_for("envoy ready", Duration::from_secs(30), || {
-            if !proxy.envoy.is_running() {
-                let log = std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default();
-                panic!("envoy exited at start:\n{log}");
-            }
-            let (status, _, body) = http_get(&proxy.admin(), "/ready").ok()?;
-            (status == 200 && body.starts_with("LIVE")).then_some(())
-        });
-        // Clusters are loaded from the agent's file before Envoy goes LIVE.
-        proxy
+            agent_args: agent_args.iter().map(|a| (*a).to_owned()).collect(),
+        }
     }
 
-    /// The agent reads Envoy's admin (`--admin-addr`, unless `extra` names it) to advertise
-    /// a new process only once Envoy routes to it and to end idle drains, as
-    /// `scripts/proxy.sh` runs it.
-    fn spawn_agent(
-        dir: &Path,
-        redis_url: &str,
-        api_port: u16,
-        admin: &str,
-        extra: &[&str],
-    ) -> Proc {
-        let admin_flag: &[&str] = if extra.contains(&"--admin-addr") {
-            &[]
-        } else {
-            &["--admin-addr", admin]
+    /// The sync agent's pid (run's child, or the separate process).
+    pub fn agent_pid(&self) -> u32 {
+        match &self.parts {
+            Parts::Run(run) => run.sync_pid().expect("run has no sync agent now"),
+            Parts::Apart { agent, .. } => agent.pid(),
+        }
+    }
+
+    /// The serving Envoy's pid (the newest one).
+    pub fn envoy_pid(&self) -> u32 {
+        match &self.parts {
+            Parts::Run(run) => *run.envoy_pids().last().expect("run has no Envoy now"),
+            Parts::Apart { envoy, .. } => envoy.pid(),
+        }
+    }
+
+    /// The agent as a process of its own, to stop or kill: only for [`Self::start_apart`].
+    pub fn agent_proc(&mut self) -> &mut Proc {
+        match &mut self.parts {
+            Parts::Run(_) => panic!("run restarts its sync agent: use Proxy::start_apart"),
+            Parts::Apart { agent, .. } => agent,
+        }
+    }
+
+    /// Restarts the agent only (Envoy keeps running on the agent's last file). Through
+    /// `run`: its sync is stopped and `run` starts it again (with the flags it was started
+    /// with: other `extra` need [`Self::start_apart`]). Returns once the new one is ready.
+    pub fn restart_agent(&mut self, extra: &[&str]) {
+        let Parts::Run(run) = &self.parts else {
+            return self.restart_apart_agent(extra);
         };
-        Proc::spawn(
-            "agent",
-            Command::new(agent_bin())
-                .args(["sync", "--redis-url", redis_url])
-                .arg("--config-dir")
-                .arg(dir.join("envoy-config"))
-                .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
-                .args(admin_flag)
-                .args(["--resync-interval", "2s", "--probe-timeout", "300ms"])
-                .args(extra)
-                .env("LOG", "info,colyseus_envoy_agent=debug")
-                .stdout(Stdio::null())
-                .stderr(append_log(dir, "agent")),
-        )
+        assert_eq!(
+            extra.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>(),
+            self.agent_args,
+            "run restarts sync with its own flags: use Proxy::start_apart for others"
+        );
+        let old = run.sync_pid().expect("run has no sync agent now");
+        let ok = Command::new("kill")
+            .args(["-TERM", &old.to_string()])
+            .status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -TERM sync {old}");
+        wait_for(
+            "run restarts its sync agent",
+            Duration::from_secs(20),
+            || {
+                let new = run.sync_pid().filter(|p| *p != old)?;
+                let ready = http_get(&self.api(), "/ready").ok()?.0 == 200;
+                ready.then_some(new)
+            },
+        );
     }
 
     /// Envoy's hot restart: a new Envoy (next epoch, same base id) takes the listening sockets
-    /// over; the old one stops accepting, keeps its open connections for `parent_shutdown`,
-    /// then exits. Returns once the new Envoy is live.
-    pub fn hot_restart_envoy(&mut self, epoch: u32, drain: Duration, parent_shutdown: Duration) {
-        let base_id = std::fs::read_to_string(self.dir.join("envoy-base-id")).unwrap();
-        let new = Proc::spawn(
-            "envoy",
-            Command::new(envoy_bin())
-                .arg("-c")
-                .arg(self.dir.join("envoy.json"))
-                .args([
-                    "--base-id",
-                    base_id.trim(),
-                    "--restart-epoch",
-                    &epoch.to_string(),
-                ])
-                .args(["--drain-time-s", &drain.as_secs().to_string()])
-                .args([
-                    "--parent-shutdown-time-s",
-                    &parent_shutdown.as_secs().to_string(),
-                ])
-                .args(["--log-level", "warn", "--concurrency", "2"])
-                .stdout(Stdio::null())
-                .stderr(log_file(&self.dir, &format!("envoy-epoch{epoch}"))),
-        );
-        let old = std::mem::replace(&mut self.envoy, new);
-        self.retired_envoys.push(old);
+    /// over; the old one stops accepting, keeps its open connections for
+    /// [`HOT_RESTART_DRAIN_S`] / [`HOT_RESTART_PARENT_SHUTDOWN_S`], then exits. Through `run`:
+    /// `colyseus-envoy run hot-restart`. Returns once the new Envoy (`epoch`) is live.
+    pub fn hot_restart_envoy(&mut self, epoch: u32) {
+        match &self.parts {
+            Parts::Run(run) => {
+                let out = run.hot_restart(false);
+                assert!(
+                    out.status.success(),
+                    "run hot-restart: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Parts::Apart { .. } => self.spawn_next_epoch(epoch),
+        }
         // The admin port is handed over too: it refuses connections for a moment.
         let expected = format!("server.hot_restart_epoch: {epoch}");
         wait_for("the new Envoy epoch live", Duration::from_secs(30), || {
@@ -227,25 +228,6 @@ impl Proxy {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         (out.status.success(), text)
-    }
-
-    /// Restarts the agent process only (Envoy keeps running on the agent's last file).
-    pub fn restart_agent(&mut self, extra: &[&str]) {
-        self.agent.stop(Duration::from_secs(5));
-        self.agent = Self::spawn_agent(
-            &self.dir,
-            &self.redis_url,
-            self.api_port,
-            &self.admin.clone(),
-            extra,
-        );
-    }
-
-    /// Restarts the agent process following another Redis from now on (Envoy keeps running
-    /// on the agent's last file; the state file stays).
-    pub fn restart_agent_on(&mut self, redis_url: &str, extra: &[&str]) {
-        redis_url.clone_into(&mut self.redis_url);
-        self.restart_agent(extra);
     }
 
     pub fn public(&self) -> String {

@@ -44,8 +44,22 @@ impl RunProxy {
     /// Starts it on free ports and waits for its "Listening on" line (both children ready).
     pub fn start(dir: &Path, redis_url: &str, env: &[(&str, &str)]) -> RunProxy {
         let (port, api_port) = (free_port(), free_port());
-        let run_dir = dir.join("run");
+        Self::start_in(&dir.join("run"), dir, redis_url, (port, api_port), env, &[])
+    }
+
+    /// [`Self::start`] with `RUN_DIR` `run_dir`, the public and API ports `ports`, and `args`
+    /// after `run` (e.g. `--sync-arg=...`); logs to `run.log` in `dir`.
+    pub fn start_in(
+        run_dir: &Path,
+        dir: &Path,
+        redis_url: &str,
+        (port, api_port): (u16, u16),
+        env: &[(&str, &str)],
+        args: &[String],
+    ) -> RunProxy {
+        let run_dir = run_dir.to_owned();
         let mut cmd = Self::command(&run_dir, redis_url, port, api_port);
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -27,6 +27,7 @@ pub struct StackBuilder {
     name: String,
     servers: usize,
     agent_args: Vec<String>,
+    bootstrap_args: Vec<String>,
     server_env: Vec<(String, String)>,
 }
 
@@ -37,6 +38,7 @@ impl Stack {
             name: name.to_owned(),
             servers: 1,
             agent_args: Vec::new(),
+            bootstrap_args: Vec::new(),
             server_env: Vec::new(),
         }
     }
@@ -57,6 +59,12 @@ impl StackBuilder {
     /// Extra `sync` flags.
     pub fn agent_args(mut self, args: &[&str]) -> Self {
         self.agent_args = args.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
+    /// Extra `bootstrap` flags.
+    pub fn bootstrap_args(mut self, args: &[&str]) -> Self {
+        self.bootstrap_args = args.iter().map(|a| (*a).to_owned()).collect();
         self
     }
 
@@ -82,7 +90,8 @@ impl StackBuilder {
             .map(|_| GameServer::start(&dir, &redis, &env))
             .collect();
         let args: Vec<&str> = self.agent_args.iter().map(String::as_str).collect();
-        let proxy = Proxy::start_with(&dir, &redis.url(), &args);
+        let boot: Vec<&str> = self.bootstrap_args.iter().map(String::as_str).collect();
+        let proxy = Proxy::start_full(&dir, &redis.url(), &args, &boot);
         let stack = Stack {
             proxy,
             servers,

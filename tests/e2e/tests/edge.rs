@@ -91,11 +91,8 @@ fn wss_with_certificate_swap_redirect_and_health_path() {
 
 #[test]
 fn oversized_and_hostile_headers_are_refused_without_harm() {
-    let dir = scratch("edge-headers");
-    let redis = Redis::start(&dir);
-    let a = GameServer::start(&dir, &redis, &[]);
-    let proxy = Proxy::start(&dir, &redis);
-    proxy.wait_routed(vec![a.process_id.clone()], Duration::from_secs(10));
+    let stack = Stack::new("edge-headers").start();
+    let proxy = &stack.proxy;
     let big = "x".repeat(40 * 1024);
     // Envoy answers 431 or, while the client is still sending, resets the connection.
     let matchmake = "/matchmake/joinOrCreate/echo";
@@ -118,11 +115,10 @@ fn oversized_and_hostile_headers_are_refused_without_harm() {
 
 #[test]
 fn colyseus_sees_the_real_client_address_not_a_forged_one() {
-    let dir = scratch("edge-client-ip");
-    let redis = Redis::start(&dir);
-    let server = GameServer::start(&dir, &redis, &[("DEBUG", "example")]);
-    let proxy = Proxy::start(&dir, &redis);
-    proxy.wait_routed(vec![server.process_id.clone()], Duration::from_secs(10));
+    let stack = Stack::new("edge-client-ip")
+        .server_env(&[("DEBUG", "example")])
+        .start();
+    let (proxy, server, dir) = (&stack.proxy, &stack.servers[0], &stack.dir);
 
     // A real seat reservation through the proxy...
     let (status, _, body) =
@@ -184,14 +180,10 @@ fn colyseus_sees_the_real_client_address_not_a_forged_one() {
 /// Colyseus's close codes into 1006, and clients then try to reconnect when they should not.
 #[test]
 fn websocket_close_codes_reach_the_clients() {
-    let dir = scratch("edge-close");
-    let redis = Redis::start(&dir);
-    let mut server = GameServer::start(&dir, &redis, &[]);
-    let proxy = Proxy::start(&dir, &redis);
-    proxy.wait_routed(vec![server.process_id.clone()], Duration::from_secs(10));
-    let held = Holding::start(&proxy.endpoint(), 4);
+    let mut stack = Stack::new("edge-close").start();
+    let held = Holding::start(&stack.proxy.endpoint(), 4);
     // Graceful shutdown: Colyseus closes every room connection with its own close code.
-    server.proc.stop(Duration::from_secs(10));
+    stack.servers[0].proc.stop(Duration::from_secs(10));
     let result = held.finish();
     println!("close codes seen through the proxy: {:?}", result.errors);
     assert_eq!(result.ok, 0);

@@ -149,18 +149,13 @@ fn echoes(s: &mut TcpStream, msg: &[u8]) -> bool {
 /// with its room's process; the same over TLS (`wss://`).
 #[test]
 fn real_joins_take_the_raw_path_and_matchmaking_the_hcm() {
-    let dir = scratch("l4-joins");
-    let redis = Redis::start(&dir);
-    let servers: Vec<GameServer> = (0..2)
-        .map(|_| GameServer::start(&dir, &redis, &[]))
-        .collect();
-    let proxy = Proxy::start_full(&dir, &redis.url(), &[], TCP);
-    proxy.wait_routed(
-        servers.iter().map(|s| s.process_id.clone()).collect(),
-        Duration::from_secs(10),
-    );
-    for s in &servers {
-        wait_raw_path(&proxy, &s.process_id);
+    let stack = Stack::new("l4-joins")
+        .servers(2)
+        .bootstrap_args(TCP)
+        .start();
+    let (proxy, servers) = (&stack.proxy, stack.servers.as_slice());
+    for s in servers {
+        wait_raw_path(proxy, &s.process_id);
     }
     let upgrades_before = proxy.envoy_stat("http.public.downstream_cx_upgrades_total");
     let result = swarm(
@@ -169,7 +164,7 @@ fn real_joins_take_the_raw_path_and_matchmaking_the_hcm() {
         &["--concurrency", "6", "--messages", "5"],
     );
     assert_eq!(result.ok, 60, "errors: {:?}", result.errors);
-    for s in &servers {
+    for s in servers {
         assert!(result.by_process.get(&s.process_id).copied().unwrap_or(0) > 0);
     }
     // 60 joins, each one matchmaking request through the HCM and one raw WebSocket.

@@ -36,6 +36,11 @@ fn setup(name: &str) -> Setup {
 }
 
 fn setup_with(name: &str, agent_args: &[&str]) -> Setup {
+    setup_how(name, agent_args, false)
+}
+
+/// `apart`: the agent as its own process ([`Proxy::start_apart`]), for a test that stops it.
+fn setup_how(name: &str, agent_args: &[&str], apart: bool) -> Setup {
     let dir = scratch(name);
     let redis = Redis::start(&dir);
     let mongo = MongoServer::start(&dir);
@@ -46,7 +51,11 @@ fn setup_with(name: &str, agent_args: &[&str]) -> Setup {
         .collect();
     let mut args = vec!["--mongo-uri", uri.as_str()];
     args.extend_from_slice(agent_args);
-    let proxy = Proxy::start_with(&dir, &redis.url(), &args);
+    let proxy = if apart {
+        Proxy::start_apart(&dir, &redis.url(), &args, &[])
+    } else {
+        Proxy::start_with(&dir, &redis.url(), &args)
+    };
     ready(proxy, servers, Some(mongo), redis, dir)
 }
 
@@ -105,7 +114,8 @@ fn room_known_to_agent(proxy: &Proxy, room_id: &str, within: Duration) -> bool {
 
 #[test]
 fn untrusted_process_ids_are_routed_by_room() {
-    let mut setup = setup("fallback");
+    // Apart: the agent is stopped below and must stay down (run would restart it).
+    let mut setup = setup_how("fallback", &[], true);
     let proxy = &mut setup.proxy;
     let public = proxy.public();
 
@@ -232,7 +242,7 @@ fn untrusted_process_ids_are_routed_by_room() {
 
     // Agent gone: lookups fail with a clear 503, and a known processId still works (after a
     // failed refresh every processId counts as known).
-    proxy.agent.stop(Duration::from_secs(5));
+    proxy.agent_proc().stop(Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(2500));
     let (status, _, body) = http_get(&public, "/undefined/someRoom?sessionId=x").unwrap();
     assert_eq!(status, 503, "{body}");
@@ -400,14 +410,14 @@ fn bench_fast_path_vs_fallback() {
         for i in 0..50 {
             assert_eq!(ws_handshake(&public, &path(n + i)).unwrap(), want);
         }
-        let cpu0 = cpu_time(proxy.envoy.pid());
+        let cpu0 = cpu_time(proxy.envoy_pid());
         let mut samples = Vec::with_capacity(n);
         for i in 0..n {
             let t = Instant::now();
             assert_eq!(ws_handshake(&public, &path(i)).unwrap(), want, "{name}");
             samples.push(t.elapsed());
         }
-        let cpu = cpu_time(proxy.envoy.pid()) - cpu0;
+        let cpu = cpu_time(proxy.envoy_pid()) - cpu0;
         let (med, max) = median_max(&mut samples);
         let mut sorted = samples.clone();
         sorted.sort();

@@ -24,12 +24,19 @@ fn config_files(proxy: &Proxy) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-fn start_proxy(dir: &Path, name: &str, redis: &Redis) -> Proxy {
+/// `apart`: B's agent is killed and must stay down for a while, which `run` (restarting its
+/// sync) would not allow: that proxy's parts run apart ([`Proxy::start_apart`]).
+fn start_proxy(dir: &Path, name: &str, redis: &Redis, apart: bool) -> Proxy {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     // Even balance: the test compares the two configs byte for byte, and weights follow
     // room counts each agent reads at its own moment.
-    Proxy::start_with(&dir, &redis.url(), &["--balance", "even"])
+    let even = ["--balance", "even"];
+    if apart {
+        Proxy::start_apart(&dir, &redis.url(), &even, &[])
+    } else {
+        Proxy::start_with(&dir, &redis.url(), &even)
+    }
 }
 
 /// Room WebSockets a proxy carried: upgrades through its HTTP connection manager, plus on
@@ -46,8 +53,8 @@ fn room_connections(p: &Proxy) -> u64 {
 fn proxies_sharing_one_redis_route_alike_and_independently() {
     let dir = scratch("fleet");
     let redis = Redis::start(&dir);
-    let a = start_proxy(&dir, "a", &redis);
-    let mut b = start_proxy(&dir, "b", &redis);
+    let a = start_proxy(&dir, "a", &redis, false);
+    let mut b = start_proxy(&dir, "b", &redis, true);
     // The servers advertise proxy B as their public address: colyseus.js matchmakes through
     // the endpoint it was given (proxy A) and opens the room connection on B.
     let public_b = b.public();
@@ -74,7 +81,7 @@ fn proxies_sharing_one_redis_route_alike_and_independently() {
     assert_eq!((a_upgrades, b_upgrades), (0, 30));
 
     // Proxy B's agent dies. B keeps routing on its last config; A follows a new process.
-    b.agent.signal("KILL");
+    b.agent_proc().signal("KILL");
     let players = Holding::start(&a.endpoint(), 8);
     servers.push(GameServer::start(
         &dir,

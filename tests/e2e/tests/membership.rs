@@ -122,11 +122,8 @@ fn processes_join_and_leave_while_players_stay_connected() {
 /// Registration -> first routed WebSocket, and removal -> unroutable, measured 20 times.
 #[test]
 fn convergence_of_registration_and_removal() {
-    let dir = scratch("convergence");
-    let redis = Redis::start(&dir);
-    let server = GameServer::start(&dir, &redis, &[]);
-    let proxy = Proxy::start(&dir, &redis);
-    proxy.wait_routed(vec![server.process_id.clone()], Duration::from_secs(10));
+    let stack = Stack::new("convergence").start();
+    let (proxy, server, redis) = (&stack.proxy, &stack.servers[0], &stack.redis);
     let public = proxy.public();
     let mut conn = redis.conn();
     let (mut added, mut removed) = (Vec::new(), Vec::new());

@@ -13,7 +13,8 @@ fn redis_restart_keeps_live_processes_and_drops_dead_ones() {
     let a = GameServer::start(&dir, &redis, &[]);
     let b = GameServer::start(&dir, &redis, &[]);
     let mut c = GameServer::start(&dir, &redis, &[]);
-    let mut proxy = Proxy::start(&dir, &redis);
+    // Apart: step 3 keeps the agent down while Redis restarts (run would restart it).
+    let mut proxy = Proxy::start_apart(&dir, &redis.url(), &[], &[]);
     let everyone = vec![
         a.process_id.clone(),
         b.process_id.clone(),
@@ -64,7 +65,7 @@ fn redis_restart_keeps_live_processes_and_drops_dead_ones() {
 
     // 3. The agent itself restarts while Redis is empty again: its state file still lets it
     //    tell a lost registration from a removed one.
-    proxy.agent.stop(Duration::from_secs(5));
+    proxy.agent_proc().stop(Duration::from_secs(5));
     redis.restart_empty(Duration::ZERO);
     proxy.restart_agent(&[]);
     wait_for(

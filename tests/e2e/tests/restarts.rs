@@ -56,7 +56,7 @@ fn agent_restart_and_envoy_hot_restart_keep_60_players() {
     // 2. Envoy hot restart: the new epoch takes new players, the old one keeps the 60 open
     //    WebSockets until its parent-shutdown time (here 60 s).
     let held = Holding::start(&proxy.endpoint(), 60);
-    proxy.hot_restart_envoy(1, Duration::from_secs(30), Duration::from_secs(60));
+    proxy.hot_restart_envoy(1);
     let fresh = swarm(&proxy.endpoint(), 10, &["--concurrency", "5"]);
     assert_eq!(
         fresh.ok, 10,

@@ -161,7 +161,7 @@ fn mongo_room_listings_route_by_room_id() {
     );
     println!(
         "MEASURED agent VmRSS with {expected_rooms} rooms: {} KiB",
-        rss_kib(proxy.agent.pid())
+        rss_kib(proxy.agent_pid())
     );
 
     assert_eq!(proxy.agent_metric("colyseus_envoy_mongo_up"), 1);

@@ -83,7 +83,9 @@ fn agent_scale_processes() {
         let dir = scratch(&format!("scale-p{n}"));
         let redis = Redis::start(&dir);
         let mut conn = redis.conn();
-        let mut proxy = Proxy::start_with(&dir, &redis.url(), &QUIET);
+        // Apart: the timing starts at a fresh agent process (run would add its restart
+        // backoff), and the agent restarts with other flags.
+        let mut proxy = Proxy::start_apart(&dir, &redis.url(), &QUIET, &[]);
         add_members(&mut conn, 0..n);
         let base_clusters = proxy.envoy_stat("cluster_manager.active_clusters");
 
@@ -103,7 +105,7 @@ fn agent_scale_processes() {
         let cds = std::fs::metadata(dir.join("envoy-config/cds.json"))
             .map(|m| m.len())
             .unwrap_or(0);
-        let (agent_pid, envoy_pid) = (proxy.agent.pid(), proxy.envoy.pid());
+        let (agent_pid, envoy_pid) = (proxy.agent_pid(), proxy.envoy_pid());
         println!(
             "SCALE processes={n}: agent start -> synced {:.0} ms, -> all clusters active in Envoy {:.0} ms; \
              CDS {:.1} MB; RSS agent {} MB, Envoy {} MB; CPU agent {:.2} s",
@@ -169,7 +171,9 @@ fn agent_scale_rooms() {
             }
             let _: () = pipe.query(&mut conn).unwrap();
         }
-        let mut proxy = Proxy::start_with(&dir, &redis.url(), &QUIET);
+        // Apart: the timing starts at a fresh agent process (run would add its restart
+        // backoff), and the agent restarts with other flags.
+        let mut proxy = Proxy::start_apart(&dir, &redis.url(), &QUIET, &[]);
         let mut args = QUIET.to_vec();
         args.extend(["--redis-rooms", "--redis-rooms-interval", "1h"]);
         let start = Instant::now();
@@ -178,7 +182,7 @@ fn agent_scale_rooms() {
             (metric(&proxy, "colyseus_envoy_rooms") == r as u64).then_some(())
         });
         let indexed = start.elapsed();
-        let agent_pid = proxy.agent.pid();
+        let agent_pid = proxy.agent_pid();
         let cpu = cpu_time(agent_pid);
         let (status, _, _) = http_get(&proxy.api(), &format!("/rooms/room{}", r - 1)).unwrap();
         assert_eq!(status, 200);

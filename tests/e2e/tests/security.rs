@@ -258,7 +258,7 @@ fn admin_is_a_private_unix_socket() {
     let (ok, text) = proxy.status();
     assert!(ok, "{text}");
     // Envoy listens on TCP for the public port only.
-    let pid = proxy.envoy.pid();
+    let pid = proxy.envoy_pid();
     let out = std::process::Command::new("ss")
         .args(["-Htlnp"])
         .output()

@@ -138,7 +138,7 @@ fn sentinel_failover_keeps_routing_and_writes_nothing() {
         proxy.agent_metric("colyseus_envoy_redis_session_failures_total"),
         failures_after
     );
-    let agent_ports = tcp_ports_of(proxy.agent.pid(), set.replica.port);
+    let agent_ports = tcp_ports_of(proxy.agent_pid(), set.replica.port);
     let sent = monitor.commands_from(&agent_ports);
     let writes: Vec<&Vec<String>> = sent
         .iter()

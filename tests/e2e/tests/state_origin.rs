@@ -13,7 +13,8 @@ fn state_from_another_redis_is_never_restored() {
     let dir = scratch("state-origin");
     let fleet_redis = Redis::start(&dir);
     let server = GameServer::start(&dir, &fleet_redis, &[]);
-    let mut proxy = Proxy::start(&dir, &fleet_redis);
+    // Apart: the agent is restarted on other Redis servers (run keeps one REDIS_URL).
+    let mut proxy = Proxy::start_apart(&dir, &fleet_redis.url(), &[], &[]);
     proxy.wait_routed(vec![server.process_id.clone()], Duration::from_secs(10));
     let state_file = dir.join("agent-state.json");
     let saved = || std::fs::read_to_string(&state_file).unwrap_or_default();

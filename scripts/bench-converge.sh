@@ -27,13 +27,7 @@ mkdir -p "$run_dir"
 results="$run_dir/results.jsonl"
 : >"$results"
 
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
-agent="$target_dir/release/colyseus-envoy"
-wasm="$target_dir/wasm32-wasip1/release/colyseus_envoy_filter.wasm"
-loadgen="$target_dir/release/loadgen"
-envoy="$root/.venv/bin/envoy"
-py="$root/.venv/bin/python"
+. "$root/scripts/lib/bins.sh"
 for f in "$agent" "$wasm" "$loadgen" "$envoy"; do
   [ -e "$f" ] || { say "missing $f: build with cargo build --release -p colyseus-envoy-agent -p colyseus-envoy-bench and scripts/build-filter.sh"; exit 1; }
 done

@@ -50,14 +50,7 @@ if [ "$EDGE_HOLD_BIG" -gt "$fit" ]; then
   EDGE_HOLD_BIG=$fit
 fi
 
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
-agent="$target_dir/release/colyseus-envoy"
-wasm="$target_dir/wasm32-wasip1/release/colyseus_envoy_filter.wasm"
-envoy="$root/.venv/bin/envoy"
-py="$root/.venv/bin/python"
-loadgen="$target_dir/release/loadgen"
-echo_bin="$target_dir/release/bench-echo"
+. "$root/scripts/lib/bins.sh"
 
 say "building the filter, the agent, loadgen and bench-echo"
 "$root/scripts/build-filter.sh" >/dev/null

@@ -68,14 +68,7 @@ conv="$run_dir/converge.jsonl"
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
-agent="$target_dir/release/colyseus-envoy"
-wasm="$target_dir/wasm32-wasip1/release/colyseus_envoy_filter.wasm"
-envoy="$root/.venv/bin/envoy"
-py="$root/.venv/bin/python"
-loadgen="$target_dir/release/loadgen"
-echo_bin="$target_dir/release/bench-echo"
+. "$root/scripts/lib/bins.sh"
 
 # --- install / build what is needed ---
 if [ ! -x "$agent" ] || [ ! -f "$wasm" ] || [ ! -x "$envoy" ]; then

@@ -98,6 +98,8 @@ impl Proxy {
         agent_args: &[&str],
         bootstrap_args: &[&str],
     ) -> Proxy {
+        // Its log goes in `dir`, which `run` would create only once started.
+        std::fs::create_dir_all(dir).unwrap();
         let (port, api_port) = (free_port(), free_port());
         let (admin_a, sync_rest) = take_admin(agent_args);
         let (admin_b, boot_rest) = take_admin(bootstrap_args);

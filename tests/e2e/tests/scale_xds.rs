@@ -102,7 +102,8 @@ fn xds_and_file_sinks_at_scale() {
         std::fs::create_dir_all(dir.join("file")).unwrap();
         let redis = Redis::start(&dir.join("file"));
         let mut conn = redis.conn();
-        let mut proxy = Proxy::start_with(&dir.join("file"), &redis.url(), &QUIET);
+        // Apart, as in scale.rs: the agent restart below is timed, and run would add its backoff.
+        let mut proxy = Proxy::start_apart(&dir.join("file"), &redis.url(), &QUIET, &[]);
         let base = proxy.envoy_stat("cluster_manager.active_clusters");
         add_members(&mut conn, 0..n);
         let started = Instant::now();
@@ -111,11 +112,11 @@ fn xds_and_file_sinks_at_scale() {
         println!(
             "SCALE-XDS file processes={n}: agent start -> all clusters active {:.0} ms; RSS agent {} MB, Envoy {} MB",
             started.elapsed().as_secs_f64() * 1e3,
-            rss_kib(proxy.agent.pid()) / 1024,
-            rss_kib(proxy.envoy.pid()) / 1024,
+            rss_kib(proxy.agent_pid()) / 1024,
+            rss_kib(proxy.envoy_pid()) / 1024,
         );
         let mut next = n;
-        let pids = (proxy.agent.pid(), proxy.envoy.pid());
+        let pids = (proxy.agent_pid(), proxy.envoy_pid());
         updates("file", n, &mut next, &mut conn, &proxy.admin(), pids);
         drop(proxy);
         drop(conn);

@@ -8,6 +8,7 @@
 //! never names a cluster Envoy does not route yet.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,8 @@ pub struct Advertised {
     /// The advertised rows of the last version.
     last: Mutex<Vec<Key>>,
     version: watch::Sender<u64>,
+    /// Set once the API shuts down: no long-poll is held from then on.
+    closed: AtomicBool,
     /// Woken when a process starts warming.
     pub(crate) new_warming: Notify,
 }
@@ -42,6 +45,7 @@ impl Advertised {
             warming: Mutex::new(HashMap::new()),
             last: Mutex::new(Vec::new()),
             version: watch::Sender::new(start),
+            closed: AtomicBool::new(false),
             new_warming: Notify::new(),
         }
     }
@@ -138,8 +142,11 @@ impl Advertised {
         }
     }
 
-    /// Answers every held long-poll now (the API is shutting down).
-    pub fn wake_all(&self) {
+    /// Answers every held long-poll now and holds none from then on (the API is shutting
+    /// down). A poll that arrives on a kept-alive connection after this must not be held
+    /// either: the graceful shutdown would wait out its whole hold.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         self.version.send_modify(|v| *v = v.wrapping_add(1));
     }
 
@@ -159,7 +166,8 @@ impl Advertised {
     /// Waits until the version is not `after`, at most `bound`.
     pub async fn wait_change(&self, after: u64, bound: Duration) {
         let mut rx = self.subscribe();
-        let _ = tokio::time::timeout(bound, rx.wait_for(|v| *v != after)).await;
+        let closed = || self.closed.load(Ordering::SeqCst);
+        let _ = tokio::time::timeout(bound, rx.wait_for(|v| *v != after || closed())).await;
     }
 }
 
@@ -237,5 +245,17 @@ mod tests {
         // A change that never comes: the bound ends the wait.
         adv.wait_change(adv.version(), Duration::from_millis(10))
             .await;
+    }
+
+    /// After `close`, a poll for the newest version (a client re-polling on a kept-alive
+    /// connection during shutdown) returns at once instead of being held its full bound.
+    #[tokio::test]
+    async fn no_poll_is_held_after_close() {
+        let adv = Advertised::new(false);
+        adv.close();
+        let poll = adv.wait_change(adv.version(), Duration::from_secs(30));
+        tokio::time::timeout(Duration::from_secs(5), poll)
+            .await
+            .expect("a poll after close was held");
     }
 }

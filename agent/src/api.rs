@@ -42,7 +42,7 @@ pub async fn serve(
         .with_graceful_shutdown(async move {
             shutdown.await;
             // Held long-polls answer now instead of delaying the shutdown.
-            held.advertised.wake_all();
+            held.advertised.close();
         })
         .await
 }

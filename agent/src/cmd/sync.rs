@@ -22,7 +22,7 @@ use colyseus_envoy_agent::status::Status;
 use colyseus_envoy_agent::supervise;
 use colyseus_envoy_agent::upstream_policy::{self, UpstreamPolicy};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{shutdown_signal, usage};
 
@@ -218,15 +218,28 @@ async fn run_sync(
     }
     info!("Shutting down; Envoy keeps the last config.");
     let _ = stop_tx.send(true);
-    let _ = sync_task.await;
-    // The controller is gone: the sinks apply what it published last, then stop.
-    let _ = sinks_task.await;
-    if let Some(task) = xds_sink_task {
-        let _ = task.await;
+    let shutdown = async {
+        let _ = sync_task.await;
+        // The controller is gone: the sinks apply what it published last, then stop.
+        let _ = sinks_task.await;
+        if let Some(task) = xds_sink_task {
+            let _ = task.await;
+        }
+        if let Some(task) = xds_task {
+            task.await.context("xDS task")?.context("xDS server")?;
+        }
+        api.await.context("API task")?.context("API server")
+    };
+    // A supervisor restarts this agent only once it has exited: a part that does not stop
+    // (a client holding a connection) must not keep the old one alive.
+    match tokio::time::timeout(SHUTDOWN_GRACE, shutdown).await {
+        Ok(done) => done,
+        Err(_) => {
+            warn!("Shutdown not finished after {SHUTDOWN_GRACE:?}; exiting anyway (every file written is complete).");
+            Ok(())
+        }
     }
-    if let Some(task) = xds_task {
-        task.await.context("xDS task")?.context("xDS server")?;
-    }
-    api.await.context("API task")?.context("API server")?;
-    Ok(())
 }
+
+/// Longest orderly shutdown: the last config reaches the sinks well within it.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);

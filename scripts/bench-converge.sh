@@ -6,11 +6,18 @@
 #   mongoose   MongooseDriver on the secantusdb MongoDB wire server; agent --mongo-uri
 #   redis      RedisDriver; agent --redis-rooms
 #   none       RedisDriver servers, agent without a room source
-# Each setup gets its own Redis, BENCH_CONV_SERVERS running game servers, both proxies, then
+#   xds        RedisDriver; the xDS sink (issue 15): two agents serving `sync --xds-listen`
+#              and two Envoys bootstrapped `--config-source xds` with both agents, each on its
+#              own loopback address, beside the CDS file sink (instead of @colyseus/proxy) as
+#              the baseline; the room connection is probed through each xDS Envoy
+#   failover   not a convergence setup: the xDS failover benchmark, Envoys moving between
+#              agents killed with SIGKILL (tests/e2e/tests/failover_xds.rs, run with cargo)
+# Each setup gets its own Redis, BENCH_CONV_SERVERS running game servers, the proxies, then
 # `loadgen converge-colyseus` (BENCH_CONV_TRIALS trials). Prints p50 / p99 / max per proxy
 # and writes the raw results to .run/bench-converge/results.jsonl.
 #
-# Usage: scripts/bench-converge.sh [mongoose|redis|none]...   (default: all three)
+# Usage: scripts/bench-converge.sh [mongoose|redis|none|xds|failover]...   (default: the
+# first three)
 # Settings: BENCH_CONV_TRIALS (20), BENCH_CONV_SERVERS (2), BENCH_ENVOY_CONCURRENCY (2).
 set -euo pipefail
 
@@ -40,8 +47,18 @@ fi
 . "$root/scripts/lib/children.sh"
 # free_port, wait_http, wait_port
 . "$root/scripts/lib/wait.sh"
+# start_xds_fleet
+. "$root/scripts/lib/xds-fleet.sh"
 
 for setup in "${setups[@]}"; do
+  if [ "$setup" = failover ]; then
+    # Its own harness (the e2e helpers for agents, Envoys, servers and players).
+    say "failover: load before: $(uptime)"
+    cargo test -p e2e --features e2e --release --test failover_xds -- --ignored --nocapture \
+      --test-threads=1 | tee "$run_dir/failover.log"
+    say "failover: load after: $(uptime)"
+    continue
+  fi
   dir="$run_dir/$setup"
   mkdir -p "$dir/envoy-config"
   redis_port="$(free_port)"
@@ -59,9 +76,9 @@ for setup in "${setups[@]}"; do
       game_env=(DRIVER=mongoose "MONGO_URI=mongodb://127.0.0.1:$mongo_port/colyseus")
       agent_rooms=(--mongo-uri "mongodb://127.0.0.1:$mongo_port/colyseus")
       ;;
-    redis) agent_rooms=(--redis-rooms) ;;
+    redis | xds) agent_rooms=(--redis-rooms) ;;
     none) ;;
-    *) say "unknown setup $setup (mongoose, redis or none)"; exit 64 ;;
+    *) say "unknown setup $setup (mongoose, redis, none, xds or failover)"; exit 64 ;;
   esac
   for ((i = 1; i <= BENCH_CONV_SERVERS; i++)); do
     p="$(free_port)"
@@ -83,18 +100,26 @@ for setup in "${setups[@]}"; do
     --concurrency "$BENCH_ENVOY_CONCURRENCY"
   wait_http "http://127.0.0.1:$admin_port/ready" LIVE
 
-  # @colyseus/proxy, as scripts/bench.sh runs it.
-  colyseus_port="$(free_port)"
-  PORT="$colyseus_port" IP=127.0.0.1 REDIS_URL="$redis_url" SOCKET_TIMEOUT=3600000 \
-    start "$setup-colyseus-proxy" node bench/colyseus-proxy/node_modules/@colyseus/proxy/bin/proxy
-  wait_port "$colyseus_port"
-  sleep 2 # both proxies settled on the running servers
+  proxies=(--proxy "ours=127.0.0.1:$ours_port")
+  if [ "$setup" = xds ]; then
+    # Two agents serving xDS and two Envoys streaming from them (xds-fleet.sh).
+    start_xds_fleet "$dir" "$redis_url" "${agent_rooms[@]}"
+    proxies=(--proxy "file=127.0.0.1:$ours_port" "${xds_proxies[@]}")
+  else
+    # @colyseus/proxy, as scripts/bench.sh runs it.
+    colyseus_port="$(free_port)"
+    PORT="$colyseus_port" IP=127.0.0.1 REDIS_URL="$redis_url" SOCKET_TIMEOUT=3600000 \
+      start "$setup-colyseus-proxy" node bench/colyseus-proxy/node_modules/@colyseus/proxy/bin/proxy
+    wait_port "$colyseus_port"
+    proxies+=(--proxy "colyseus-proxy=127.0.0.1:$colyseus_port")
+  fi
+  sleep 2 # the proxies settled on the running servers
 
   say "$setup: $BENCH_CONV_TRIALS registrations of real Colyseus servers"
   loadgen_env=()
   for kv in "${game_env[@]}"; do loadgen_env+=(--env "$kv"); done
   "$loadgen" converge-colyseus --label "$setup" --redis "127.0.0.1:$redis_port" \
-    --proxy "ours=127.0.0.1:$ours_port" --proxy "colyseus-proxy=127.0.0.1:$colyseus_port" \
+    "${proxies[@]}" \
     --server "$root/example/server.js" "${loadgen_env[@]}" --log "$run_dir/$setup-trials.log" \
     --trials "$BENCH_CONV_TRIALS" >>"$results"
   curl -fsS "http://127.0.0.1:$api_port/metrics" | grep '^colyseus_envoy_warmup_duration' \
@@ -102,12 +127,16 @@ for setup in "${setups[@]}"; do
   stop_started
 done
 
+[ -s "$results" ] || exit 0 # only the failover benchmark ran
 # The table on stdout, and as a BENCHMARKS.md section (bench/report.py appends it).
 "$py" - "$results" "$root/bench/results/converge-colyseus.md" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
 import json, sys, datetime
-names = {"ours": "colyseus-envoy", "colyseus-proxy": "@colyseus/proxy 0.12.11"}
+names = {"ours": "colyseus-envoy", "colyseus-proxy": "@colyseus/proxy 0.12.11",
+         "file": "colyseus-envoy, CDS file sink", "xds-edge-1": "colyseus-envoy, xDS, Envoy edge-1",
+         "xds-edge-2": "colyseus-envoy, xDS, Envoy edge-2"}
 setups = {"mongoose": "MongooseDriver (secantusdb), agent --mongo-uri",
-          "redis": "RedisDriver, agent --redis-rooms", "none": "RedisDriver, agent without a room source"}
+          "redis": "RedisDriver, agent --redis-rooms", "none": "RedisDriver, agent without a room source",
+          "xds": "RedisDriver, --redis-rooms; 2 xDS agents, 2 Envoys"}
 print(f"{'setup':10} {'proxy':15} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  answers before routed")
 md = ["## Convergence with real Colyseus servers (scripts/bench-converge.sh)\n",
       "Registration of a real Colyseus 0.16 server being started (its own `add` announcement) to the "

@@ -115,7 +115,7 @@ for setup in "${setups[@]}"; do
   fi
   sleep 2 # the proxies settled on the running servers
 
-  say "$setup: $BENCH_CONV_TRIALS registrations of real Colyseus servers"
+  say "$setup: $BENCH_CONV_TRIALS registrations of real Colyseus servers (load $(cut -d' ' -f1-3 /proc/loadavg))"
   loadgen_env=()
   for kv in "${game_env[@]}"; do loadgen_env+=(--env "$kv"); done
   "$loadgen" converge-colyseus --label "$setup" --redis "127.0.0.1:$redis_port" \

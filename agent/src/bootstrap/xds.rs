@@ -3,7 +3,7 @@
 //!
 //! The agents are the endpoints of one static cluster. Envoy's xDS gRPC stream picks one;
 //! when that agent dies the stream breaks, the active TCP check marks it down within about
-//! a second, and the reconnect goes to another agent, which serves the same content-hashed
+//! a second, and the reconnect (after a jittered 0-50 ms) goes to another agent, which serves the same content-hashed
 //! versions (so only what changed meanwhile travels). Envoy keeps every cluster it has
 //! while no agent answers. Listeners stay static, as with the file sink.
 
@@ -14,6 +14,10 @@ use crate::model::{Endpoint, Host};
 
 /// The static cluster of the xDS servers. It must never pass the route guard.
 pub const XDS_CLUSTER: &str = "colyseus-envoy-xds";
+
+/// Backoff of Envoy's xDS stream reconnects (Envoy's defaults: 500 ms, 30 s).
+const XDS_RETRY_BASE: &str = "0.050s";
+const XDS_RETRY_MAX: &str = "5s";
 
 /// Where Envoy's dynamic clusters come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,7 +80,15 @@ pub fn apply(
         "ads_config": {
             "api_type": "DELTA_GRPC",
             "transport_api_version": "V3",
-            "grpc_services": [{ "envoy_grpc": { "cluster_name": XDS_CLUSTER } }],
+            "grpc_services": [{ "envoy_grpc": {
+                "cluster_name": XDS_CLUSTER,
+                // Envoy's default first retry of a broken xDS stream is a jittered 0-500 ms
+                // (500 ms base, 30 s max): that was the whole failover time measured in
+                // BENCHMARKS.md. A 50 ms base moves an Envoy in 0-50 ms; the 5 s cap keeps
+                // retries cheap while no agent answers.
+                "retry_policy": { "retry_back_off": {
+                    "base_interval": XDS_RETRY_BASE, "max_interval": XDS_RETRY_MAX } },
+            } }],
             "set_node_on_first_message_only": true,
         },
         "cds_config": { "resource_api_version": "V3", "ads": {} },
@@ -182,6 +194,12 @@ mod tests {
         assert!(dynamic["cds_config"].get("path_config_source").is_none());
         assert_eq!(dynamic["cds_config"]["ads"], json!({}));
         assert_eq!(dynamic["ads_config"]["api_type"], "DELTA_GRPC");
+        let grpc = &dynamic["ads_config"]["grpc_services"][0]["envoy_grpc"];
+        assert_eq!(grpc["cluster_name"], XDS_CLUSTER);
+        assert_eq!(
+            grpc["retry_policy"]["retry_back_off"]["base_interval"],
+            XDS_RETRY_BASE
+        );
         let clusters = doc["static_resources"]["clusters"].as_array().unwrap();
         assert_eq!(clusters.len(), 2);
         let xds = &clusters[1];

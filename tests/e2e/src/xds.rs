@@ -126,21 +126,29 @@ impl XdsAgent {
         (status == 200).then(|| serde_json::from_str(&body).unwrap())
     }
 
-    /// Node ids streaming from this agent, sorted.
-    pub fn node_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
+    /// (node id, `delta` or `sotw`) of each stream from this agent, sorted.
+    pub fn streams(&self) -> Vec<(String, String)> {
+        let mut streams: Vec<(String, String)> = self
             .xds_status()
             .map(|s| {
                 s["clients"]
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|c| c["node_id"].as_str().unwrap().to_owned())
+                    .map(|c| {
+                        let field = |k: &str| c[k].as_str().unwrap().to_owned();
+                        (field("node_id"), field("protocol"))
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        ids.sort();
-        ids
+        streams.sort();
+        streams
+    }
+
+    /// Node ids streaming from this agent, sorted.
+    pub fn node_ids(&self) -> Vec<String> {
+        self.streams().into_iter().map(|(node, _)| node).collect()
     }
 
     /// A sample of `/metrics` (0 when absent or unreachable).
@@ -152,6 +160,13 @@ impl XdsAgent {
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .map_or(0, |v| v.trim().parse().unwrap_or(0))
     }
+}
+
+/// Which ADS variant an Envoy streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ads {
+    Delta,
+    StateOfTheWorld,
 }
 
 /// An Envoy taking its clusters over xDS from `agents`, listening on `ip`.
@@ -171,6 +186,19 @@ impl XdsEnvoy {
 
     /// On `host`; the agents must be reachable from it.
     pub fn start_on(dir: &Path, node_id: &str, host: &Host, agents: &[&XdsAgent]) -> XdsEnvoy {
+        Self::start_full(dir, node_id, host, agents, Ads::Delta)
+    }
+
+    /// `ads`: [`Ads::StateOfTheWorld`] edits the rendered bootstrap (the product's bootstrap
+    /// always asks for delta) so a real Envoy exercises the agents' SotW service, which
+    /// other xDS clients use.
+    pub fn start_full(
+        dir: &Path,
+        node_id: &str,
+        host: &Host,
+        agents: &[&XdsAgent],
+        ads: Ads,
+    ) -> XdsEnvoy {
         let ip = host.ip.as_str();
         let dir = dir.join(node_id);
         std::fs::create_dir_all(dir.join("envoy-config")).unwrap();
@@ -197,7 +225,13 @@ impl XdsEnvoy {
             "bootstrap: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::write(dir.join("envoy.json"), &out.stdout).unwrap();
+        let mut bootstrap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let api_type = &mut bootstrap["dynamic_resources"]["ads_config"]["api_type"];
+        assert_eq!(*api_type, "DELTA_GRPC", "bootstrap asks for delta ADS");
+        if ads == Ads::StateOfTheWorld {
+            *api_type = "GRPC".into();
+        }
+        std::fs::write(dir.join("envoy.json"), bootstrap.to_string()).unwrap();
         let proc = Proc::spawn(
             "envoy",
             host.command(envoy_bin())

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::netns::Network;
-use e2e::xds::{dynamic_clusters, XdsAgent, XdsEnvoy};
+use e2e::xds::{dynamic_clusters, Ads, XdsAgent, XdsEnvoy};
 use e2e::*;
 
 #[test]
@@ -32,11 +32,18 @@ fn xds_fleet_fails_over_without_drops_and_matches_the_file_sink() {
         let host = net.host(name);
         XdsAgent::start_on(&dir, name, &host, &redis.url_at(&gateway), &flags)
     });
+    // edge-3 streams state-of-the-world ADS, the others delta: both services are held to
+    // the same clusters, failover and routing below.
     let envoys: Vec<XdsEnvoy> = (1..=3)
         .map(|i| {
             let agents: Vec<&XdsAgent> = agents.iter().collect();
             let name = format!("edge-{i}");
-            XdsEnvoy::start_on(&dir, &name, &net.host(&name), &agents)
+            let ads = if i == 3 {
+                Ads::StateOfTheWorld
+            } else {
+                Ads::Delta
+            };
+            XdsEnvoy::start_full(&dir, &name, &net.host(&name), &agents, ads)
         })
         .collect();
     let even = ["--balance", "even"];
@@ -111,6 +118,8 @@ fn xds_fleet_fails_over_without_drops_and_matches_the_file_sink() {
         Duration::from_secs(15),
         || (survivor.node_ids() == ["edge-1", "edge-2", "edge-3"]).then_some(()),
     );
+    let protocols: Vec<String> = survivor.streams().into_iter().map(|(_, p)| p).collect();
+    assert_eq!(protocols, ["delta", "delta", "sotw"], "edge-3 streams SotW");
     println!(
         "{moving:?} moved to the other agent in {:.0} ms",
         killed.elapsed().as_secs_f64() * 1e3

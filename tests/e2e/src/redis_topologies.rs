@@ -429,76 +429,6 @@ impl RedisCluster {
 
 // === TLS and ACL ===
 
-/// A CA and a server certificate it signed for 127.0.0.1/localhost (a self-signed server
-/// certificate is refused by rustls as a CA used as an end entity): `ca.pem`,
-/// `{name}.pem`, `{name}.key` in `dir`.
-pub fn make_ca_and_cert(dir: &Path, name: &str) {
-    let run = |args: &[&str]| {
-        let st = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stderr(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "openssl {args:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    let (key, csr, pem) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.pem"),
-    );
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        &pem,
-    ]);
-}
-
 /// A Redis served over TLS only, with the ACL users of `acl` (ACL file lines; it must
 /// define `admin` with password `admin-pw`, which the harness uses).
 pub struct TlsRedis {
@@ -511,7 +441,7 @@ pub struct TlsRedis {
 
 impl TlsRedis {
     pub fn start(dir: &Path, acl: &str) -> TlsRedis {
-        make_ca_and_cert(dir, "redis");
+        crate::tls::make_ca_and_cert(dir, "redis");
         let acl_file = dir.join("users.acl");
         std::fs::write(&acl_file, acl).unwrap();
         let port = free_port();

@@ -19,26 +19,19 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// `{name}.key` in `dir`.
 pub fn make_cert(dir: &Path, name: &str) {
     let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-        ],
-    );
+    let san = ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"];
+    self_signed(dir, "/CN=localhost", &san, &key, &pem);
+}
+
+/// `openssl req -x509`: a new RSA key and a certificate for `subject` signed by itself.
+fn self_signed(dir: &Path, subject: &str, extra: &[&str], key: &str, pem: &str) {
+    let mut args = vec![
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    ];
+    args.extend_from_slice(&["-subj", subject]);
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-keyout", key, "-out", pem]);
+    openssl(dir, &args);
 }
 
 /// SHA-256 fingerprint of the certificate a new TLS connection is served.
@@ -67,24 +60,7 @@ pub fn file_fingerprint(pem: &Path) -> String {
 /// certificate is refused by rustls as a CA used as an end entity): `ca.pem`,
 /// `{name}.pem`, `{name}.key` in `dir`.
 pub fn make_ca_and_cert(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
-    );
+    self_signed(dir, "/CN=test CA", &[], "ca.key", "ca.pem");
     let (key, csr, pem) = (
         format!("{name}.key"),
         format!("{name}.csr"),

@@ -41,6 +41,9 @@ fi
 
 # curl: scripts/proxy.sh polls the agent's and Envoy's readiness with it.
 command -v curl >/dev/null 2>&1 || apt_install curl
+# iproute2: the xDS fleet test puts agents and Envoys on hosts of their own (network
+# namespaces joined by a bridge).
+command -v ip >/dev/null 2>&1 || apt_install iproute2
 # docker-compose (Debian's v1.29): the end-to-end suite validates docker-compose.yml with it.
 command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
 # kubectl: the end-to-end suite renders deploy/kubernetes/ with `kubectl kustomize` (offline).

@@ -86,15 +86,16 @@ step cargo test -p routing --target wasm32-wasip1
 step cargo test -p colyseus-envoy-filter --target wasm32-wasip1
 step fuzz_run
 if [ "$quick" -eq 0 ]; then
-  step cargo test -p e2e --features e2e -- --test-threads=1
+  step cargo test -p e2e --features e2e --no-fail-fast -- --test-threads=1
   # The suite above runs on the default edge path (`bootstrap --edge-path http`; edge_tcp.rs
-  # pins both paths itself). The files that exercise the public edge run again on the TCP
-  # path (issue 14): real joins, hostile and forged headers, WSS and a certificate swap,
-  # close codes, hot restart, kill -9, room lookups, two proxies and a drain. About 4 minutes
-  # of tests on 2 cores (measured: 3.8 min, load 5-7).
+  # pins both paths itself). The files that exercise the public edge itself run again on
+  # the TCP path (issue 14): real joins, hostile and forged headers, WSS and a certificate
+  # swap, close codes, hot restart, kill -9 of the agent with players held, room lookups.
+  # lifecycle.rs and fleet.rs (liveness, two agents) do not depend on the edge path and
+  # run once. About 2 minutes of tests on 2 cores.
   step env E2E_EDGE_PATH=tcp cargo test -p e2e --features e2e --no-fail-fast \
-    --test routing --test edge --test security --test restarts --test lifecycle \
-    --test rooms --test fleet -- --test-threads=1
+    --test routing --test edge --test security --test restarts --test rooms \
+    -- --test-threads=1
 else
   echo
   echo "==== end-to-end suite skipped (--quick)"

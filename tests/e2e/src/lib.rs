@@ -9,7 +9,8 @@
 //! `mongo`, `game` (Colyseus servers), `proxy` (the proxy through `colyseus-envoy run`, as
 //! users start it; registrar), `proxy_apart` (its parts as separate processes, for tests
 //! that stop or replace the agent), `runner` (`run` itself), `stack` (the shared preamble),
-//! `clients` (colyseus.js), `http` (raw HTTP/WebSocket), `tls`. Everything is re-exported
+//! `clients` (colyseus.js), `http` (raw HTTP/WebSocket), `tls`, `xds` (xDS agents and Envoys)
+//! and `netns` (hosts of their own: network namespaces). Everything is re-exported
 //! here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -17,6 +18,7 @@ pub mod clients;
 pub mod game;
 pub mod http;
 pub mod mongo;
+pub mod netns;
 pub mod process;
 pub mod proxy;
 pub mod proxy_apart;

@@ -19,6 +19,14 @@ impl Redis {
     }
 
     pub fn start_on(dir: &Path, port: u16) -> Redis {
+        Self::start_bound(dir, port, "127.0.0.1")
+    }
+
+    /// Listening on `bind` (space-separated addresses, the first one 127.0.0.1), for hosts
+    /// that reach this machine on another address ([`crate::netns`]). Protected mode (no
+    /// password: loopback clients only) is off then; the bridge is the test's own.
+    pub fn start_bound(dir: &Path, port: u16, bind: &str) -> Redis {
+        let protected = if bind == "127.0.0.1" { "yes" } else { "no" };
         let proc = spawn_redis(
             dir,
             &format!("redis-{port}"),
@@ -26,7 +34,9 @@ impl Redis {
                 "--port",
                 &port.to_string(),
                 "--bind",
-                "127.0.0.1",
+                bind,
+                "--protected-mode",
+                protected,
                 "--save",
                 "",
                 "--appendonly",
@@ -47,7 +57,12 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.url_at("127.0.0.1")
+    }
+
+    /// The URL through another address it listens on ([`Self::start_bound`]).
+    pub fn url_at(&self, ip: &str) -> String {
+        format!("redis://{ip}:{}", self.port)
     }
 
     fn try_conn(&self) -> Option<redis::Connection> {

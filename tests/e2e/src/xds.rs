@@ -1,11 +1,7 @@
 //! xDS fleets: agents serving `sync --xds-listen` and Envoys bootstrapped with
-//! `--config-source xds`, each on its own loopback address as its own "host".
-//!
-//! Loopback addresses rather than network namespaces: the game servers, Redis and every
-//! registration in this harness live on 127.0.0.1, and a namespace has its own loopback,
-//! so namespaced Envoys would need a bridge and routed addresses for all of them. Separate
-//! addresses still give each agent and Envoy its own listening address, and a killed agent
-//! closes its sockets as a dead host's kernel would not (see the README on keepalives).
+//! `--config-source xds`, each on a host of its own: a network namespace
+//! ([`crate::netns::Network`], as the fleet test does) or a loopback address (the scale
+//! benchmark, where one host is enough).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,11 +11,13 @@ use std::time::Duration;
 /// The default prefix of per-process clusters (the agents here use the defaults).
 const PROCESS_PREFIX: &str = "colyseus-process-";
 
+use crate::netns::Host;
 use crate::{agent_bin, envoy_bin, filter_wasm, free_port, http_get, wait_for, Proc};
 
 /// An agent serving xDS (and its API) on `ip`.
 pub struct XdsAgent {
     pub ip: String,
+    host: Host,
     pub xds_port: u16,
     pub api_port: u16,
     pub proc: Proc,
@@ -31,12 +29,24 @@ pub struct XdsAgent {
 
 impl XdsAgent {
     pub fn start(dir: &Path, name: &str, ip: &str, redis_url: &str, extra: &[&str]) -> XdsAgent {
+        Self::start_on(dir, name, &Host::loopback(ip), redis_url, extra)
+    }
+
+    /// On `host` (a namespace: `redis_url` must be an address it reaches).
+    pub fn start_on(
+        dir: &Path,
+        name: &str,
+        host: &Host,
+        redis_url: &str,
+        extra: &[&str],
+    ) -> XdsAgent {
         let dir = dir.join(name);
         std::fs::create_dir_all(dir.join("envoy-config")).unwrap();
         let (xds_port, api_port) = (free_port(), free_port());
-        let proc = Self::spawn(&dir, name, ip, redis_url, xds_port, api_port, extra);
+        let proc = Self::spawn(&dir, name, host, redis_url, xds_port, api_port, extra);
         let agent = XdsAgent {
-            ip: ip.to_owned(),
+            ip: host.ip.clone(),
+            host: host.clone(),
             xds_port,
             api_port,
             proc,
@@ -56,7 +66,7 @@ impl XdsAgent {
         self.proc = Self::spawn(
             &self.dir,
             &self.name,
-            &self.ip,
+            &self.host,
             &self.redis_url,
             self.xds_port,
             self.api_port,
@@ -73,15 +83,16 @@ impl XdsAgent {
     fn spawn(
         dir: &Path,
         name: &str,
-        ip: &str,
+        host: &Host,
         redis_url: &str,
         xds_port: u16,
         api_port: u16,
         extra: &[&str],
     ) -> Proc {
+        let ip = &host.ip;
         Proc::spawn(
             name,
-            Command::new(agent_bin())
+            host.command(agent_bin())
                 .args(["sync", "--redis-url", redis_url])
                 .arg("--config-dir")
                 .arg(dir.join("envoy-config"))
@@ -115,21 +126,29 @@ impl XdsAgent {
         (status == 200).then(|| serde_json::from_str(&body).unwrap())
     }
 
-    /// Node ids streaming from this agent, sorted.
-    pub fn node_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
+    /// (node id, `delta` or `sotw`) of each stream from this agent, sorted.
+    pub fn streams(&self) -> Vec<(String, String)> {
+        let mut streams: Vec<(String, String)> = self
             .xds_status()
             .map(|s| {
                 s["clients"]
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|c| c["node_id"].as_str().unwrap().to_owned())
+                    .map(|c| {
+                        let field = |k: &str| c[k].as_str().unwrap().to_owned();
+                        (field("node_id"), field("protocol"))
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        ids.sort();
-        ids
+        streams.sort();
+        streams
+    }
+
+    /// Node ids streaming from this agent, sorted.
+    pub fn node_ids(&self) -> Vec<String> {
+        self.streams().into_iter().map(|(node, _)| node).collect()
     }
 
     /// A sample of `/metrics` (0 when absent or unreachable).
@@ -141,6 +160,13 @@ impl XdsAgent {
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .map_or(0, |v| v.trim().parse().unwrap_or(0))
     }
+}
+
+/// Which ADS variant an Envoy streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ads {
+    Delta,
+    StateOfTheWorld,
 }
 
 /// An Envoy taking its clusters over xDS from `agents`, listening on `ip`.
@@ -155,10 +181,31 @@ pub struct XdsEnvoy {
 
 impl XdsEnvoy {
     pub fn start(dir: &Path, node_id: &str, ip: &str, agents: &[&XdsAgent]) -> XdsEnvoy {
+        Self::start_on(dir, node_id, &Host::loopback(ip), agents)
+    }
+
+    /// On `host`; the agents must be reachable from it.
+    pub fn start_on(dir: &Path, node_id: &str, host: &Host, agents: &[&XdsAgent]) -> XdsEnvoy {
+        Self::start_full(dir, node_id, host, agents, Ads::Delta)
+    }
+
+    /// `ads`: [`Ads::StateOfTheWorld`] edits the rendered bootstrap (the product's bootstrap
+    /// always asks for delta) so a real Envoy exercises the agents' SotW service, which
+    /// other xDS clients use.
+    pub fn start_full(
+        dir: &Path,
+        node_id: &str,
+        host: &Host,
+        agents: &[&XdsAgent],
+        ads: Ads,
+    ) -> XdsEnvoy {
+        let ip = host.ip.as_str();
         let dir = dir.join(node_id);
         std::fs::create_dir_all(dir.join("envoy-config")).unwrap();
-        let (port, admin_port) = (free_port(), free_port());
-        let admin = format!("{ip}:{admin_port}");
+        let port = free_port();
+        // Envoy's admin listens on loopback or a Unix socket only; a socket file is reached
+        // from this machine whatever namespace Envoy runs in.
+        let admin = format!("unix:{}", dir.join("envoy-admin.sock").display());
         let mut cmd = Command::new(agent_bin());
         cmd.args(["bootstrap", "--ip", ip, "--port", &port.to_string()])
             .args(["--admin-addr", &admin])
@@ -178,10 +225,16 @@ impl XdsEnvoy {
             "bootstrap: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::write(dir.join("envoy.json"), &out.stdout).unwrap();
+        let mut bootstrap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let api_type = &mut bootstrap["dynamic_resources"]["ads_config"]["api_type"];
+        assert_eq!(*api_type, "DELTA_GRPC", "bootstrap asks for delta ADS");
+        if ads == Ads::StateOfTheWorld {
+            *api_type = "GRPC".into();
+        }
+        std::fs::write(dir.join("envoy.json"), bootstrap.to_string()).unwrap();
         let proc = Proc::spawn(
             "envoy",
-            Command::new(envoy_bin())
+            host.command(envoy_bin())
                 .arg("-c")
                 .arg(dir.join("envoy.json"))
                 .args([

@@ -1,5 +1,7 @@
 //! The xDS control plane with real parts: two agents serving xDS from one Redis, three
-//! Envoys on their own addresses, real Colyseus servers and colyseus.js players.
+//! Envoys, each agent and Envoy on a host of its own (a network namespace on a bridge;
+//! Redis, the game servers and the players on the machine's bridge address), real
+//! Colyseus servers and colyseus.js players.
 //! Matchmaking goes through one Envoy and the room connection through another; the agent
 //! an Envoy streams from is killed with SIGKILL and the Envoy moves to the other agent
 //! with no WebSocket dropped; a process registered meanwhile becomes routable through
@@ -10,31 +12,41 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::xds::{dynamic_clusters, XdsAgent, XdsEnvoy};
+use e2e::netns::Network;
+use e2e::xds::{dynamic_clusters, Ads, XdsAgent, XdsEnvoy};
 use e2e::*;
 
 #[test]
 fn xds_fleet_fails_over_without_drops_and_matches_the_file_sink() {
     let dir = scratch("xds");
-    let redis = Redis::start(&dir);
+    // Declared first, so dropped last: after every process on its hosts.
+    let mut net = Network::new();
+    let gateway = net.gateway();
+    let redis = Redis::start_bound(&dir, free_port(), &format!("127.0.0.1 {gateway}"));
     // Even balance: the clusters are compared with the file sink's, and weights follow
-    // room counts each agent reads at its own moment.
-    let even = ["--balance", "even"];
-    let agents = [
-        XdsAgent::start(&dir, "agent-a", "127.0.0.2", &redis.url(), &even),
-        XdsAgent::start(&dir, "agent-b", "127.0.0.3", &redis.url(), &even),
-    ];
+    // room counts each agent reads at its own moment. The agents accept game servers on
+    // the fleet's subnet only, as a fleet would configure them.
+    let cidr = net.cidr();
+    let flags = ["--balance", "even", "--upstream-allow-cidrs", &cidr];
+    let agents = ["agent-a", "agent-b"].map(|name| {
+        let host = net.host(name);
+        XdsAgent::start_on(&dir, name, &host, &redis.url_at(&gateway), &flags)
+    });
+    // edge-3 streams state-of-the-world ADS, the others delta: both services are held to
+    // the same clusters, failover and routing below.
     let envoys: Vec<XdsEnvoy> = (1..=3)
         .map(|i| {
             let agents: Vec<&XdsAgent> = agents.iter().collect();
-            XdsEnvoy::start(
-                &dir,
-                &format!("edge-{i}"),
-                &format!("127.0.0.{}", 10 + i),
-                &agents,
-            )
+            let name = format!("edge-{i}");
+            let ads = if i == 3 {
+                Ads::StateOfTheWorld
+            } else {
+                Ads::Delta
+            };
+            XdsEnvoy::start_full(&dir, &name, &net.host(&name), &agents, ads)
         })
         .collect();
+    let even = ["--balance", "even"];
     let file_dir = dir.join("file-sink");
     std::fs::create_dir_all(&file_dir).unwrap();
     let file = Proxy::start_with(&file_dir, &redis.url(), &even);
@@ -42,8 +54,13 @@ fn xds_fleet_fails_over_without_drops_and_matches_the_file_sink() {
     // The servers advertise edge-2 as their public address: colyseus.js matchmakes through
     // edge-1 and opens its room connection on edge-2.
     let public2 = envoys[1].public();
+    let on_gateway = [
+        ("PUBLIC_ADDRESS", public2.as_str()),
+        ("HOST", gateway.as_str()),
+        ("SELF_HOSTNAME", gateway.as_str()),
+    ];
     let mut servers: Vec<GameServer> = (0..2)
-        .map(|_| GameServer::start(&dir, &redis, &[("PUBLIC_ADDRESS", public2.as_str())]))
+        .map(|_| GameServer::start(&dir, &redis, &on_gateway))
         .collect();
     let pids = |s: &[GameServer]| s.iter().map(|g| g.process_id.clone()).collect::<Vec<_>>();
     for e in &envoys {
@@ -101,17 +118,15 @@ fn xds_fleet_fails_over_without_drops_and_matches_the_file_sink() {
         Duration::from_secs(15),
         || (survivor.node_ids() == ["edge-1", "edge-2", "edge-3"]).then_some(()),
     );
+    let protocols: Vec<String> = survivor.streams().into_iter().map(|(_, p)| p).collect();
+    assert_eq!(protocols, ["delta", "delta", "sotw"], "edge-3 streams SotW");
     println!(
         "{moving:?} moved to the other agent in {:.0} ms",
         killed.elapsed().as_secs_f64() * 1e3
     );
 
     // A process registered after the kill is routable through every Envoy.
-    servers.push(GameServer::start(
-        &dir,
-        &redis,
-        &[("PUBLIC_ADDRESS", public2.as_str())],
-    ));
+    servers.push(GameServer::start(&dir, &redis, &on_gateway));
     let newcomer = servers[2].process_id.clone();
     for e in &envoys {
         e.wait_clusters(pids(&servers), Duration::from_secs(10));

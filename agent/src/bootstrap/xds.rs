@@ -65,7 +65,7 @@ pub fn apply(
         return Err(XdsBootstrapError::NoServer);
     }
     let id = spec.node_id;
-    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+    if routing::wire::node_id(id.as_bytes()).is_none() {
         return Err(XdsBootstrapError::BadNodeId(id.to_owned()));
     }
     if XDS_CLUSTER.starts_with(names.prefix()) || XDS_CLUSTER == names.all() {

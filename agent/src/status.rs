@@ -18,6 +18,9 @@ use crate::rooms::{RoomFeed, RoomIndex, RoomRejection};
 use crate::sources::RoomFetcher;
 use routing::wire::ProcessState as Shown;
 
+mod gated;
+pub use gated::Resolved;
+
 /// One routed process, as the API shows it (the wire row of `/processes`).
 pub use routing::wire::ProcessRow as ProcessView;
 
@@ -46,6 +49,8 @@ pub struct Status {
     pub rejected: crate::rejected::Rejected,
     /// The xDS server, when the agent serves one (metrics, connected Envoys, ACK waits).
     pub xds: std::sync::OnceLock<crate::sinks::xds::server::Ads>,
+    /// What the ACK gate held back ([`crate::ack_gate`]).
+    pub ack_gate: crate::ack_gate::GateMetrics,
 }
 
 /// Read-throughs in flight at most; a lookup finding none free answers from the index.
@@ -70,6 +75,7 @@ impl Status {
             advertised: Advertised::new(false),
             rejected: crate::rejected::Rejected::default(),
             xds: std::sync::OnceLock::new(),
+            ack_gate: crate::ack_gate::GateMetrics::default(),
         }
     }
 

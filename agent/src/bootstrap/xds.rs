@@ -99,15 +99,19 @@ pub fn apply(
 /// (by the xDS reconnect, by lookups) instead of retried with backoff. `http2` for gRPC.
 fn servers_cluster(name: &str, servers: &[Endpoint], http2: bool) -> Value {
     let any_name = servers.iter().any(|e| matches!(e.host, Host::Name(_)));
-    let lb_endpoints: Vec<Value> = servers
+    // One priority per agent, in the order given: every cluster built from the same list
+    // (the xDS servers, the agents' APIs) goes to the first healthy agent, so the agent
+    // answering this Envoy's lookups is the one it streams from, which knows its ACKs.
+    let endpoints: Vec<Value> = servers
         .iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(priority, e)| {
             let address = match &e.host {
                 Host::Ip(ip) => ip.to_string(),
                 Host::Name(n) => n.clone(),
             };
-            json!({ "endpoint": { "address": { "socket_address": {
-                "address": address, "port_value": e.port } } } })
+            json!({ "priority": priority, "lb_endpoints": [{ "endpoint": { "address": {
+                "socket_address": { "address": address, "port_value": e.port } } } }] })
         })
         .collect();
     let mut cluster = json!({
@@ -125,7 +129,7 @@ fn servers_cluster(name: &str, servers: &[Endpoint], http2: bool) -> Value {
         }],
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{ "lb_endpoints": lb_endpoints }],
+            "endpoints": endpoints,
         },
     });
     if http2 {
@@ -187,10 +191,14 @@ mod tests {
         let xds = &clusters[1];
         assert_eq!(xds["name"], XDS_CLUSTER);
         assert_eq!(xds["type"], "STATIC");
-        let eps = xds["load_assignment"]["endpoints"][0]["lb_endpoints"]
-            .as_array()
-            .unwrap();
+        // One priority per agent, in the flags' order (the API cluster's too).
+        let eps = xds["load_assignment"]["endpoints"].as_array().unwrap();
         assert_eq!(eps.len(), 2);
+        for (i, ep) in eps.iter().enumerate() {
+            assert_eq!(ep["priority"], i);
+            let addr = &ep["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+            assert_eq!(addr["address"], format!("10.0.0.{}", i + 1));
+        }
         assert_eq!(
             xds["typed_extension_protocol_options"]
                 .as_object()
@@ -201,6 +209,7 @@ mod tests {
         assert_eq!(agent["name"], "colyseus-agent");
         assert_eq!(agent["health_checks"][0]["tcp_health_check"], json!({}));
         assert!(agent.get("typed_extension_protocol_options").is_none());
+        assert_eq!(agent["load_assignment"]["endpoints"][0]["priority"], 0);
     }
 
     #[test]

@@ -110,6 +110,8 @@ impl Clients {
 
     pub fn disconnect(&self, id: u64) {
         self.lock().remove(&id);
+        // Waiters on this node's ACKs stop waiting: it is answered as any Envoy now.
+        self.acks.send_modify(|n| *n += 1);
     }
 
     /// A reconnecting Envoy said which versions it holds: count them as ACKed.
@@ -162,6 +164,28 @@ impl Clients {
     /// Whether `node_id` streams from this agent at all.
     pub fn is_connected(&self, node_id: &str) -> bool {
         self.lock().values().any(|c| c.node_id == node_id)
+    }
+
+    /// Calls `f` with what `node_id` has ACKed (any of its streams), or `None` if it does
+    /// not stream from this agent (see [`crate::ack_gate::Acked`]). The registry stays
+    /// locked meanwhile: `f` must be quick.
+    pub fn with_acked<R>(
+        &self,
+        node_id: &str,
+        f: impl FnOnce(crate::ack_gate::Acked<'_>) -> R,
+    ) -> R {
+        let streams = self.lock();
+        let mine: Vec<&Client> = streams.values().filter(|c| c.node_id == node_id).collect();
+        if mine.is_empty() {
+            return f(None);
+        }
+        let has = |cluster: &str| mine.iter().any(|c| c.acked.contains_key(cluster));
+        f(Some(&has))
+    }
+
+    /// Changes on every ACK and every stream's end (for waits that select on more).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.acks.subscribe()
     }
 
     /// Waits until `check` holds (re-checked on every ACK), at most `timeout`. Returns
@@ -316,7 +340,15 @@ mod tests {
         clients.render_metrics(&mut m, "s1");
         assert!(m.contains("colyseus_envoy_xds_client_current{node=\"edge-1\",protocol=\"delta\",acked_version=\"s1\"} 1"), "{m}");
         assert!(m.contains("colyseus_envoy_xds_nacks_total 1"));
+        assert!(clients.with_acked("edge-1", |a| a.is_some_and(|has| has("c") && !has("d"))));
+        assert!(clients.with_acked("edge-2", |a| a.is_none()));
+        let rx = clients.subscribe();
         clients.disconnect(id);
+        assert!(
+            rx.has_changed().unwrap(),
+            "an ended stream wakes the waiters"
+        );
         assert!(!clients.is_connected("edge-1"));
+        assert!(clients.with_acked("edge-1", |a| a.is_none()));
     }
 }

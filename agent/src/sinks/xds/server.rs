@@ -44,6 +44,7 @@ impl Ads {
             clusters: current.resources.len(),
             ready: current.ready,
             clients: self.clients.views(),
+            gate: crate::ack_gate::GateView::default(),
         }
     }
 }
@@ -57,6 +58,9 @@ pub struct XdsStatus {
     /// False until the agent's first Redis read.
     pub ready: bool,
     pub clients: Vec<super::clients::ClientView>,
+    /// What the ACK gate held back (filled by the API; see [`crate::ack_gate`]).
+    #[serde(default)]
+    pub gate: crate::ack_gate::GateView,
 }
 
 impl XdsStatus {
@@ -97,6 +101,16 @@ impl XdsStatus {
                 let _ = writeln!(out, "  last NACK: {nack}");
             }
         }
+        let g = &self.gate;
+        let _ = writeln!(
+            out,
+            "ack gate: {} room lookup(s) waited for their Envoy's ACK (mean {}, max {:.1} ms), {} answered not_acked at the bound; {} process row(s) withheld from /processes",
+            g.lookups_waited,
+            g.wait_mean_ms.map_or("-".to_owned(), |ms| format!("{ms:.1} ms")),
+            g.wait_max_ms,
+            g.lookups_timed_out,
+            g.processes_withheld,
+        );
     }
 }
 
@@ -224,7 +238,8 @@ async fn delta(
         }
         answered = true;
         nonce += 1;
-        let response = delta_response(&changes, &snapshot, nonce);
+        let mut response = delta_response(&changes, &snapshot, nonce);
+        super::test_hook::apply(&mut response);
         sub.sent(&changes);
         pending.insert(
             response.nonce.clone(),
@@ -403,6 +418,13 @@ mod tests {
                 client("edge-1", "s2", None),
                 client("edge-2", "s1", Some("bad")),
             ],
+            gate: crate::ack_gate::GateView {
+                lookups_waited: 2,
+                lookups_timed_out: 1,
+                wait_mean_ms: Some(150.0),
+                wait_max_ms: 300.0,
+                processes_withheld: 4,
+            },
         };
         let mut out = String::new();
         status.render(&mut out);
@@ -420,5 +442,11 @@ mod tests {
             "{out}"
         );
         assert_eq!(lines[4], "  last NACK: bad");
+        assert!(
+            lines[5].starts_with("ack gate: 2 room lookup(s) waited")
+                && lines[5].contains("max 300.0 ms), 1 answered not_acked")
+                && lines[5].contains("4 process row(s) withheld"),
+            "{out}"
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use routing::wire::RoomLocation;
 
-use super::{ProcessView, Status, WARM_LOOKUP_WAIT};
+use super::{ProcessView, Status};
 use crate::ack_gate::{self, Gate, WaitOutcome};
 
 /// The answer to a room lookup.
@@ -23,7 +23,7 @@ pub enum Resolved {
 impl Status {
     /// [`Status::resolve`] for the Envoy `node`: a location whose cluster that Envoy (when it
     /// streams xDS from this agent) has not ACKed waits for the ACK; warming and ACK waits
-    /// together take at most the lookup bound (300 ms, below the filter's 500 ms timeout).
+    /// together take at most `--lookup-wait` (300 ms, below the filter's 500 ms timeout).
     pub async fn resolve_for(
         &self,
         room_id: &str,
@@ -48,7 +48,7 @@ impl Status {
             return Resolved::Found(location);
         }
         let waiting = Instant::now();
-        let bound = WARM_LOOKUP_WAIT.saturating_sub(started.elapsed());
+        let bound = self.lookup_wait.saturating_sub(started.elapsed());
         let done = clients.wait_for(bound, |c| gate(c) != Gate::Wait).await;
         let outcome = match (done, gate(clients)) {
             (_, Gate::Acked) => WaitOutcome::Acked,

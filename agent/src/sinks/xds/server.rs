@@ -98,6 +98,8 @@ impl XdsStatus {
                     .map_or("-".to_owned(), |ms| format!("{ms:.1} ms")),
             );
             if let Some(nack) = &c.last_nack {
+                // Envoy's detail holds the refused proto over many lines: one line here.
+                let nack = nack.split_whitespace().collect::<Vec<_>>().join(" ");
                 let _ = writeln!(out, "  last NACK: {nack}");
             }
         }
@@ -204,7 +206,7 @@ async fn delta(
                     if let Some(p) = pending.remove(&req.response_nonce) {
                         match &req.error_detail {
                             Some(status) => {
-                                warn!(node = %reg.node, nonce = %req.response_nonce, code = status.code, detail = %status.message, "Envoy refused (NACKed) clusters; they are not resent until they change.");
+                                warn!(node = %reg.node, nonce = %req.response_nonce, code = status.code, detail = ?status.message, "Envoy refused (NACKed) clusters; they are not resent until they change.");
                                 ads.clients.nack(id, &status.message);
                             }
                             None => ads.clients.ack(id, &p, &snapshots.borrow().version),
@@ -339,7 +341,7 @@ async fn sotw(
                 match pending.take() {
                     Some((n, p)) if n == req.response_nonce => match &req.error_detail {
                         Some(status) => {
-                            warn!(node = %reg.node, nonce = %n, code = status.code, detail = %status.message, "Envoy refused (NACKed) the clusters; they are not resent until they change.");
+                            warn!(node = %reg.node, nonce = %n, code = status.code, detail = ?status.message, "Envoy refused (NACKed) the clusters; they are not resent until they change.");
                             ads.clients.nack(id, &status.message);
                         }
                         None => ads.clients.ack(id, &p, &snapshots.borrow().version),
@@ -416,7 +418,7 @@ mod tests {
             ready: true,
             clients: vec![
                 client("edge-1", "s2", None),
-                client("edge-2", "s1", Some("bad")),
+                client("edge-2", "s1", Some("bad\n  cluster")),
             ],
             gate: crate::ack_gate::GateView {
                 lookups_waited: 2,
@@ -441,7 +443,7 @@ mod tests {
             lines[3].starts_with("edge-2") && lines[3].contains(" NO "),
             "{out}"
         );
-        assert_eq!(lines[4], "  last NACK: bad");
+        assert_eq!(lines[4], "  last NACK: bad cluster");
         assert!(
             lines[5].starts_with("ack gate: 2 room lookup(s) waited")
                 && lines[5].contains("max 300.0 ms), 1 answered not_acked")

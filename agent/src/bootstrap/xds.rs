@@ -127,6 +127,23 @@ fn servers_cluster(name: &str, servers: &[Endpoint], http2: bool) -> Value {
             "healthy_threshold": 1,
             "tcp_health_check": {},
         }],
+        // A refused connection takes the agent out at once (until its next passing check):
+        // with priorities the reconnect would otherwise try the dead first agent again
+        // until the health check notices. Answers (a 503 `not_acked`) never eject.
+        "outlier_detection": {
+            "split_external_local_origin_errors": true,
+            "consecutive_local_origin_failure": 1,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_consecutive_gateway_failure": 0,
+            "enforcing_success_rate": 0,
+            "enforcing_local_origin_success_rate": 0,
+            "enforcing_failure_percentage": 0,
+            "enforcing_failure_percentage_local_origin": 0,
+            "max_ejection_percent": 100,
+            "base_ejection_time": "1s",
+            "interval": "1s",
+        },
         "load_assignment": {
             "cluster_name": name,
             "endpoints": endpoints,
@@ -210,6 +227,11 @@ mod tests {
         assert_eq!(agent["health_checks"][0]["tcp_health_check"], json!({}));
         assert!(agent.get("typed_extension_protocol_options").is_none());
         assert_eq!(agent["load_assignment"]["endpoints"][0]["priority"], 0);
+        // A refused connection ejects; an answer (even a 503) never does.
+        let od = &agent["outlier_detection"];
+        assert_eq!(od["consecutive_local_origin_failure"], 1);
+        assert_eq!(od["enforcing_consecutive_5xx"], 0);
+        assert_eq!(xds["outlier_detection"], *od);
     }
 
     #[test]

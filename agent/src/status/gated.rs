@@ -121,3 +121,95 @@ impl Status {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::balance::Weights;
+    use crate::model::Registry;
+    use crate::sinks::xds::clients::{Clients, Pending};
+    use crate::sinks::xds::server::Ads;
+    use crate::sinks::xds::snapshot::Snapshot;
+
+    fn ack(clients: &Clients, id: u64, cluster: &str) {
+        let pending = Pending {
+            changes: vec![(cluster.to_owned(), Some("1".to_owned()))],
+            snapshot: "s".into(),
+            created: Instant::now(),
+            complete: false,
+        };
+        clients.ack(id, &pending, "s");
+    }
+
+    fn ids(rows: &[ProcessView]) -> Vec<&str> {
+        rows.iter().map(|r| r.process_id.as_str()).collect()
+    }
+
+    /// No sockets: the status and the Envoys' registry as the API and the streams use them.
+    #[tokio::test]
+    async fn a_named_envoy_sees_and_waits_for_its_own_acks() {
+        let status = Status::new(routing::ClusterNames::default())
+            .with_lookup_wait(Duration::from_millis(300));
+        let (_snapshots, rx) = tokio::sync::watch::channel(Arc::new(Snapshot::empty()));
+        let clients = Arc::new(Clients::default());
+        status.set_xds(Ads {
+            snapshots: rx,
+            clients: clients.clone(),
+        });
+        let (registry, _) = Registry::default().from_members(
+            ["a/127.0.0.1:1", "b/127.0.0.1:2"],
+            2567,
+            Instant::now(),
+        );
+        status.set_registry(&registry, &Weights::default());
+        let id = clients.connect("edge-1", "delta");
+        ack(&clients, id, "colyseus-process-a");
+
+        let (v_all, rows) = status.processes_for(None);
+        assert_eq!(ids(&rows), ["a", "b"]);
+        // An Envoy streaming elsewhere sees what anyone sees.
+        assert_eq!(status.processes_for(Some("edge-9")), (v_all, rows));
+        let (v1, rows) = status.processes_for(Some("edge-1"));
+        assert_eq!(ids(&rows), ["a"]);
+        assert_ne!(v1, v_all);
+        assert_eq!(status.version_for("edge-1", status.xds.get().unwrap()), v1);
+
+        let found = |r: &Resolved| matches!(r, Resolved::Found(l) if l.process_id == "b");
+        assert!(found(&status.resolve_for("r", Some("b"), None).await));
+        assert!(matches!(
+            status.resolve_for("r", Some("b"), Some("edge-1")).await,
+            Resolved::NotAcked(_)
+        ));
+        assert_eq!(status.ack_gate.view().lookups_timed_out, 1);
+
+        // A held poll and a waiting lookup are answered by the ACK.
+        let status = Arc::new(status);
+        let poll = {
+            let status = status.clone();
+            tokio::spawn(async move {
+                status
+                    .wait_processes(v1, Some("edge-1"), Duration::from_secs(30))
+                    .await;
+            })
+        };
+        let lookup = {
+            let status = status.clone();
+            tokio::spawn(async move { status.resolve_for("r", Some("b"), Some("edge-1")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!poll.is_finished());
+        ack(&clients, id, "colyseus-process-b");
+        tokio::time::timeout(Duration::from_secs(5), poll)
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), lookup)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(found(&answer), "{answer:?}");
+        assert_eq!(status.processes_for(Some("edge-1")).0, v_all);
+    }
+}

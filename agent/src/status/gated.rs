@@ -108,10 +108,17 @@ impl Status {
         let mut versions = self.advertised.subscribe();
         let mut acks = ads.clients.subscribe();
         let _ = tokio::time::timeout(bound, async {
+            // Every ACK of every Envoy wakes this; the rows are looked at again only when
+            // the registry or this Envoy's ACKs moved.
+            let mut seen = None;
             loop {
-                if self.advertised.is_closed() || self.version_for(node, ads) != after {
+                let now = (self.advertised.version(), ads.clients.ack_seq(node));
+                if self.advertised.is_closed()
+                    || (seen != Some(now) && self.version_for(node, ads) != after)
+                {
                     return;
                 }
+                seen = Some(now);
                 tokio::select! {
                     r = versions.changed() => if r.is_err() { return },
                     r = acks.changed() => if r.is_err() { return },

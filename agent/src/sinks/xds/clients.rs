@@ -26,6 +26,8 @@ pub struct Client {
     pub last_nack: Option<String>,
     /// From a change being handed to the sink to this Envoy's ACK of it, last seen.
     pub last_ack_latency: Option<Duration>,
+    /// Changes of `acked` so far: a waiter on this node's ACKs re-checks only when it moves.
+    pub ack_seq: u64,
 }
 
 /// A change sent on a stream, awaiting its ACK or NACK.
@@ -103,6 +105,7 @@ impl Clients {
                 nacks: 0,
                 last_nack: None,
                 last_ack_latency: None,
+                ack_seq: 0,
             },
         );
         id
@@ -118,6 +121,7 @@ impl Clients {
     pub fn assume_acked(&self, id: u64, versions: &HashMap<String, String>) {
         if let Some(c) = self.lock().get_mut(&id) {
             c.acked.clone_from(versions);
+            c.ack_seq += 1;
         }
         self.acks.send_modify(|n| *n += 1);
     }
@@ -139,6 +143,7 @@ impl Clients {
                 };
             }
             c.last_ack_latency = Some(latency);
+            c.ack_seq += 1;
             if pending.snapshot == current_snapshot {
                 c.acked_snapshot = Some(pending.snapshot.clone());
             }
@@ -181,6 +186,14 @@ impl Clients {
         }
         let has = |cluster: &str| mine.iter().any(|c| c.acked.contains_key(cluster));
         f(Some(&has))
+    }
+
+    /// A number that moves whenever what `node_id` has ACKed may have changed (an ACK, a
+    /// stream of it opening or ending), so a waiter of that node skips other nodes' ACKs.
+    pub fn ack_seq(&self, node_id: &str) -> (usize, u64) {
+        let streams = self.lock();
+        let mine = streams.values().filter(|c| c.node_id == node_id);
+        mine.fold((0, 0), |(n, seq), c| (n + 1, seq + c.ack_seq))
     }
 
     /// Changes on every ACK and every stream's end (for waits that select on more).
@@ -324,7 +337,10 @@ mod tests {
                 .wait_for(Duration::from_millis(20), |c| c.has("edge-1", "c", "1"))
                 .await
         );
+        let before = clients.ack_seq("edge-1");
         clients.ack(id, &pending, "s1");
+        assert_ne!(clients.ack_seq("edge-1"), before);
+        assert_eq!(clients.ack_seq("edge-2"), (0, 0));
         assert!(clients.has("edge-1", "c", "1"));
         assert!(!clients.has("edge-2", "c", "1"));
         assert!(

@@ -150,6 +150,11 @@ impl Advertised {
         self.version.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// Whether [`Self::close`] was called: no long-poll is held any more.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
     /// Waits until `process_id` stops warming, at most `bound`.
     pub async fn wait_warm(&self, process_id: &str, bound: Duration) {
         let mut rx = self.subscribe();

@@ -8,12 +8,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::status::Status;
+use crate::status::{Resolved, Status};
+
+/// The node id the filter sent ([`routing::wire::NODE_HEADER`]), if it is a valid one.
+fn asking_node(headers: &HeaderMap) -> Option<&str> {
+    let raw = headers.get(routing::wire::NODE_HEADER)?;
+    routing::wire::node_id(raw.as_bytes())
+}
 
 /// The API's routes over shared status.
 pub fn router(status: Arc<Status>) -> Router {
@@ -68,6 +74,7 @@ async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
     let mut body = status.metrics.render();
     if let Some(ads) = status.xds.get() {
         ads.render_metrics(&mut body);
+        status.ack_gate.render(&mut body);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
@@ -78,7 +85,11 @@ pub const XDS_CLIENTS_PATH: &str = "/xds/clients";
 /// The connected Envoys (JSON list of `sinks::xds::clients::ClientView`); 404 without xDS.
 async fn xds_clients(State(status): State<Arc<Status>>) -> axum::response::Response {
     match status.xds.get() {
-        Some(ads) => Json(ads.status()).into_response(),
+        Some(ads) => {
+            let mut view = ads.status();
+            view.gate = status.ack_gate.view();
+            Json(view).into_response()
+        }
         None => (StatusCode::NOT_FOUND, "this agent does not serve xDS\n").into_response(),
     }
 }
@@ -92,20 +103,23 @@ struct ProcessesQuery {
 
 /// The advertised processes, with their version in
 /// [`routing::wire::PROCESSES_VERSION_HEADER`]; with `after` equal to the current version,
-/// held until the set changes (at most [`routing::wire::PROCESSES_HOLD_MS`]).
+/// held until the set changes (at most [`routing::wire::PROCESSES_HOLD_MS`]). For an Envoy
+/// streaming xDS from this agent, only the processes whose cluster it has ACKed, and held
+/// until that changes too (see [`crate::ack_gate`]).
 async fn processes(
     State(status): State<Arc<Status>>,
     Query(query): Query<ProcessesQuery>,
+    headers: HeaderMap,
 ) -> impl IntoResponse {
+    let node = asking_node(&headers);
     if let Some(after) = query.after {
         let hold = std::time::Duration::from_millis(routing::wire::PROCESSES_HOLD_MS);
-        status.advertised.wait_change(after, hold).await;
+        status.wait_processes(after, node, hold).await;
     }
-    // The version before the body: a change in between is seen again on the next call.
-    let version = status.advertised.version();
+    let (version, rows) = status.processes_for(node);
     (
         [(routing::wire::PROCESSES_VERSION_HEADER, version.to_string())],
-        Json(status.processes()),
+        Json(rows),
     )
 }
 
@@ -117,17 +131,36 @@ struct RoomQuery {
     process_id: Option<String>,
 }
 
-/// 200 with the room's process (active or draining), 404 naming the room otherwise; each
-/// answer is counted by outcome and timed (`colyseus_envoy_lookup_duration_seconds`).
+/// 200 with the room's process (active or draining), 404 naming the room otherwise; 503
+/// `not_acked` when the asking Envoy streams xDS from this agent and has not ACKed the
+/// process's cluster within the bound. 200 and 404 are counted by outcome and timed
+/// (`colyseus_envoy_lookup_duration_seconds`); waits for an ACK are counted apart
+/// (`colyseus_envoy_ack_waits_total`).
 async fn room(
     State(status): State<Arc<Status>>,
     Path(room_id): Path<String>,
     Query(query): Query<RoomQuery>,
+    headers: HeaderMap,
 ) -> axum::response::Response {
     let started = Instant::now();
-    let (found, response) = match status.resolve(&room_id, query.process_id.as_deref()).await {
-        Some(location) => (true, Json(location).into_response()),
-        None => (
+    let node = asking_node(&headers);
+    let resolved = status
+        .resolve_for(&room_id, query.process_id.as_deref(), node)
+        .await;
+    let (found, response) = match resolved {
+        Resolved::Found(location) => (true, Json(location).into_response()),
+        Resolved::NotAcked(location) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(routing::wire::NotRoutableYet {
+                    error: routing::wire::NOT_ACKED.to_owned(),
+                    room_id,
+                    process_id: location.process_id,
+                }),
+            )
+                .into_response();
+        }
+        Resolved::Unknown => (
             false,
             (
                 StatusCode::NOT_FOUND,

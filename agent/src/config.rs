@@ -272,6 +272,11 @@ pub struct SyncArgs {
     /// still written. Envoys on other hosts reach it: bind a private address.
     #[arg(long, env = "COLYSEUS_ENVOY_XDS_LISTEN")]
     pub xds_listen: Option<SocketAddr>,
+    /// Longest a room lookup waits for a new process's cluster: for Envoy's warm-up (with
+    /// `--admin-addr`) and, with `--xds-listen`, for the asking Envoy's ACK, after which it
+    /// is answered 503 `not_acked`. Keep it below the filter's lookup timeout (500 ms).
+    #[arg(long, env = "COLYSEUS_ENVOY_LOOKUP_WAIT", default_value = "300ms", value_parser = humantime::parse_duration)]
+    pub lookup_wait: Duration,
     #[command(flatten)]
     pub routing: RoutingArgs,
 }

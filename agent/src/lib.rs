@@ -23,6 +23,8 @@
 //! - [`envoy_admin`]: the one client of Envoy's admin interface (TCP or Unix socket).
 //! - [`advertise`], [`warmup`]: a new process is advertised once Envoy routes to it; the
 //!   version `/processes?after=` long-polls wait on.
+//! - [`ack_gate`]: pure; with xDS, lookups and `/processes` answer with what the asking
+//!   Envoy has ACKed.
 //! - [`idle_drains`]: reads Envoy's open requests to end idle drains (for the controller).
 //! - [`state`], [`atomic_file`]: the persisted sync state's format, safe writes.
 //! - [`layout`]: every Colyseus and lease Redis key, channel and payload, and every write
@@ -38,6 +40,8 @@
 //! (`model`, `rooms`, `balance`, `liveness`, `layout`, `bootstrap`, `sinks`, `state`,
 //! `metrics`): what the fuzz targets exercise.
 
+#[cfg(feature = "daemon")]
+pub mod ack_gate;
 #[cfg(feature = "daemon")]
 pub mod advertise;
 #[cfg(feature = "daemon")]

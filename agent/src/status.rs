@@ -18,6 +18,9 @@ use crate::rooms::{RoomFeed, RoomIndex, RoomRejection};
 use crate::sources::RoomFetcher;
 use routing::wire::ProcessState as Shown;
 
+mod gated;
+pub use gated::Resolved;
+
 /// One routed process, as the API shows it (the wire row of `/processes`).
 pub use routing::wire::ProcessRow as ProcessView;
 
@@ -46,15 +49,19 @@ pub struct Status {
     pub rejected: crate::rejected::Rejected,
     /// The xDS server, when the agent serves one (metrics, connected Envoys, ACK waits).
     pub xds: std::sync::OnceLock<crate::sinks::xds::server::Ads>,
+    /// What the ACK gate held back ([`crate::ack_gate`]).
+    pub ack_gate: crate::ack_gate::GateMetrics,
+    /// Longest a room lookup waits for a new process's cluster (warm-up and ACK together).
+    lookup_wait: std::time::Duration,
 }
 
 /// Read-throughs in flight at most; a lookup finding none free answers from the index.
 const FETCH_SLOTS: usize = 8;
 /// Bound on one read-through.
 const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
-/// Longest a room lookup waits for a warming process's cluster: below the filter's default
-/// lookup timeout (500 ms), so the filter gets an answer rather than a timeout.
-const WARM_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+/// Default of [`Status::with_lookup_wait`]: below the filter's default lookup timeout
+/// (500 ms), so the filter gets an answer rather than a timeout.
+pub const LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl Status {
     pub fn new(names: ClusterNames) -> Self {
@@ -70,6 +77,8 @@ impl Status {
             advertised: Advertised::new(false),
             rejected: crate::rejected::Rejected::default(),
             xds: std::sync::OnceLock::new(),
+            ack_gate: crate::ack_gate::GateMetrics::default(),
+            lookup_wait: LOOKUP_WAIT,
         }
     }
 
@@ -83,6 +92,13 @@ impl Status {
     #[must_use]
     pub fn with_warmup_gate(mut self) -> Self {
         self.advertised = Advertised::new(true);
+        self
+    }
+
+    /// Room lookups wait at most `wait` for a new process's cluster (`sync --lookup-wait`).
+    #[must_use]
+    pub fn with_lookup_wait(mut self, wait: std::time::Duration) -> Self {
+        self.lookup_wait = wait;
         self
     }
 
@@ -268,7 +284,7 @@ impl Status {
         let location = location?;
         if self.advertised.is_warming(&location.process_id) {
             self.advertised
-                .wait_warm(&location.process_id, WARM_LOOKUP_WAIT)
+                .wait_warm(&location.process_id, self.lookup_wait)
                 .await;
         }
         Some(location)

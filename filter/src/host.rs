@@ -37,13 +37,19 @@ pub trait Host {
         headers: Vec<(&str, &str)>,
         body: &[u8],
     ) -> Result<(), Status>;
-    /// Sends `GET {path}` to an Envoy cluster; the answer arrives in the calling context's
-    /// `on_http_call_response` with the returned token.
+    /// Sends `GET {path}` to an Envoy cluster, with `node` (this Envoy's node id) in
+    /// [`routing::wire::NODE_HEADER`] when given; the answer arrives in the calling
+    /// context's `on_http_call_response` with the returned token.
     ///
     /// # Errors
     /// The host refused the call (unknown cluster, bad headers).
-    fn dispatch_get(&mut self, cluster: &str, path: &str, timeout: Duration)
-        -> Result<u32, Status>;
+    fn dispatch_get(
+        &mut self,
+        cluster: &str,
+        path: &str,
+        node: Option<&str>,
+        timeout: Duration,
+    ) -> Result<u32, Status>;
     /// The status and body of the call answer being delivered; `None` status when the call
     /// failed or timed out (Envoy then reports zero headers, and reading them would be
     /// refused with a status the SDK panics on, so they are not read).
@@ -62,6 +68,11 @@ pub trait Host {
     /// # Errors
     /// The host refused the call.
     fn set_tick_period(&mut self, period: Duration) -> Result<(), Status>;
+}
+
+/// This Envoy's node id (property `node.id`), raw; `None` if the host has none to give.
+pub fn node_id() -> Option<Vec<u8>> {
+    hostcalls::get_property(vec!["node", "id"]).ok().flatten()
 }
 
 /// Bodies of agent answers larger than this are not read (a room answer is ~200 bytes; a
@@ -98,20 +109,19 @@ impl Host for ProxyHost {
         &mut self,
         cluster: &str,
         path: &str,
+        node: Option<&str>,
         timeout: Duration,
     ) -> Result<u32, Status> {
-        hostcalls::dispatch_http_call(
-            cluster,
-            vec![
-                (":method", "GET"),
-                (":path", path),
-                (":authority", cluster),
-                ("accept", "application/json"),
-            ],
-            None,
-            vec![],
-            timeout,
-        )
+        let mut headers = vec![
+            (":method", "GET"),
+            (":path", path),
+            (":authority", cluster),
+            ("accept", "application/json"),
+        ];
+        if let Some(node) = node {
+            headers.push((routing::wire::NODE_HEADER, node));
+        }
+        hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout)
     }
 
     fn call_response(&self, num_headers: usize, body_size: usize) -> (Option<u32>, Vec<u8>) {

@@ -112,7 +112,14 @@ impl RoomRouter {
                     );
                 }
                 let path = room_lookup_path(&room_id, named_process.as_deref());
-                match host.dispatch_get(&config.agent_cluster, &path, config.lookup_timeout) {
+                let node = self.shared.node.borrow().clone();
+                let call = host.dispatch_get(
+                    &config.agent_cluster,
+                    &path,
+                    node.as_deref(),
+                    config.lookup_timeout,
+                );
+                match call {
                     Ok(token) => {
                         debug!("#{id} looking up room {room_id} (call {token})");
                         self.pending = Some(Pending {
@@ -301,6 +308,8 @@ mod tests {
         fail_dispatch: bool,
         /// (cluster, path, timeout) of each call out.
         calls: Vec<(String, String, Duration)>,
+        /// The node id sent with each call.
+        nodes: Vec<Option<String>>,
         /// The answer the next `call_response` returns.
         answer: (Option<u32>, Vec<u8>),
         resumed: usize,
@@ -366,11 +375,13 @@ mod tests {
             &mut self,
             cluster: &str,
             path: &str,
+            node: Option<&str>,
             timeout: Duration,
         ) -> Result<u32, Status> {
             if self.fail_dispatch {
                 return Err(Status::BadArgument);
             }
+            self.nodes.push(node.map(str::to_owned));
             self.calls
                 .push((cluster.to_owned(), path.to_owned(), timeout));
             Ok(100 + u32::try_from(self.calls.len()).unwrap())
@@ -578,6 +589,36 @@ mod tests {
             assert_eq!(r.on_headers(&mut later), Action::Pause);
             assert_eq!(later.calls.len(), 1);
         }
+    }
+
+    #[test]
+    fn a_room_lookup_names_this_envoy() {
+        let shared = known(&["p1"]);
+        *shared.node.borrow_mut() = Some("edge-2".to_owned());
+        let mut host = MockHost::with(&[(":path", "/p9/r1?sessionId=x")]);
+        let mut r = router(Some(&config()), shared);
+        assert_eq!(r.on_headers(&mut host), Action::Pause);
+        assert_eq!(host.nodes, [Some("edge-2".to_owned())]);
+        // Without a node id the call carries none.
+        let mut host = MockHost::with(&[(":path", "/p9/r1?sessionId=x")]);
+        let mut r = router(Some(&config()), known(&["p1"]));
+        r.on_headers(&mut host);
+        assert_eq!(host.nodes, [None]);
+    }
+
+    /// The agent's 503 `not_acked` (this Envoy lacks the room's cluster after the agent's
+    /// bound): no cluster is trusted from it; a named process is still tried, as for any
+    /// agent failure, and an unnamed one gets 503.
+    #[test]
+    fn not_acked_is_no_answer() {
+        let body = br#"{"error":"not_acked","roomId":"r1","processId":"p2"}"#;
+        let mut host = MockHost::with(&[(":path", "/undefined/r1?sessionId=x")]);
+        let mut r = router(Some(&config()), Rc::default());
+        r.on_headers(&mut host);
+        host.answer = (Some(503), body.to_vec());
+        r.on_call_response(&mut host, 101, 1, 1);
+        assert_eq!(host.reply.as_ref().map(|r| r.0), Some(503));
+        assert_eq!(host.header(HEADER), None);
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //! the request is paused and the agent is asked where the room is (`GET /rooms/{roomId}`
 //! on the static cluster `agentCluster`): found -> routed there, unknown -> 404
 //! `unknown_room`, no answer -> 503 `room_lookup_failed`. A known processId makes no call.
+//! Every call to the agent names this Envoy (`node.id` in `routing::wire::NODE_HEADER`), so
+//! an agent it streams xDS from answers with what this Envoy has ACKed (its 503 `not_acked`
+//! counts as no answer).
 //!
 //! Changing a request header clears Envoy's route cache for the ABI this SDK declares
 //! (0.2.1), so the route is recomputed after the header is set.

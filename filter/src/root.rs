@@ -34,6 +34,9 @@ pub const PROCESSES_PATH: &str = "/processes";
 pub struct Shared {
     pub known: RefCell<KnownProcesses>,
     pub cache: RefCell<RoomCache>,
+    /// This Envoy's node id, sent with every agent call ([`routing::wire::NODE_HEADER`]);
+    /// `None` when Envoy has none the header can carry. Set once, in `on_configure`.
+    pub node: RefCell<Option<String>>,
     /// TCP edge only: connections waiting for their request head, by context id, with
     /// their deadline (ms since the epoch).
     pub paused: RefCell<std::collections::BTreeMap<u32, u64>>,
@@ -80,7 +83,10 @@ impl Root {
             None => config.known_refresh,
         };
         let path = processes_path(self.version);
-        match host.dispatch_get(&config.agent_cluster, &path, timeout) {
+        let node = self.shared.node.borrow();
+        let call = host.dispatch_get(&config.agent_cluster, &path, node.as_deref(), timeout);
+        drop(node);
+        match call {
             Ok(token) => self.refresh = Some(token),
             Err(status) => {
                 warn!(
@@ -147,6 +153,19 @@ impl Root {
     }
 }
 
+impl Root {
+    /// Keeps this Envoy's node id for the agent calls, if it is one the header can carry
+    /// (see [`routing::wire::node_id`]); otherwise the calls carry none, and the agent
+    /// answers as it does for any Envoy.
+    pub fn set_node(&mut self, raw: Option<&[u8]>) {
+        let node = raw.and_then(routing::wire::node_id).map(str::to_owned);
+        if node.is_none() {
+            warn!("this Envoy's node id cannot be sent to the agent: its answers will not wait for this Envoy's xDS ACKs");
+        }
+        *self.shared.node.borrow_mut() = node;
+    }
+}
+
 /// Parses and checks the plugin configuration bytes; empty means all defaults.
 ///
 /// # Errors
@@ -169,6 +188,7 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        self.set_node(crate::host::node_id().as_deref());
         // Messages below the host's level are then dropped before they cost a host call.
         // Envoy's level is read here only: a change through the admin API applies at the
         // next configuration.
@@ -255,6 +275,8 @@ mod tests {
         answer: (Option<u32>, Vec<u8>),
         /// The version header of the answer.
         version: Option<&'static str>,
+        /// The node id sent with each call.
+        nodes: Vec<Option<String>>,
         fail_dispatch: bool,
     }
 
@@ -276,11 +298,18 @@ mod tests {
         ) -> Result<(), Status> {
             unreachable!()
         }
-        fn dispatch_get(&mut self, cluster: &str, path: &str, _: Duration) -> Result<u32, Status> {
+        fn dispatch_get(
+            &mut self,
+            cluster: &str,
+            path: &str,
+            node: Option<&str>,
+            _: Duration,
+        ) -> Result<u32, Status> {
             if self.fail_dispatch {
                 return Err(Status::BadArgument);
             }
             self.calls.push((cluster.to_owned(), path.to_owned()));
+            self.nodes.push(node.map(str::to_owned));
             Ok(u32::try_from(self.calls.len()).unwrap())
         }
         fn call_response(&self, _: usize, _: usize) -> (Option<u32>, Vec<u8>) {
@@ -333,6 +362,30 @@ mod tests {
         root.shared.known.borrow_mut().set(HashSet::new());
         root.tick(&mut host);
         assert!(root.shared.known.borrow().contains("p9"));
+    }
+
+    #[test]
+    fn every_process_list_call_names_this_envoy() {
+        let mut root = Root {
+            config: Some(Rc::new(parse_config(b"").unwrap())),
+            ..Root::default()
+        };
+        let mut host = TickHost::default();
+        root.set_node(Some(b"edge-1"));
+        root.tick(&mut host);
+        host.answer = (Some(200), b"[]".to_vec());
+        host.version = Some("7");
+        root.processes_answer(&mut host, 1, 1, 1);
+        assert_eq!(host.calls[1].1, "/processes?after=7");
+        assert_eq!(
+            host.nodes,
+            [Some("edge-1".to_owned()), Some("edge-1".to_owned())]
+        );
+        // A node id no header can carry is not sent (the agent then answers as for anyone).
+        for bad in [None, Some(&b"two words"[..]), Some(b"")] {
+            root.set_node(bad);
+            assert_eq!(*root.shared.node.borrow(), None);
+        }
     }
 
     #[test]

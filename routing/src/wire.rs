@@ -102,6 +102,41 @@ pub const PROCESSES_AFTER_PARAM: &str = "after";
 /// Longest time the agent holds a `GET /processes?after=` call.
 pub const PROCESSES_HOLD_MS: u64 = 30_000;
 
+/// Request header of every call the filter makes to the agent (`/rooms/{roomId}` and
+/// `/processes`): the node id of the Envoy it runs in (proxy-wasm property `node.id`). An
+/// agent that Envoy streams xDS from then answers with what *that* Envoy has ACKed: a room
+/// lookup waits (bounded) for the ACK of the room's cluster, and `/processes` leaves out
+/// processes whose cluster it has not ACKed. Without the header, or from an Envoy that does
+/// not stream from the agent, answers are the same for every Envoy.
+pub const NODE_HEADER: &str = "x-colyseus-envoy-node";
+
+/// Longest node id [`NODE_HEADER`] carries (and `bootstrap --node-id` accepts).
+pub const MAX_NODE_ID_LEN: usize = 128;
+
+/// `raw` as a node id for [`NODE_HEADER`]: 1 to [`MAX_NODE_ID_LEN`] printable ASCII
+/// characters without spaces (a valid header value, and what `bootstrap --node-id` accepts),
+/// else `None`: an Envoy with an odd node id is then treated as one that sends none.
+pub fn node_id(raw: &[u8]) -> Option<&str> {
+    let ok =
+        !raw.is_empty() && raw.len() <= MAX_NODE_ID_LEN && raw.iter().all(u8::is_ascii_graphic);
+    ok.then(|| core::str::from_utf8(raw).ok()).flatten()
+}
+
+/// Value of [`NotRoutableYet::error`].
+pub const NOT_ACKED: &str = "not_acked";
+
+/// `GET /rooms/{roomId}` 503 answer: the room's process is routable, but the asking Envoy
+/// (see [`NODE_HEADER`]) has not ACKed its cluster within the agent's bound. The agent never
+/// names a cluster to an Envoy that does not have it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotRoutableYet {
+    /// Always [`NOT_ACKED`].
+    pub error: String,
+    pub room_id: String,
+    pub process_id: String,
+}
+
 /// Value of [`UnknownRoom::error`].
 pub const UNKNOWN_ROOM: &str = "unknown_room";
 
@@ -181,6 +216,24 @@ mod tests {
         }
         assert!(serde_json::from_str::<ProcessState>(r#""warming""#).is_err());
         assert!(!ProcessState::Dead.is_routable() && ProcessState::Draining.is_routable());
+    }
+
+    #[test]
+    fn node_ids_are_header_safe() {
+        assert_eq!(node_id(b"edge-1"), Some("edge-1"));
+        assert_eq!(
+            node_id(&[b'x'; MAX_NODE_ID_LEN]).map(str::len),
+            Some(MAX_NODE_ID_LEN)
+        );
+        for bad in [
+            &b""[..],
+            b"a b",
+            b"a\r\nx: y",
+            b"caf\xc3\xa9",
+            &[b'x'; MAX_NODE_ID_LEN + 1],
+        ] {
+            assert_eq!(node_id(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub fn apply(
         return Err(XdsBootstrapError::NoServer);
     }
     let id = spec.node_id;
-    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+    if routing::wire::node_id(id.as_bytes()).is_none() {
         return Err(XdsBootstrapError::BadNodeId(id.to_owned()));
     }
     if XDS_CLUSTER.starts_with(names.prefix()) || XDS_CLUSTER == names.all() {
@@ -111,15 +111,19 @@ pub fn apply(
 /// (by the xDS reconnect, by lookups) instead of retried with backoff. `http2` for gRPC.
 fn servers_cluster(name: &str, servers: &[Endpoint], http2: bool) -> Value {
     let any_name = servers.iter().any(|e| matches!(e.host, Host::Name(_)));
-    let lb_endpoints: Vec<Value> = servers
+    // One priority per agent, in the order given: every cluster built from the same list
+    // (the xDS servers, the agents' APIs) goes to the first healthy agent, so the agent
+    // answering this Envoy's lookups is the one it streams from, which knows its ACKs.
+    let endpoints: Vec<Value> = servers
         .iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(priority, e)| {
             let address = match &e.host {
                 Host::Ip(ip) => ip.to_string(),
                 Host::Name(n) => n.clone(),
             };
-            json!({ "endpoint": { "address": { "socket_address": {
-                "address": address, "port_value": e.port } } } })
+            json!({ "priority": priority, "lb_endpoints": [{ "endpoint": { "address": {
+                "socket_address": { "address": address, "port_value": e.port } } } }] })
         })
         .collect();
     let mut cluster = json!({
@@ -135,9 +139,26 @@ fn servers_cluster(name: &str, servers: &[Endpoint], http2: bool) -> Value {
             "healthy_threshold": 1,
             "tcp_health_check": {},
         }],
+        // A refused connection takes the agent out at once (until its next passing check):
+        // with priorities the reconnect would otherwise try the dead first agent again
+        // until the health check notices. Answers (a 503 `not_acked`) never eject.
+        "outlier_detection": {
+            "split_external_local_origin_errors": true,
+            "consecutive_local_origin_failure": 1,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_consecutive_gateway_failure": 0,
+            "enforcing_success_rate": 0,
+            "enforcing_local_origin_success_rate": 0,
+            "enforcing_failure_percentage": 0,
+            "enforcing_failure_percentage_local_origin": 0,
+            "max_ejection_percent": 100,
+            "base_ejection_time": "1s",
+            "interval": "1s",
+        },
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{ "lb_endpoints": lb_endpoints }],
+            "endpoints": endpoints,
         },
     });
     if http2 {
@@ -205,10 +226,14 @@ mod tests {
         let xds = &clusters[1];
         assert_eq!(xds["name"], XDS_CLUSTER);
         assert_eq!(xds["type"], "STATIC");
-        let eps = xds["load_assignment"]["endpoints"][0]["lb_endpoints"]
-            .as_array()
-            .unwrap();
+        // One priority per agent, in the flags' order (the API cluster's too).
+        let eps = xds["load_assignment"]["endpoints"].as_array().unwrap();
         assert_eq!(eps.len(), 2);
+        for (i, ep) in eps.iter().enumerate() {
+            assert_eq!(ep["priority"], i);
+            let addr = &ep["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+            assert_eq!(addr["address"], format!("10.0.0.{}", i + 1));
+        }
         assert_eq!(
             xds["typed_extension_protocol_options"]
                 .as_object()
@@ -219,6 +244,12 @@ mod tests {
         assert_eq!(agent["name"], "colyseus-agent");
         assert_eq!(agent["health_checks"][0]["tcp_health_check"], json!({}));
         assert!(agent.get("typed_extension_protocol_options").is_none());
+        assert_eq!(agent["load_assignment"]["endpoints"][0]["priority"], 0);
+        // A refused connection ejects; an answer (even a 503) never does.
+        let od = &agent["outlier_detection"];
+        assert_eq!(od["consecutive_local_origin_failure"], 1);
+        assert_eq!(od["enforcing_consecutive_5xx"], 0);
+        assert_eq!(xds["outlier_detection"], *od);
     }
 
     #[test]

@@ -119,7 +119,7 @@ async fn run_sync(
         None
     };
     // New processes are advertised once Envoy routes to them, read on its admin.
-    status = status.with_warmup_gate();
+    status = status.with_warmup_gate().with_lookup_wait(args.lookup_wait);
     let status = Arc::new(status);
     tokio::spawn(colyseus_envoy_agent::warmup::follow(
         status.clone(),

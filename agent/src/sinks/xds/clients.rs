@@ -26,6 +26,8 @@ pub struct Client {
     pub last_nack: Option<String>,
     /// From a change being handed to the sink to this Envoy's ACK of it, last seen.
     pub last_ack_latency: Option<Duration>,
+    /// Changes of `acked` so far: a waiter on this node's ACKs re-checks only when it moves.
+    pub ack_seq: u64,
 }
 
 /// A change sent on a stream, awaiting its ACK or NACK.
@@ -103,6 +105,7 @@ impl Clients {
                 nacks: 0,
                 last_nack: None,
                 last_ack_latency: None,
+                ack_seq: 0,
             },
         );
         id
@@ -110,12 +113,15 @@ impl Clients {
 
     pub fn disconnect(&self, id: u64) {
         self.lock().remove(&id);
+        // Waiters on this node's ACKs stop waiting: it is answered as any Envoy now.
+        self.acks.send_modify(|n| *n += 1);
     }
 
     /// A reconnecting Envoy said which versions it holds: count them as ACKed.
     pub fn assume_acked(&self, id: u64, versions: &HashMap<String, String>) {
         if let Some(c) = self.lock().get_mut(&id) {
             c.acked.clone_from(versions);
+            c.ack_seq += 1;
         }
         self.acks.send_modify(|n| *n += 1);
     }
@@ -137,6 +143,7 @@ impl Clients {
                 };
             }
             c.last_ack_latency = Some(latency);
+            c.ack_seq += 1;
             if pending.snapshot == current_snapshot {
                 c.acked_snapshot = Some(pending.snapshot.clone());
             }
@@ -162,6 +169,36 @@ impl Clients {
     /// Whether `node_id` streams from this agent at all.
     pub fn is_connected(&self, node_id: &str) -> bool {
         self.lock().values().any(|c| c.node_id == node_id)
+    }
+
+    /// Calls `f` with what `node_id` has ACKed (any of its streams), or `None` if it does
+    /// not stream from this agent (see [`crate::ack_gate::Acked`]). The registry stays
+    /// locked meanwhile: `f` must be quick.
+    pub fn with_acked<R>(
+        &self,
+        node_id: &str,
+        f: impl FnOnce(crate::ack_gate::Acked<'_>) -> R,
+    ) -> R {
+        let streams = self.lock();
+        let mine: Vec<&Client> = streams.values().filter(|c| c.node_id == node_id).collect();
+        if mine.is_empty() {
+            return f(None);
+        }
+        let has = |cluster: &str| mine.iter().any(|c| c.acked.contains_key(cluster));
+        f(Some(&has))
+    }
+
+    /// A number that moves whenever what `node_id` has ACKed may have changed (an ACK, a
+    /// stream of it opening or ending), so a waiter of that node skips other nodes' ACKs.
+    pub fn ack_seq(&self, node_id: &str) -> (usize, u64) {
+        let streams = self.lock();
+        let mine = streams.values().filter(|c| c.node_id == node_id);
+        mine.fold((0, 0), |(n, seq), c| (n + 1, seq + c.ack_seq))
+    }
+
+    /// Changes on every ACK and every stream's end (for waits that select on more).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.acks.subscribe()
     }
 
     /// Waits until `check` holds (re-checked on every ACK), at most `timeout`. Returns
@@ -300,7 +337,10 @@ mod tests {
                 .wait_for(Duration::from_millis(20), |c| c.has("edge-1", "c", "1"))
                 .await
         );
+        let before = clients.ack_seq("edge-1");
         clients.ack(id, &pending, "s1");
+        assert_ne!(clients.ack_seq("edge-1"), before);
+        assert_eq!(clients.ack_seq("edge-2"), (0, 0));
         assert!(clients.has("edge-1", "c", "1"));
         assert!(!clients.has("edge-2", "c", "1"));
         assert!(
@@ -316,7 +356,15 @@ mod tests {
         clients.render_metrics(&mut m, "s1");
         assert!(m.contains("colyseus_envoy_xds_client_current{node=\"edge-1\",protocol=\"delta\",acked_version=\"s1\"} 1"), "{m}");
         assert!(m.contains("colyseus_envoy_xds_nacks_total 1"));
+        assert!(clients.with_acked("edge-1", |a| a.is_some_and(|has| has("c") && !has("d"))));
+        assert!(clients.with_acked("edge-2", |a| a.is_none()));
+        let rx = clients.subscribe();
         clients.disconnect(id);
+        assert!(
+            rx.has_changed().unwrap(),
+            "an ended stream wakes the waiters"
+        );
         assert!(!clients.is_connected("edge-1"));
+        assert!(clients.with_acked("edge-1", |a| a.is_none()));
     }
 }

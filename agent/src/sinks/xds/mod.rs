@@ -7,6 +7,7 @@
 //!   bookkeeping (pure).
 //! - [`server`]: the gRPC streams (nonces, ACK/NACK, pushes).
 //! - [`clients`]: the connected Envoys and what each has ACKed (metrics, API, lookups).
+//! - [`test_hook`]: TEST-ONLY, off unless its variable is set: a cluster Envoy refuses.
 //!
 //! Clusters only (CDS), endpoints inline: the clusters are then byte-for-byte those of the
 //! file sink, so switching sinks changes nothing in Envoy. A delta update carries only the
@@ -16,6 +17,7 @@ pub mod clients;
 pub mod convert;
 pub mod server;
 pub mod snapshot;
+pub mod test_hook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,6 +117,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
+    test_hook::announce();
     tonic::transport::Server::builder()
         // A dead Envoy (host gone without a FIN) is noticed and its stream dropped.
         .http2_keepalive_interval(Some(Duration::from_secs(15)))

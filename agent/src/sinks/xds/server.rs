@@ -44,6 +44,7 @@ impl Ads {
             clusters: current.resources.len(),
             ready: current.ready,
             clients: self.clients.views(),
+            gate: crate::ack_gate::GateView::default(),
         }
     }
 }
@@ -57,6 +58,9 @@ pub struct XdsStatus {
     /// False until the agent's first Redis read.
     pub ready: bool,
     pub clients: Vec<super::clients::ClientView>,
+    /// What the ACK gate held back (filled by the API; see [`crate::ack_gate`]).
+    #[serde(default)]
+    pub gate: crate::ack_gate::GateView,
 }
 
 impl XdsStatus {
@@ -94,9 +98,21 @@ impl XdsStatus {
                     .map_or("-".to_owned(), |ms| format!("{ms:.1} ms")),
             );
             if let Some(nack) = &c.last_nack {
+                // Envoy's detail holds the refused proto over many lines: one line here.
+                let nack = nack.split_whitespace().collect::<Vec<_>>().join(" ");
                 let _ = writeln!(out, "  last NACK: {nack}");
             }
         }
+        let g = &self.gate;
+        let _ = writeln!(
+            out,
+            "ack gate: {} room lookup(s) waited for their Envoy's ACK (mean {}, max {:.1} ms), {} answered not_acked at the bound; {} process row(s) withheld from /processes",
+            g.lookups_waited,
+            g.wait_mean_ms.map_or("-".to_owned(), |ms| format!("{ms:.1} ms")),
+            g.wait_max_ms,
+            g.lookups_timed_out,
+            g.processes_withheld,
+        );
     }
 }
 
@@ -190,7 +206,7 @@ async fn delta(
                     if let Some(p) = pending.remove(&req.response_nonce) {
                         match &req.error_detail {
                             Some(status) => {
-                                warn!(node = %reg.node, nonce = %req.response_nonce, code = status.code, detail = %status.message, "Envoy refused (NACKed) clusters; they are not resent until they change.");
+                                warn!(node = %reg.node, nonce = %req.response_nonce, code = status.code, detail = ?status.message, "Envoy refused (NACKed) clusters; they are not resent until they change.");
                                 ads.clients.nack(id, &status.message);
                             }
                             None => ads.clients.ack(id, &p, &snapshots.borrow().version),
@@ -224,7 +240,8 @@ async fn delta(
         }
         answered = true;
         nonce += 1;
-        let response = delta_response(&changes, &snapshot, nonce);
+        let mut response = delta_response(&changes, &snapshot, nonce);
+        super::test_hook::apply(&mut response);
         sub.sent(&changes);
         pending.insert(
             response.nonce.clone(),
@@ -324,7 +341,7 @@ async fn sotw(
                 match pending.take() {
                     Some((n, p)) if n == req.response_nonce => match &req.error_detail {
                         Some(status) => {
-                            warn!(node = %reg.node, nonce = %n, code = status.code, detail = %status.message, "Envoy refused (NACKed) the clusters; they are not resent until they change.");
+                            warn!(node = %reg.node, nonce = %n, code = status.code, detail = ?status.message, "Envoy refused (NACKed) the clusters; they are not resent until they change.");
                             ads.clients.nack(id, &status.message);
                         }
                         None => ads.clients.ack(id, &p, &snapshots.borrow().version),
@@ -401,8 +418,15 @@ mod tests {
             ready: true,
             clients: vec![
                 client("edge-1", "s2", None),
-                client("edge-2", "s1", Some("bad")),
+                client("edge-2", "s1", Some("bad\n  cluster")),
             ],
+            gate: crate::ack_gate::GateView {
+                lookups_waited: 2,
+                lookups_timed_out: 1,
+                wait_mean_ms: Some(150.0),
+                wait_max_ms: 300.0,
+                processes_withheld: 4,
+            },
         };
         let mut out = String::new();
         status.render(&mut out);
@@ -419,6 +443,12 @@ mod tests {
             lines[3].starts_with("edge-2") && lines[3].contains(" NO "),
             "{out}"
         );
-        assert_eq!(lines[4], "  last NACK: bad");
+        assert_eq!(lines[4], "  last NACK: bad cluster");
+        assert!(
+            lines[5].starts_with("ack gate: 2 room lookup(s) waited")
+                && lines[5].contains("max 300.0 ms), 1 answered not_acked")
+                && lines[5].contains("4 process row(s) withheld"),
+            "{out}"
+        );
     }
 }

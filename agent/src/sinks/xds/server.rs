@@ -41,7 +41,7 @@ impl Ads {
         let current = self.snapshots.borrow().clone();
         XdsStatus {
             snapshot: current.version.clone(),
-            clusters: current.resources.len(),
+            clusters: current.clusters.len(),
             ready: current.ready,
             clients: self.clients.views(),
         }
@@ -217,7 +217,7 @@ async fn delta(
         if !snapshot.ready {
             continue;
         }
-        let changes = sub.diff(&snapshot);
+        let changes = sub.diff(&snapshot.clusters);
         // The first answer goes out even when empty: Envoy's initialization waits for it.
         if changes.is_empty() && answered {
             continue;
@@ -314,7 +314,7 @@ async fn sotw(
                         // A reconnecting Envoy that holds the current clusters has them all.
                         let snapshot = snapshots.borrow().clone();
                         if snapshot.version == req.version_info {
-                            let versions = snapshot.resources.values().map(|r| (r.name.clone(), r.version.clone())).collect();
+                            let versions = snapshot.clusters.values().map(|r| (r.name.clone(), r.version.clone())).collect();
                             ads.clients.assume_acked(reg.id.unwrap_or_default(), &versions);
                         }
                     }
@@ -346,7 +346,7 @@ async fn sotw(
             continue;
         }
         let resources: Vec<_> = snapshot
-            .resources
+            .clusters
             .values()
             .filter(|r| names.is_empty() || names.contains(&r.name))
             .collect();

@@ -281,3 +281,55 @@ pub fn dynamic_clusters(admin: &str) -> BTreeMap<String, serde_json::Value> {
         })
         .unwrap_or_default()
 }
+
+/// What Envoy routes with, by cluster: each dynamic active cluster from `/config_dump`
+/// (as [`dynamic_clusters`]) with its hosts taken from the endpoint dump (`include_eds`,
+/// the hosts Envoy holds, inline or from EDS) instead of from the cluster. A cluster fed by
+/// EDS from the agent's ADS is shown as the inline `STATIC` cluster it stands for, so the
+/// xDS sink's EDS all-processes cluster compares equal to the file sink's inline one
+/// exactly when every other field and every host (address, weight) are the same.
+pub fn effective_clusters(admin: &str) -> BTreeMap<String, serde_json::Value> {
+    let Ok((200, _, body)) = http_get(admin, "/config_dump?include_eds") else {
+        return BTreeMap::new();
+    };
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let configs = dump["configs"].as_array().cloned().unwrap_or_default();
+    let of_type = |suffix: &str| {
+        configs
+            .iter()
+            .find(|c| c["@type"].as_str().is_some_and(|t| t.ends_with(suffix)))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut hosts: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let endpoints = of_type(".EndpointsConfigDump");
+    for kind in ["static_endpoint_configs", "dynamic_endpoint_configs"] {
+        for e in endpoints[kind].as_array().into_iter().flatten() {
+            let cla = &e["endpoint_config"];
+            if let Some(name) = cla["cluster_name"].as_str() {
+                hosts.insert(name.to_owned(), cla["endpoints"].clone());
+            }
+        }
+    }
+    let clusters = of_type(".ClustersConfigDump");
+    clusters["dynamic_active_clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let mut cluster = c["cluster"].clone();
+            let name = cluster["name"].as_str().unwrap_or_default().to_owned();
+            let map = cluster.as_object_mut().unwrap();
+            if map.get("type").and_then(|t| t.as_str()) == Some("EDS") {
+                map.insert("type".into(), "STATIC".into());
+            }
+            map.remove("eds_cluster_config");
+            map.remove("load_assignment");
+            map.insert(
+                "hosts".into(),
+                hosts.get(&name).cloned().unwrap_or_default(),
+            );
+            (name, cluster)
+        })
+        .collect()
+}

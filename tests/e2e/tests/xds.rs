@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::xds::{dynamic_clusters, XdsAgent, XdsEnvoy};
+use e2e::xds::{dynamic_clusters, effective_clusters, XdsAgent, XdsEnvoy};
 use e2e::*;
 
 #[test]
@@ -51,20 +51,37 @@ fn xds_fleet_fails_over_without_drops_and_matches_the_file_sink() {
     }
     file.wait_routed(pids(&servers), Duration::from_secs(15));
 
-    // Both sinks give Envoy the same clusters (protos as Envoy holds them).
-    wait_for(
-        "the file sink's clusters in every xDS Envoy",
-        Duration::from_secs(10),
-        || {
-            let from_file = dynamic_clusters(&file.admin());
-            envoys
-                .iter()
-                .all(|e| dynamic_clusters(&e.admin) == from_file)
-                .then_some(())
-        },
-    );
-    let from_file = dynamic_clusters(&file.admin());
+    // Both sinks give Envoy the same clusters: the protos as Envoy holds them, with the
+    // hosts Envoy holds (`/config_dump?include_eds`). The xDS sink's all-processes cluster
+    // is `type: EDS` with its hosts served apart, the file's carries them inline: compared
+    // as the inline cluster it stands for (see `effective_clusters`).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let from_file = loop {
+        let from_file = effective_clusters(&file.admin());
+        let differing: Vec<_> = envoys
+            .iter()
+            .map(|e| effective_clusters(&e.admin))
+            .filter(|c| *c != from_file)
+            .collect();
+        if differing.is_empty() {
+            break from_file;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an xDS Envoy's clusters differ from the file sink's: {:#?} vs {from_file:#?}",
+            differing[0]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(from_file.len(), 3, "{:?}", from_file.keys());
+    // The hosts really were compared: two processes in the all cluster, by EDS on xDS.
+    let all = &from_file["colyseus-all"]["hosts"][0]["lb_endpoints"];
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+    let all_type = |admin: &str| dynamic_clusters(admin)["colyseus-all"]["type"].clone();
+    for e in &envoys {
+        assert_eq!(all_type(&e.admin), "EDS", "{}", e.node_id);
+    }
+    assert_eq!(all_type(&file.admin()), "STATIC");
     // Every Envoy streams from one of the agents, by its own node id.
     wait_for(
         "three Envoys on the agents",

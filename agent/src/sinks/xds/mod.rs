@@ -61,7 +61,7 @@ impl XdsSink {
         };
         (
             Self {
-                builder: Builder::new(options, AllEndpoints::Inline),
+                builder: Builder::new(options, AllEndpoints::Eds),
                 tx,
                 clients,
                 conversion_errors: 0,

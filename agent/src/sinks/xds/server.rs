@@ -1,4 +1,6 @@
-//! The gRPC side: `AggregatedDiscoveryService`, delta and state-of-the-world, for clusters.
+//! The gRPC side: `AggregatedDiscoveryService`, delta and state-of-the-world, for clusters
+//! and the EDS clusters' hosts, each type with its own subscription, nonces and ACKs on the
+//! one stream.
 //!
 //! Each stream is one task: it reads Envoy's requests and the latest snapshot, and sends
 //! what this Envoy lacks. ACKs and NACKs are matched to the response by nonce. A NACK is
@@ -20,7 +22,9 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::clients::{Clients, Pending};
-use super::snapshot::{DeltaChanges, DeltaSubscription, Snapshot, CLUSTER_TYPE};
+use super::snapshot::{
+    DeltaChanges, DeltaSubscription, Resource, Snapshot, CLUSTER_TYPE, ENDPOINT_TYPE,
+};
 
 /// The service: the latest snapshot, and the registry of connected Envoys.
 #[derive(Debug, Clone)]
@@ -42,6 +46,7 @@ impl Ads {
         XdsStatus {
             snapshot: current.version.clone(),
             clusters: current.clusters.len(),
+            endpoints: current.endpoints.len(),
             ready: current.ready,
             clients: self.clients.views(),
         }
@@ -54,6 +59,9 @@ pub struct XdsStatus {
     /// Hash of the clusters served now (what an up-to-date Envoy has ACKed).
     pub snapshot: String,
     pub clusters: usize,
+    /// EDS clusters whose hosts are served apart (`ClusterLoadAssignment`s).
+    #[serde(default)]
+    pub endpoints: usize,
     /// False until the agent's first Redis read.
     pub ready: bool,
     pub clients: Vec<super::clients::ClientView>,
@@ -65,8 +73,9 @@ impl XdsStatus {
         use std::fmt::Write;
         let _ = writeln!(
             out,
-            "xds: serving {} clusters (snapshot {}{}), {} Envoy stream(s)",
+            "xds: serving {} clusters, {} by EDS (snapshot {}{}), {} Envoy stream(s)",
             self.clusters,
+            self.endpoints,
             self.snapshot,
             if self.ready {
                 ""
@@ -145,6 +154,20 @@ impl Drop for Registration<'_> {
     }
 }
 
+/// The resource types served, in the order a change is sent: a new EDS cluster before its
+/// hosts (Envoy asks for them once it has the cluster).
+const TYPES: [&str; 2] = [CLUSTER_TYPE, ENDPOINT_TYPE];
+
+/// What a delta stream tracks per resource type.
+#[derive(Debug, Default)]
+struct DeltaType {
+    sub: DeltaSubscription,
+    /// The type's first request was seen.
+    subscribed: bool,
+    /// A response of this type went out (the first goes out even when empty).
+    answered: bool,
+}
+
 /// One delta stream.
 async fn delta(
     mut requests: Streaming<DeltaDiscoveryRequest>,
@@ -158,10 +181,11 @@ async fn delta(
         id: None,
         node: String::new(),
     };
-    let mut sub = DeltaSubscription::default();
+    let mut types: [DeltaType; 2] = Default::default();
     let mut pending: HashMap<String, Pending> = HashMap::new();
+    // The snapshot whose every change this stream has sent.
+    let mut synced = String::new();
     let mut nonce = 0u64;
-    let mut answered = false;
     loop {
         tokio::select! {
             req = requests.message() => {
@@ -173,36 +197,43 @@ async fn delta(
                         break;
                     }
                 };
-                if req.type_url != CLUSTER_TYPE {
+                let Some(t) = TYPES.iter().position(|t| *t == req.type_url) else {
                     debug!(node = %reg.node, type_url = %req.type_url, "Ignoring a subscription to a type this agent does not serve.");
                     continue;
-                }
-                let first = reg.id.is_none();
-                if first {
+                };
+                if reg.id.is_none() {
                     reg.node = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
-                    let id = ads.clients.connect(&reg.node, "delta");
-                    reg.id = Some(id);
-                    ads.clients.assume_acked(id, &req.initial_resource_versions);
+                    reg.id = Some(ads.clients.connect(&reg.node, "delta"));
                     info!(node = %reg.node, known = req.initial_resource_versions.len(), "An Envoy opened a delta xDS stream.");
                 }
                 let id = reg.id.unwrap_or_default();
+                let state = &mut types[t];
+                let first = !state.subscribed;
+                if first {
+                    ads.clients.assume_acked(id, TYPES[t], &req.initial_resource_versions);
+                }
                 if !req.response_nonce.is_empty() {
                     if let Some(p) = pending.remove(&req.response_nonce) {
                         match &req.error_detail {
                             Some(status) => {
-                                warn!(node = %reg.node, nonce = %req.response_nonce, code = status.code, detail = %status.message, "Envoy refused (NACKed) clusters; they are not resent until they change.");
+                                warn!(node = %reg.node, nonce = %req.response_nonce, type_url = %req.type_url, code = status.code, detail = %status.message, "Envoy refused (NACKed) resources; they are not resent until they change.");
                                 ads.clients.nack(id, &status.message);
                             }
-                            None => ads.clients.ack(id, &p, &snapshots.borrow().version),
+                            None => {
+                                let current = snapshots.borrow().version.clone();
+                                let whole = pending.is_empty() && synced == current;
+                                ads.clients.ack(id, &p, if whole { &current } else { "" });
+                            }
                         }
                     }
                 }
-                sub.update(
+                state.sub.update(
                     first,
                     &req.resource_names_subscribe,
                     &req.resource_names_unsubscribe,
                     &req.initial_resource_versions,
                 );
+                state.subscribed = true;
             }
             changed = snapshots.changed(), if reg.id.is_some() => {
                 if changed.is_err() {
@@ -217,38 +248,46 @@ async fn delta(
         if !snapshot.ready {
             continue;
         }
-        let changes = sub.diff(&snapshot.clusters);
-        // The first answer goes out even when empty: Envoy's initialization waits for it.
-        if changes.is_empty() && answered {
-            continue;
+        for (t, state) in types.iter_mut().enumerate() {
+            let Some(resources) = snapshot.of_type(TYPES[t]).filter(|_| state.subscribed) else {
+                continue;
+            };
+            let changes = state.sub.diff(resources);
+            // The first answer goes out even when empty: Envoy's initialization waits for it.
+            if changes.is_empty() && state.answered {
+                continue;
+            }
+            state.answered = true;
+            nonce += 1;
+            let response = delta_response(TYPES[t], &changes, &snapshot, nonce);
+            state.sub.sent(&changes);
+            pending.insert(
+                response.nonce.clone(),
+                Pending {
+                    type_url: TYPES[t],
+                    changes: changes
+                        .resources
+                        .iter()
+                        .map(|r| (r.name.clone(), Some(r.version.clone())))
+                        .chain(changes.removed.iter().map(|n| (n.clone(), None)))
+                        .collect(),
+                    snapshot: snapshot.version.clone(),
+                    // A change older than the stream counts from the stream's start.
+                    created: snapshot.created.max(opened),
+                    complete: false,
+                },
+            );
+            debug!(node = %reg.node, type_url = TYPES[t], changed = changes.resources.len(), removed = changes.removed.len(), "Sending resources.");
+            if tx.send(Ok(response)).await.is_err() {
+                return;
+            }
         }
-        answered = true;
-        nonce += 1;
-        let response = delta_response(&changes, &snapshot, nonce);
-        sub.sent(&changes);
-        pending.insert(
-            response.nonce.clone(),
-            Pending {
-                changes: changes
-                    .resources
-                    .iter()
-                    .map(|r| (r.name.clone(), Some(r.version.clone())))
-                    .chain(changes.removed.iter().map(|n| (n.clone(), None)))
-                    .collect(),
-                snapshot: snapshot.version.clone(),
-                // A change older than the stream counts from the stream's start.
-                created: snapshot.created.max(opened),
-                complete: false,
-            },
-        );
-        debug!(node = %reg.node, changed = changes.resources.len(), removed = changes.removed.len(), "Sending clusters.");
-        if tx.send(Ok(response)).await.is_err() {
-            break;
-        }
+        synced.clone_from(&snapshot.version);
     }
 }
 
 fn delta_response(
+    type_url: &str,
     changes: &DeltaChanges,
     snapshot: &Snapshot,
     nonce: u64,
@@ -265,14 +304,26 @@ fn delta_response(
                 ..Default::default()
             })
             .collect(),
-        type_url: CLUSTER_TYPE.to_owned(),
+        type_url: type_url.to_owned(),
         removed_resources: changes.removed.clone(),
         nonce: nonce.to_string(),
         ..Default::default()
     }
 }
 
-/// One state-of-the-world stream: every response carries every cluster.
+/// What a state-of-the-world stream tracks per resource type.
+#[derive(Debug, Default)]
+struct SotwType {
+    subscribed: bool,
+    /// Names asked for (none: every cluster; for EDS, none).
+    names: Vec<String>,
+    /// Version and names last sent (or that Envoy said it had).
+    sent: Option<(String, Vec<String>)>,
+    /// The response awaiting an answer, by nonce.
+    pending: Option<(String, Pending)>,
+}
+
+/// One state-of-the-world stream: every response carries every resource of its type.
 async fn sotw(
     mut requests: Streaming<DiscoveryRequest>,
     ads: Ads,
@@ -285,10 +336,8 @@ async fn sotw(
         id: None,
         node: String::new(),
     };
-    // Version last sent (or that Envoy said it had) and the response awaiting an answer.
-    let mut sent_version: Option<String> = None;
-    let mut pending: Option<(String, Pending)> = None;
-    let mut names: Vec<String> = Vec::new();
+    let mut types: [SotwType; 2] = Default::default();
+    let mut synced = String::new();
     let mut nonce = 0u64;
     loop {
         tokio::select! {
@@ -301,35 +350,48 @@ async fn sotw(
                         break;
                     }
                 };
-                if req.type_url != CLUSTER_TYPE {
+                let Some(t) = TYPES.iter().position(|t| *t == req.type_url) else {
                     debug!(node = %reg.node, type_url = %req.type_url, "Ignoring a subscription to a type this agent does not serve.");
                     continue;
-                }
+                };
                 if reg.id.is_none() {
                     reg.node = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
                     reg.id = Some(ads.clients.connect(&reg.node, "sotw"));
                     info!(node = %reg.node, version = %req.version_info, "An Envoy opened a state-of-the-world xDS stream.");
-                    if !req.version_info.is_empty() {
-                        sent_version = Some(req.version_info.clone());
-                        // A reconnecting Envoy that holds the current clusters has them all.
-                        let snapshot = snapshots.borrow().clone();
-                        if snapshot.version == req.version_info {
-                            let versions = snapshot.clusters.values().map(|r| (r.name.clone(), r.version.clone())).collect();
-                            ads.clients.assume_acked(reg.id.unwrap_or_default(), &versions);
-                        }
-                    }
                 }
                 let id = reg.id.unwrap_or_default();
-                names = req.resource_names.iter().filter(|n| *n != "*").cloned().collect();
-                match pending.take() {
-                    Some((n, p)) if n == req.response_nonce => match &req.error_detail {
-                        Some(status) => {
-                            warn!(node = %reg.node, nonce = %n, code = status.code, detail = %status.message, "Envoy refused (NACKed) the clusters; they are not resent until they change.");
-                            ads.clients.nack(id, &status.message);
-                        }
-                        None => ads.clients.ack(id, &p, &snapshots.borrow().version),
-                    },
-                    other => pending = other,
+                let state = &mut types[t];
+                state.names = req.resource_names.iter().filter(|n| *n != "*").cloned().collect();
+                if !state.subscribed && !req.version_info.is_empty() {
+                    state.sent = Some((req.version_info.clone(), state.names.clone()));
+                    // A reconnecting Envoy that holds the current resources has them all.
+                    let snapshot = snapshots.borrow().clone();
+                    if snapshot.type_version(TYPES[t]) == req.version_info {
+                        let versions = wanted(&snapshot, t, &state.names)
+                            .map(|r| (r.name.clone(), r.version.clone()))
+                            .collect();
+                        ads.clients.assume_acked(id, TYPES[t], &versions);
+                    }
+                }
+                state.subscribed = true;
+                let answered = match state.pending.take() {
+                    Some((n, p)) if n == req.response_nonce => Some(p),
+                    other => {
+                        state.pending = other;
+                        None
+                    }
+                };
+                match (answered, &req.error_detail) {
+                    (None, _) => {}
+                    (Some(_), Some(status)) => {
+                        warn!(node = %reg.node, nonce = %req.response_nonce, type_url = %req.type_url, code = status.code, detail = %status.message, "Envoy refused (NACKed) resources; they are not resent until they change.");
+                        ads.clients.nack(id, &status.message);
+                    }
+                    (Some(p), None) => {
+                        let current = snapshots.borrow().version.clone();
+                        let whole = synced == current && types.iter().all(|s| s.pending.is_none());
+                        ads.clients.ack(id, &p, if whole { &current } else { "" });
+                    }
                 }
             }
             changed = snapshots.changed(), if reg.id.is_some() => {
@@ -342,40 +404,61 @@ async fn sotw(
             continue;
         }
         let snapshot = snapshots.borrow_and_update().clone();
-        if !snapshot.ready || sent_version.as_deref() == Some(snapshot.version.as_str()) {
+        if !snapshot.ready {
             continue;
         }
-        let resources: Vec<_> = snapshot
-            .clusters
-            .values()
-            .filter(|r| names.is_empty() || names.contains(&r.name))
-            .collect();
-        nonce += 1;
-        let response = DiscoveryResponse {
-            version_info: snapshot.version.clone(),
-            resources: resources.iter().map(|r| r.any.clone()).collect(),
-            type_url: CLUSTER_TYPE.to_owned(),
-            nonce: nonce.to_string(),
-            ..Default::default()
-        };
-        pending = Some((
-            response.nonce.clone(),
-            Pending {
-                changes: resources
-                    .iter()
-                    .map(|r| (r.name.clone(), Some(r.version.clone())))
-                    .collect(),
-                snapshot: snapshot.version.clone(),
-                // A change older than the stream counts from the stream's start.
-                created: snapshot.created.max(opened),
-                complete: true,
-            },
-        ));
-        sent_version = Some(snapshot.version.clone());
-        if tx.send(Ok(response)).await.is_err() {
-            break;
+        for (t, state) in types.iter_mut().enumerate() {
+            // EDS is never a wildcard: no names, nothing to send.
+            if !state.subscribed || (TYPES[t] == ENDPOINT_TYPE && state.names.is_empty()) {
+                continue;
+            }
+            let version = snapshot.type_version(TYPES[t]).to_owned();
+            if state.sent.as_ref() == Some(&(version.clone(), state.names.clone())) {
+                continue;
+            }
+            let resources: Vec<&Arc<Resource>> = wanted(&snapshot, t, &state.names).collect();
+            nonce += 1;
+            let response = DiscoveryResponse {
+                version_info: version.clone(),
+                resources: resources.iter().map(|r| r.any.clone()).collect(),
+                type_url: TYPES[t].to_owned(),
+                nonce: nonce.to_string(),
+                ..Default::default()
+            };
+            state.pending = Some((
+                response.nonce.clone(),
+                Pending {
+                    type_url: TYPES[t],
+                    changes: resources
+                        .iter()
+                        .map(|r| (r.name.clone(), Some(r.version.clone())))
+                        .collect(),
+                    snapshot: snapshot.version.clone(),
+                    // A change older than the stream counts from the stream's start.
+                    created: snapshot.created.max(opened),
+                    complete: true,
+                },
+            ));
+            state.sent = Some((version, state.names.clone()));
+            if tx.send(Ok(response)).await.is_err() {
+                return;
+            }
         }
+        synced.clone_from(&snapshot.version);
     }
+}
+
+/// The resources of type `TYPES[t]` a state-of-the-world request asks for.
+fn wanted<'a>(
+    snapshot: &'a Snapshot,
+    t: usize,
+    names: &'a [String],
+) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
+    snapshot
+        .of_type(TYPES[t])
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter(move |r| names.is_empty() || names.contains(&r.name))
 }
 
 #[cfg(test)]
@@ -390,6 +473,7 @@ mod tests {
             protocol: "delta".into(),
             connected_unix_ms: 0,
             acked_clusters: 3,
+            acked_endpoints: 1,
             acked_snapshot: Some(acked.into()),
             nacks: u64::from(nack.is_some()),
             last_nack: nack.map(str::to_owned),
@@ -398,6 +482,7 @@ mod tests {
         let status = XdsStatus {
             snapshot: "s2".into(),
             clusters: 3,
+            endpoints: 1,
             ready: true,
             clients: vec![
                 client("edge-1", "s2", None),
@@ -408,7 +493,7 @@ mod tests {
         status.render(&mut out);
         let lines: Vec<&str> = out.lines().collect();
         assert!(
-            lines[0].contains("3 clusters") && lines[0].contains("2 Envoy"),
+            lines[0].contains("3 clusters, 1 by EDS") && lines[0].contains("2 Envoy"),
             "{out}"
         );
         assert!(

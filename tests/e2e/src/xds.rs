@@ -155,6 +155,42 @@ pub struct XdsEnvoy {
 
 impl XdsEnvoy {
     pub fn start(dir: &Path, node_id: &str, ip: &str, agents: &[&XdsAgent]) -> XdsEnvoy {
+        Self::start_ads(
+            dir,
+            node_id,
+            ip,
+            agents,
+            "DELTA_GRPC",
+            &serde_json::json!({}),
+        )
+    }
+
+    /// As [`Self::start`], with `patch`'s top-level fields set in the bootstrap (for the
+    /// benchmark's experiments with Envoy settings, e.g. `cluster_manager`).
+    pub fn start_patched(
+        dir: &Path,
+        node_id: &str,
+        ip: &str,
+        agents: &[&XdsAgent],
+        patch: &serde_json::Value,
+    ) -> XdsEnvoy {
+        Self::start_ads(dir, node_id, ip, agents, "DELTA_GRPC", patch)
+    }
+
+    /// As [`Self::start`], on a state-of-the-world ADS stream (`api_type: GRPC`) instead
+    /// of the delta one the bootstrap writes.
+    pub fn start_sotw(dir: &Path, node_id: &str, ip: &str, agents: &[&XdsAgent]) -> XdsEnvoy {
+        Self::start_ads(dir, node_id, ip, agents, "GRPC", &serde_json::json!({}))
+    }
+
+    fn start_ads(
+        dir: &Path,
+        node_id: &str,
+        ip: &str,
+        agents: &[&XdsAgent],
+        api_type: &str,
+        patch: &serde_json::Value,
+    ) -> XdsEnvoy {
         let dir = dir.join(node_id);
         std::fs::create_dir_all(dir.join("envoy-config")).unwrap();
         let (port, admin_port) = (free_port(), free_port());
@@ -178,7 +214,12 @@ impl XdsEnvoy {
             "bootstrap: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::write(dir.join("envoy.json"), &out.stdout).unwrap();
+        let mut config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        config["dynamic_resources"]["ads_config"]["api_type"] = api_type.into();
+        for (key, value) in patch.as_object().into_iter().flatten() {
+            config[key] = value.clone();
+        }
+        std::fs::write(dir.join("envoy.json"), config.to_string()).unwrap();
         let proc = Proc::spawn(
             "envoy",
             Command::new(envoy_bin())

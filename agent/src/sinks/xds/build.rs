@@ -125,7 +125,11 @@ impl Builder {
         (Snapshot::new(clusters, endpoints), errors)
     }
 
-    fn render_process(&self, pid: &ProcessId, endpoint: &Endpoint) -> Result<Arc<Resource>, String> {
+    fn render_process(
+        &self,
+        pid: &ProcessId,
+        endpoint: &Endpoint,
+    ) -> Result<Arc<Resource>, String> {
         let json = process_cluster(pid, endpoint, &self.options);
         let c = convert::cluster(&json).map_err(|e| format!("{}: {e}", json["name"]))?;
         Ok(resource(c.name.clone(), CLUSTER_TYPE, c.encode_to_vec()))

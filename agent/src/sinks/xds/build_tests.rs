@@ -71,8 +71,8 @@ fn every_rendered_cluster_converts_with_every_option() {
     ] {
         let mut o = options();
         o.health_check = hc;
-        let (_, errors) =
-            Builder::new(o, AllEndpoints::Eds).build(&registry(&["a/127.0.0.1:1"]), &Weights::new());
+        let (_, errors) = Builder::new(o, AllEndpoints::Eds)
+            .build(&registry(&["a/127.0.0.1:1"]), &Weights::new());
         assert!(errors.is_empty(), "{errors:?}");
     }
 }
@@ -111,11 +111,31 @@ fn an_incremental_build_is_a_full_build_and_renders_only_what_changed() {
     // Adds, a move, removals (drains), a death, weights, a DNS name and back.
     let steps: Vec<(Vec<&str>, Weights, Option<&str>)> = vec![
         (vec!["a/127.0.0.1:1", "b/127.0.0.1:2"], w(&[]), None),
-        (vec!["a/127.0.0.1:1", "b/127.0.0.1:2", "c/127.0.0.1:3"], w(&[]), None),
-        (vec!["a/127.0.0.1:1", "b/127.0.0.1:9", "c/127.0.0.1:3"], w(&[]), None),
-        (vec!["a/127.0.0.1:1", "c/127.0.0.1:3"], w(&[("a", 10), ("c", 1)]), None),
-        (vec!["a/127.0.0.1:1", "c/127.0.0.1:3"], w(&[("a", 10), ("c", 1)]), Some("c")),
-        (vec!["a/127.0.0.1:1", "c/127.0.0.1:3", "d/game-4:4"], w(&[]), None),
+        (
+            vec!["a/127.0.0.1:1", "b/127.0.0.1:2", "c/127.0.0.1:3"],
+            w(&[]),
+            None,
+        ),
+        (
+            vec!["a/127.0.0.1:1", "b/127.0.0.1:9", "c/127.0.0.1:3"],
+            w(&[]),
+            None,
+        ),
+        (
+            vec!["a/127.0.0.1:1", "c/127.0.0.1:3"],
+            w(&[("a", 10), ("c", 1)]),
+            None,
+        ),
+        (
+            vec!["a/127.0.0.1:1", "c/127.0.0.1:3"],
+            w(&[("a", 10), ("c", 1)]),
+            Some("c"),
+        ),
+        (
+            vec!["a/127.0.0.1:1", "c/127.0.0.1:3", "d/game-4:4"],
+            w(&[]),
+            None,
+        ),
         (vec!["a/127.0.0.1:1"], w(&[]), None),
         (vec![], w(&[]), None),
         (vec!["e/[::1]:5"], w(&[("e", 2)]), None),
@@ -191,5 +211,8 @@ fn a_dns_name_among_the_active_keeps_the_all_cluster_inline() {
         all.cluster_discovery_type,
         Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32))
     );
-    assert_eq!(all.load_assignment.unwrap().endpoints[0].lb_endpoints.len(), 2);
+    assert_eq!(
+        all.load_assignment.unwrap().endpoints[0].lb_endpoints.len(),
+        2
+    );
 }

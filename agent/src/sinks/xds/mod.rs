@@ -6,7 +6,8 @@
 //! - [`build`]: snapshots built incrementally, only changed resources re-rendered (pure).
 //! - [`snapshot`]: immutable, content-versioned snapshots and the per-stream delta
 //!   bookkeeping (pure).
-//! - [`server`]: the gRPC streams (nonces, ACK/NACK, pushes).
+//! - [`server`]: the gRPC service and its delta streams (nonces, ACK/NACK, pushes); `sotw`:
+//!   its state-of-the-world streams.
 //! - [`clients`]: the connected Envoys and what each has ACKed (metrics, API, lookups).
 //!
 //! Clusters (CDS) and the all-processes cluster's hosts (EDS), over one ADS stream. Each
@@ -23,6 +24,7 @@ pub mod clients;
 pub mod convert;
 pub mod server;
 pub mod snapshot;
+mod sotw;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,8 +38,8 @@ use tracing::error;
 use crate::balance::Weights;
 use crate::model::Registry;
 use crate::sinks::envoy_files::ClusterOptions;
-use clients::Clients;
 use build::{AllEndpoints, Builder};
+use clients::Clients;
 use snapshot::Snapshot;
 
 /// The sink half, called by the sync loop: builds snapshots and hands them to the server.

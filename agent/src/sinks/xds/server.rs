@@ -22,9 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::clients::{Clients, Pending};
-use super::snapshot::{
-    DeltaChanges, DeltaSubscription, Resource, Snapshot, CLUSTER_TYPE, ENDPOINT_TYPE,
-};
+use super::snapshot::{DeltaChanges, DeltaSubscription, Snapshot, CLUSTER_TYPE, ENDPOINT_TYPE};
 
 /// The service: the latest snapshot, and the registry of connected Envoys.
 #[derive(Debug, Clone)]
@@ -124,7 +122,7 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(sotw(request.into_inner(), self.clone(), tx));
+        tokio::spawn(super::sotw::stream(request.into_inner(), self.clone(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -139,10 +137,10 @@ impl AggregatedDiscoveryService for Ads {
 }
 
 /// Unregisters a stream however its task ends.
-struct Registration<'a> {
-    clients: &'a Clients,
-    id: Option<u64>,
-    node: String,
+pub(super) struct Registration<'a> {
+    pub(super) clients: &'a Clients,
+    pub(super) id: Option<u64>,
+    pub(super) node: String,
 }
 
 impl Drop for Registration<'_> {
@@ -156,7 +154,7 @@ impl Drop for Registration<'_> {
 
 /// The resource types served, in the order a change is sent: a new EDS cluster before its
 /// hosts (Envoy asks for them once it has the cluster).
-const TYPES: [&str; 2] = [CLUSTER_TYPE, ENDPOINT_TYPE];
+pub(super) const TYPES: [&str; 2] = [CLUSTER_TYPE, ENDPOINT_TYPE];
 
 /// What a delta stream tracks per resource type.
 #[derive(Debug, Default)]
@@ -309,156 +307,6 @@ fn delta_response(
         nonce: nonce.to_string(),
         ..Default::default()
     }
-}
-
-/// What a state-of-the-world stream tracks per resource type.
-#[derive(Debug, Default)]
-struct SotwType {
-    subscribed: bool,
-    /// Names asked for (none: every cluster; for EDS, none).
-    names: Vec<String>,
-    /// Version and names last sent (or that Envoy said it had).
-    sent: Option<(String, Vec<String>)>,
-    /// The response awaiting an answer, by nonce.
-    pending: Option<(String, Pending)>,
-}
-
-/// One state-of-the-world stream: every response carries every resource of its type.
-async fn sotw(
-    mut requests: Streaming<DiscoveryRequest>,
-    ads: Ads,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) {
-    let mut snapshots = ads.snapshots.clone();
-    let opened = std::time::Instant::now();
-    let mut reg = Registration {
-        clients: &ads.clients,
-        id: None,
-        node: String::new(),
-    };
-    let mut types: [SotwType; 2] = Default::default();
-    let mut synced = String::new();
-    let mut nonce = 0u64;
-    loop {
-        tokio::select! {
-            req = requests.message() => {
-                let req = match req {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(e) => {
-                        debug!(node = %reg.node, error = %e, "xDS stream read failed.");
-                        break;
-                    }
-                };
-                let Some(t) = TYPES.iter().position(|t| *t == req.type_url) else {
-                    debug!(node = %reg.node, type_url = %req.type_url, "Ignoring a subscription to a type this agent does not serve.");
-                    continue;
-                };
-                if reg.id.is_none() {
-                    reg.node = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
-                    reg.id = Some(ads.clients.connect(&reg.node, "sotw"));
-                    info!(node = %reg.node, version = %req.version_info, "An Envoy opened a state-of-the-world xDS stream.");
-                }
-                let id = reg.id.unwrap_or_default();
-                let state = &mut types[t];
-                state.names = req.resource_names.iter().filter(|n| *n != "*").cloned().collect();
-                if !state.subscribed && !req.version_info.is_empty() {
-                    state.sent = Some((req.version_info.clone(), state.names.clone()));
-                    // A reconnecting Envoy that holds the current resources has them all.
-                    let snapshot = snapshots.borrow().clone();
-                    if snapshot.type_version(TYPES[t]) == req.version_info {
-                        let versions = wanted(&snapshot, t, &state.names)
-                            .map(|r| (r.name.clone(), r.version.clone()))
-                            .collect();
-                        ads.clients.assume_acked(id, TYPES[t], &versions);
-                    }
-                }
-                state.subscribed = true;
-                let answered = match state.pending.take() {
-                    Some((n, p)) if n == req.response_nonce => Some(p),
-                    other => {
-                        state.pending = other;
-                        None
-                    }
-                };
-                match (answered, &req.error_detail) {
-                    (None, _) => {}
-                    (Some(_), Some(status)) => {
-                        warn!(node = %reg.node, nonce = %req.response_nonce, type_url = %req.type_url, code = status.code, detail = %status.message, "Envoy refused (NACKed) resources; they are not resent until they change.");
-                        ads.clients.nack(id, &status.message);
-                    }
-                    (Some(p), None) => {
-                        let current = snapshots.borrow().version.clone();
-                        let whole = synced == current && types.iter().all(|s| s.pending.is_none());
-                        ads.clients.ack(id, &p, if whole { &current } else { "" });
-                    }
-                }
-            }
-            changed = snapshots.changed(), if reg.id.is_some() => {
-                if changed.is_err() {
-                    break;
-                }
-            }
-        }
-        if reg.id.is_none() {
-            continue;
-        }
-        let snapshot = snapshots.borrow_and_update().clone();
-        if !snapshot.ready {
-            continue;
-        }
-        for (t, state) in types.iter_mut().enumerate() {
-            // EDS is never a wildcard: no names, nothing to send.
-            if !state.subscribed || (TYPES[t] == ENDPOINT_TYPE && state.names.is_empty()) {
-                continue;
-            }
-            let version = snapshot.type_version(TYPES[t]).to_owned();
-            if state.sent.as_ref() == Some(&(version.clone(), state.names.clone())) {
-                continue;
-            }
-            let resources: Vec<&Arc<Resource>> = wanted(&snapshot, t, &state.names).collect();
-            nonce += 1;
-            let response = DiscoveryResponse {
-                version_info: version.clone(),
-                resources: resources.iter().map(|r| r.any.clone()).collect(),
-                type_url: TYPES[t].to_owned(),
-                nonce: nonce.to_string(),
-                ..Default::default()
-            };
-            state.pending = Some((
-                response.nonce.clone(),
-                Pending {
-                    type_url: TYPES[t],
-                    changes: resources
-                        .iter()
-                        .map(|r| (r.name.clone(), Some(r.version.clone())))
-                        .collect(),
-                    snapshot: snapshot.version.clone(),
-                    // A change older than the stream counts from the stream's start.
-                    created: snapshot.created.max(opened),
-                    complete: true,
-                },
-            ));
-            state.sent = Some((version, state.names.clone()));
-            if tx.send(Ok(response)).await.is_err() {
-                return;
-            }
-        }
-        synced.clone_from(&snapshot.version);
-    }
-}
-
-/// The resources of type `TYPES[t]` a state-of-the-world request asks for.
-fn wanted<'a>(
-    snapshot: &'a Snapshot,
-    t: usize,
-    names: &'a [String],
-) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
-    snapshot
-        .of_type(TYPES[t])
-        .into_iter()
-        .flat_map(|m| m.values())
-        .filter(move |r| names.is_empty() || names.contains(&r.name))
 }
 
 #[cfg(test)]

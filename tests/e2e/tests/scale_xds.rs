@@ -88,9 +88,7 @@ fn all_hosts(admin: &str) -> u64 {
     envoy_stat(admin, "cluster.colyseus-all.membership_total")
 }
 
-/// 20 single registrations on top of `n`; prints median/max and CPU per update. Then 20
-/// unregistrations: each drains a process, which keeps its cluster and leaves the
-/// all-processes cluster (for xDS, an EDS update alone): Envoy's CPU for that part.
+/// 20 single registrations on top of `n`; prints median/max and CPU per update.
 fn updates(
     label: &str,
     n: usize,
@@ -119,7 +117,25 @@ fn updates(
         cpu_a.as_secs_f64() * 1e3 / UPDATES as f64,
         cpu_e.as_secs_f64() * 1e3 / UPDATES as f64,
     );
-    let hosts = all_hosts(admin);
+}
+
+/// 20 unregistrations: each drains a process, which keeps its cluster (until the idle
+/// drain removes it) and leaves the all-processes cluster (for xDS, an EDS update alone).
+/// `active`: processes registered, all active; the all cluster has them all first.
+fn drains(
+    label: &str,
+    n: usize,
+    active: usize,
+    conn: &mut redis::Connection,
+    admin: &str,
+    pids: (u32, u32),
+) {
+    let hosts = active as u64;
+    wait_for(
+        "every host in the all cluster",
+        Duration::from_secs(300),
+        || (all_hosts(admin) == hosts).then_some(()),
+    );
     let (cpu_a, cpu_e) = (cpu_time(pids.0), cpu_time(pids.1));
     let mut samples = Vec::new();
     for k in 0..UPDATES {
@@ -136,6 +152,45 @@ fn updates(
     let (median, max) = median_max(&mut samples);
     println!(
         "SCALE-XDS {label} processes={n}: one unregistration (drain: out of the all cluster only) -> applied median {median:.1} ms, \
+         max {max:.1} ms; CPU per update: agent {:.2} ms, Envoy {:.2} ms ({UPDATES} updates)",
+        cpu_a.as_secs_f64() * 1e3 / UPDATES as f64,
+        cpu_e.as_secs_f64() * 1e3 / UPDATES as f64,
+    );
+}
+
+/// 20 single registrations timed by the agent: until the Envoy's ACK of the new cluster
+/// (the agent's `/xds/clients`), which costs Envoy nothing, where a `/clusters` poll at
+/// 10,000 clusters costs it tens of ms each. Envoy ACKs a delta CDS response once applied
+/// (a `STATIC` cluster without health checks is active then). Envoy's CPU per update here
+/// is its own work, with no admin query in it.
+fn acked_updates(
+    n: usize,
+    next: &mut usize,
+    conn: &mut redis::Connection,
+    agent: &XdsAgent,
+    pids: (u32, u32),
+) {
+    let acked = || {
+        agent.xds_status().map_or(0, |s| {
+            s["clients"][0]["acked_clusters"].as_u64().unwrap_or(0)
+        })
+    };
+    let base = acked();
+    let (cpu_a, cpu_e) = (cpu_time(pids.0), cpu_time(pids.1));
+    let mut samples = Vec::new();
+    for k in 0..UPDATES {
+        let t = Instant::now();
+        register(conn, &member(*next));
+        *next += 1;
+        wait_for("the Envoy's ACK", Duration::from_secs(300), || {
+            (acked() > base + k as u64).then_some(())
+        });
+        samples.push(t.elapsed());
+    }
+    let (cpu_a, cpu_e) = (cpu_time(pids.0) - cpu_a, cpu_time(pids.1) - cpu_e);
+    let (median, max) = median_max(&mut samples);
+    println!(
+        "SCALE-XDS xds processes={n}: one more registration -> ACKed by Envoy (no admin polling) median {median:.1} ms, \
          max {max:.1} ms; CPU per update: agent {:.2} ms, Envoy {:.2} ms ({UPDATES} updates)",
         cpu_a.as_secs_f64() * 1e3 / UPDATES as f64,
         cpu_e.as_secs_f64() * 1e3 / UPDATES as f64,
@@ -228,6 +283,7 @@ fn file_sink(dir: &std::path::Path, n: usize) {
     let mut next = n;
     let pids = (proxy.agent_pid(), proxy.envoy_pid());
     updates("file", n, &mut next, &mut conn, &proxy.admin(), pids);
+    drains("file", n, next, &mut conn, &proxy.admin(), pids);
     admin_cost("file", n, &proxy.admin(), proxy.envoy_pid());
 }
 
@@ -267,6 +323,8 @@ fn xds_sink(dir: &std::path::Path, n: usize, patch: &serde_json::Value) {
     );
     let pids = (agent.proc.pid(), envoy.proc.pid());
     updates("xds", n, &mut next, &mut conn, &envoy.admin, pids);
+    acked_updates(n, &mut next, &mut conn, &agent, pids);
+    drains("xds", n, next, &mut conn, &envoy.admin, pids);
     admin_cost("xds", n, &envoy.admin, envoy.proc.pid());
     update_durations("xds", n, &envoy.admin);
 }

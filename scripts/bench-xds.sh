@@ -5,7 +5,8 @@
 # SCALE-XDS lines: start -> all clusters active, one more registration -> active in Envoy
 # (median/max over 20), agent and Envoy CPU per update, RSS. See tests/e2e/tests/scale_xds.rs.
 #
-# Usage: scripts/bench-xds.sh            Settings: SCALE_PROCESSES (1000,10000).
+# Usage: scripts/bench-xds.sh            Settings: SCALE_PROCESSES (1000,10000),
+#   SCALE_SINKS (file,xds), SCALE_XDS_BOOTSTRAP (JSON: top-level bootstrap fields, xDS Envoy).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 echo "bench-xds: load before: $(uptime)" >&2

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use routing::ClusterNames;
+use routing::{ClusterNames, ProcessId};
 use serde_json::{json, Value};
 
 use crate::atomic_file::{self, WriteError};
@@ -145,20 +145,33 @@ pub fn render_clusters(
     let mut resources: Vec<Value> = registry
         .iter()
         .filter(|(_, entry)| entry.is_routable())
-        .map(|(pid, entry)| {
-            cluster(
-                &options.names.process(pid),
-                &[(&entry.endpoint, None)],
-                options,
-            )
-        })
+        .map(|(pid, entry)| process_cluster(pid, &entry.endpoint, options))
         .collect();
-    let all: Vec<(&Endpoint, Option<u32>)> = registry
+    resources.push(all_cluster(&all_endpoints(registry, weights), options));
+    resources
+}
+
+/// The cluster of one routable process: its only input is its endpoint (and the options),
+/// which lets the xDS sink re-render only the processes that changed.
+pub fn process_cluster(pid: &ProcessId, endpoint: &Endpoint, options: &ClusterOptions) -> Value {
+    cluster(&options.names.process(pid), &[(endpoint, None)], options)
+}
+
+/// The inputs of the all-processes cluster: every active process's endpoint and weight.
+pub fn all_endpoints<'a>(
+    registry: &'a Registry,
+    weights: &Weights,
+) -> Vec<(&'a Endpoint, Option<u32>)> {
+    registry
         .iter()
         .filter(|(_, e)| e.is_active())
         .map(|(pid, e)| (&e.endpoint, weights.get(pid).copied()))
-        .collect();
-    let mut all_cluster = cluster(options.names.all(), &all, options);
+        .collect()
+}
+
+/// The all-processes cluster of `endpoints` ([`all_endpoints`]).
+pub fn all_cluster(endpoints: &[(&Endpoint, Option<u32>)], options: &ClusterOptions) -> Value {
+    let mut all_cluster = cluster(options.names.all(), endpoints, options);
     // Matchmaking and every path naming no process: requests are short, so Envoy's
     // defaults (1,024 each) are ample, and they stop one client from holding thousands of
     // requests open on the game servers (paths Colyseus never answers wait for the request
@@ -179,8 +192,7 @@ pub fn render_clusters(
         "base_ejection_time": "5s",
         "max_ejection_percent": 50,
     });
-    resources.push(all_cluster);
-    resources
+    all_cluster
 }
 
 /// A cluster of `endpoints`, each with its load-balancing weight if it has one.
@@ -288,7 +300,6 @@ impl EnvoyFilesSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use routing::ProcessId;
     use std::time::Duration;
 
     fn render(registry: &Registry, weights: &Weights, options: &ClusterOptions) -> Vec<u8> {

@@ -142,6 +142,7 @@ mod tests {
 
     fn ack(clients: &Clients, id: u64, cluster: &str) {
         let pending = Pending {
+            type_url: crate::sinks::xds::snapshot::CLUSTER_TYPE,
             changes: vec![(cluster.to_owned(), Some("1".to_owned()))],
             snapshot: "s".into(),
             created: Instant::now(),

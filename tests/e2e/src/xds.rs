@@ -186,18 +186,46 @@ impl XdsEnvoy {
 
     /// On `host`; the agents must be reachable from it.
     pub fn start_on(dir: &Path, node_id: &str, host: &Host, agents: &[&XdsAgent]) -> XdsEnvoy {
-        Self::start_full(dir, node_id, host, agents, Ads::Delta)
+        Self::start_full(
+            dir,
+            node_id,
+            host,
+            agents,
+            Ads::Delta,
+            &serde_json::json!({}),
+        )
+    }
+
+    /// As [`Self::start`], with `patch`'s top-level fields set in the bootstrap (for the
+    /// benchmark's experiments with Envoy settings, e.g. `cluster_manager`).
+    pub fn start_patched(
+        dir: &Path,
+        node_id: &str,
+        ip: &str,
+        agents: &[&XdsAgent],
+        patch: &serde_json::Value,
+    ) -> XdsEnvoy {
+        let host = Host::loopback(ip);
+        Self::start_full(dir, node_id, &host, agents, Ads::Delta, patch)
+    }
+
+    /// As [`Self::start`], on a state-of-the-world ADS stream.
+    pub fn start_sotw(dir: &Path, node_id: &str, ip: &str, agents: &[&XdsAgent]) -> XdsEnvoy {
+        let host = Host::loopback(ip);
+        let no_patch = serde_json::json!({});
+        Self::start_full(dir, node_id, &host, agents, Ads::StateOfTheWorld, &no_patch)
     }
 
     /// `ads`: [`Ads::StateOfTheWorld`] edits the rendered bootstrap (the product's bootstrap
     /// always asks for delta) so a real Envoy exercises the agents' SotW service, which
-    /// other xDS clients use.
+    /// other xDS clients use. `patch`: top-level bootstrap fields to set.
     pub fn start_full(
         dir: &Path,
         node_id: &str,
         host: &Host,
         agents: &[&XdsAgent],
         ads: Ads,
+        patch: &serde_json::Value,
     ) -> XdsEnvoy {
         let ip = host.ip.as_str();
         let dir = dir.join(node_id);
@@ -225,13 +253,16 @@ impl XdsEnvoy {
             "bootstrap: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut bootstrap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let api_type = &mut bootstrap["dynamic_resources"]["ads_config"]["api_type"];
+        let mut config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let api_type = &mut config["dynamic_resources"]["ads_config"]["api_type"];
         assert_eq!(*api_type, "DELTA_GRPC", "bootstrap asks for delta ADS");
         if ads == Ads::StateOfTheWorld {
             *api_type = "GRPC".into();
         }
-        std::fs::write(dir.join("envoy.json"), bootstrap.to_string()).unwrap();
+        for (key, value) in patch.as_object().into_iter().flatten() {
+            config[key] = value.clone();
+        }
+        std::fs::write(dir.join("envoy.json"), config.to_string()).unwrap();
         let proc = Proc::spawn(
             "envoy",
             host.command(envoy_bin())
@@ -333,4 +364,56 @@ pub fn dynamic_clusters(admin: &str) -> BTreeMap<String, serde_json::Value> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// What Envoy routes with, by cluster: each dynamic active cluster from `/config_dump`
+/// (as [`dynamic_clusters`]) with its hosts taken from the endpoint dump (`include_eds`,
+/// the hosts Envoy holds, inline or from EDS) instead of from the cluster. A cluster fed by
+/// EDS from the agent's ADS is shown as the inline `STATIC` cluster it stands for, so the
+/// xDS sink's EDS all-processes cluster compares equal to the file sink's inline one
+/// exactly when every other field and every host (address, weight) are the same.
+pub fn effective_clusters(admin: &str) -> BTreeMap<String, serde_json::Value> {
+    let Ok((200, _, body)) = http_get(admin, "/config_dump?include_eds") else {
+        return BTreeMap::new();
+    };
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let configs = dump["configs"].as_array().cloned().unwrap_or_default();
+    let of_type = |suffix: &str| {
+        configs
+            .iter()
+            .find(|c| c["@type"].as_str().is_some_and(|t| t.ends_with(suffix)))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut hosts: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let endpoints = of_type(".EndpointsConfigDump");
+    for kind in ["static_endpoint_configs", "dynamic_endpoint_configs"] {
+        for e in endpoints[kind].as_array().into_iter().flatten() {
+            let cla = &e["endpoint_config"];
+            if let Some(name) = cla["cluster_name"].as_str() {
+                hosts.insert(name.to_owned(), cla["endpoints"].clone());
+            }
+        }
+    }
+    let clusters = of_type(".ClustersConfigDump");
+    clusters["dynamic_active_clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let mut cluster = c["cluster"].clone();
+            let name = cluster["name"].as_str().unwrap_or_default().to_owned();
+            let map = cluster.as_object_mut().unwrap();
+            if map.get("type").and_then(|t| t.as_str()) == Some("EDS") {
+                map.insert("type".into(), "STATIC".into());
+            }
+            map.remove("eds_cluster_config");
+            map.remove("load_assignment");
+            map.insert(
+                "hosts".into(),
+                hosts.get(&name).cloned().unwrap_or_default(),
+            );
+            (name, cluster)
+        })
+        .collect()
 }

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::netns::Network;
-use e2e::xds::{dynamic_clusters, Ads, XdsAgent, XdsEnvoy};
+use e2e::xds::{dynamic_clusters, effective_clusters, Ads, XdsAgent, XdsEnvoy};
 use e2e::*;
 
 #[test]
@@ -43,7 +43,14 @@ fn xds_fleet_fails_over_without_drops_and_matches_the_file_sink() {
             } else {
                 Ads::Delta
             };
-            XdsEnvoy::start_full(&dir, &name, &net.host(&name), &agents, ads)
+            XdsEnvoy::start_full(
+                &dir,
+                &name,
+                &net.host(&name),
+                &agents,
+                ads,
+                &serde_json::json!({}),
+            )
         })
         .collect();
     let even = ["--balance", "even"];
@@ -68,20 +75,37 @@ fn xds_fleet_fails_over_without_drops_and_matches_the_file_sink() {
     }
     file.wait_routed(pids(&servers), Duration::from_secs(15));
 
-    // Both sinks give Envoy the same clusters (protos as Envoy holds them).
-    wait_for(
-        "the file sink's clusters in every xDS Envoy",
-        Duration::from_secs(10),
-        || {
-            let from_file = dynamic_clusters(&file.admin());
-            envoys
-                .iter()
-                .all(|e| dynamic_clusters(&e.admin) == from_file)
-                .then_some(())
-        },
-    );
-    let from_file = dynamic_clusters(&file.admin());
+    // Both sinks give Envoy the same clusters: the protos as Envoy holds them, with the
+    // hosts Envoy holds (`/config_dump?include_eds`). The xDS sink's all-processes cluster
+    // is `type: EDS` with its hosts served apart, the file's carries them inline: compared
+    // as the inline cluster it stands for (see `effective_clusters`).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let from_file = loop {
+        let from_file = effective_clusters(&file.admin());
+        let differing: Vec<_> = envoys
+            .iter()
+            .map(|e| effective_clusters(&e.admin))
+            .filter(|c| *c != from_file)
+            .collect();
+        if differing.is_empty() {
+            break from_file;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an xDS Envoy's clusters differ from the file sink's: {:#?} vs {from_file:#?}",
+            differing[0]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(from_file.len(), 3, "{:?}", from_file.keys());
+    // The hosts really were compared: two processes in the all cluster, by EDS on xDS.
+    let all = &from_file["colyseus-all"]["hosts"][0]["lb_endpoints"];
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+    let all_type = |admin: &str| dynamic_clusters(admin)["colyseus-all"]["type"].clone();
+    for e in &envoys {
+        assert_eq!(all_type(&e.admin), "EDS", "{}", e.node_id);
+    }
+    assert_eq!(all_type(&file.admin()), "STATIC");
     // Every Envoy streams from one of the agents, by its own node id.
     wait_for(
         "three Envoys on the agents",
@@ -186,4 +210,64 @@ fn xds_fleet_fails_over_without_drops_and_matches_the_file_sink() {
     }
     assert!(survivor.metric("colyseus_envoy_xds_acks_total") >= 3);
     drop(dead);
+}
+
+/// The state-of-the-world stream (`api_type: GRPC`), which the bootstrap does not write but
+/// the agent serves: clusters and the all-processes cluster's EDS hosts arrive, a
+/// registration adds a cluster and a host, an unregistration takes the host out of the all
+/// cluster (the process drains: its own cluster stays). Registrations are written to Redis
+/// directly with liveness and health checks off: the stream is tested, not the processes.
+/// Cost: about 3 s (one Redis, one agent, one Envoy).
+#[test]
+fn a_state_of_the_world_stream_gets_clusters_and_eds_hosts() {
+    let dir = scratch("xds-sotw");
+    let redis = Redis::start(&dir);
+    let mut conn = redis.conn();
+    register(&mut conn, "a1/127.0.0.1:20001");
+    register(&mut conn, "b1/127.0.0.1:20002");
+    let quiet = ["--liveness", "off", "--health-check", "off"];
+    let agent = XdsAgent::start(&dir, "agent", "127.0.0.1", &redis.url(), &quiet);
+    let envoy = XdsEnvoy::start_sotw(&dir, "edge-sotw", "127.0.0.1", &[&agent]);
+    let hosts = || {
+        let all = &effective_clusters(&envoy.admin)["colyseus-all"];
+        let mut ports: Vec<u64> = all["hosts"][0]["lb_endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["endpoint"]["address"]["socket_address"]["port_value"].as_u64())
+            .collect();
+        ports.sort_unstable();
+        ports
+    };
+    let wait_hosts = |expected: &[u64]| {
+        wait_for("the all cluster's hosts", Duration::from_secs(10), || {
+            (hosts() == expected).then_some(())
+        });
+    };
+    envoy.wait_clusters(vec!["a1".into(), "b1".into()], Duration::from_secs(15));
+    wait_hosts(&[20001, 20002]);
+    assert_eq!(
+        dynamic_clusters(&envoy.admin)["colyseus-all"]["type"],
+        "EDS"
+    );
+    register(&mut conn, "c1/127.0.0.1:20003");
+    envoy.wait_clusters(
+        vec!["a1".into(), "b1".into(), "c1".into()],
+        Duration::from_secs(10),
+    );
+    wait_hosts(&[20001, 20002, 20003]);
+    unregister(&mut conn, "b1/127.0.0.1:20002");
+    wait_hosts(&[20001, 20003]);
+    assert_eq!(envoy.process_clusters(), ["a1", "b1", "c1"]);
+    // The agent counts the stream as state-of-the-world, current, nothing refused.
+    wait_for("the sotw Envoy current", Duration::from_secs(10), || {
+        let status = agent.xds_status()?;
+        let client = &status["clients"][0];
+        (client["protocol"] == "sotw"
+            && client["acked_snapshot"] == status["snapshot"]
+            && client["acked_endpoints"] == 1)
+            .then_some(())
+    });
+    assert_eq!(agent.metric("colyseus_envoy_xds_nacks_total"), 0);
+    assert_eq!(envoy.stat("cluster_manager.cds.update_rejected"), 0);
 }

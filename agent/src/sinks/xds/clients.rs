@@ -20,6 +20,8 @@ pub struct Client {
     pub connected_at: SystemTime,
     /// Cluster name -> version this Envoy ACKed.
     pub acked: HashMap<String, String>,
+    /// EDS cluster name -> version of its hosts (`ClusterLoadAssignment`) this Envoy ACKed.
+    pub acked_endpoints: HashMap<String, String>,
     /// Hash of the snapshot whose every resource this Envoy has ACKed, if any.
     pub acked_snapshot: Option<String>,
     pub nacks: u64,
@@ -33,6 +35,8 @@ pub struct Client {
 /// A change sent on a stream, awaiting its ACK or NACK.
 #[derive(Debug, Clone)]
 pub struct Pending {
+    /// The resources' type (`snapshot::CLUSTER_TYPE` or `ENDPOINT_TYPE`).
+    pub type_url: &'static str,
     /// name -> version sent (`None`: removed).
     pub changes: Vec<(String, Option<String>)>,
     /// The snapshot's hash and its creation, for the metrics.
@@ -77,6 +81,9 @@ pub struct ClientView {
     pub protocol: String,
     pub connected_unix_ms: u64,
     pub acked_clusters: usize,
+    /// EDS clusters whose hosts the Envoy has ACKed.
+    #[serde(default)]
+    pub acked_endpoints: usize,
     pub acked_snapshot: Option<String>,
     pub nacks: u64,
     pub last_nack: Option<String>,
@@ -101,6 +108,7 @@ impl Clients {
                 protocol,
                 connected_at: SystemTime::now(),
                 acked: HashMap::new(),
+                acked_endpoints: HashMap::new(),
                 acked_snapshot: None,
                 nacks: 0,
                 last_nack: None,
@@ -117,35 +125,38 @@ impl Clients {
         self.acks.send_modify(|n| *n += 1);
     }
 
-    /// A reconnecting Envoy said which versions it holds: count them as ACKed.
-    pub fn assume_acked(&self, id: u64, versions: &HashMap<String, String>) {
+    /// A reconnecting Envoy said which versions of `type_url` it holds: count them as ACKed.
+    pub fn assume_acked(&self, id: u64, type_url: &str, versions: &HashMap<String, String>) {
         if let Some(c) = self.lock().get_mut(&id) {
-            c.acked.clone_from(versions);
+            c.acked_of(type_url).clone_from(versions);
             c.ack_seq += 1;
         }
         self.acks.send_modify(|n| *n += 1);
     }
 
-    pub fn ack(&self, id: u64, pending: &Pending, current_snapshot: &str) {
+    /// `pending` was ACKed. `whole_snapshot`: the snapshot this Envoy now holds every
+    /// resource of (nothing else outstanding on its stream), or empty.
+    pub fn ack(&self, id: u64, pending: &Pending, whole_snapshot: &str) {
         let latency = pending.created.elapsed();
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.acks_total.fetch_add(1, Relaxed);
         self.ack_latency_us_sum.fetch_add(us, Relaxed);
         self.ack_latency_max_us.fetch_max(us, Relaxed);
         if let Some(c) = self.lock().get_mut(&id) {
+            let acked = c.acked_of(pending.type_url);
             if pending.complete {
-                c.acked.clear();
+                acked.clear();
             }
             for (name, version) in &pending.changes {
                 match version {
-                    Some(v) => c.acked.insert(name.clone(), v.clone()),
-                    None => c.acked.remove(name),
+                    Some(v) => acked.insert(name.clone(), v.clone()),
+                    None => acked.remove(name),
                 };
             }
             c.last_ack_latency = Some(latency);
             c.ack_seq += 1;
-            if pending.snapshot == current_snapshot {
-                c.acked_snapshot = Some(pending.snapshot.clone());
+            if !whole_snapshot.is_empty() {
+                c.acked_snapshot = Some(whole_snapshot.to_owned());
             }
         }
         self.acks.send_modify(|n| *n += 1);
@@ -229,6 +240,7 @@ impl Clients {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                 acked_clusters: c.acked.len(),
+                acked_endpoints: c.acked_endpoints.len(),
                 acked_snapshot: c.acked_snapshot.clone(),
                 nacks: c.nacks,
                 last_nack: c.last_nack.clone(),
@@ -276,6 +288,19 @@ impl Clients {
                 v.acked_clusters
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP colyseus_envoy_xds_client_acked_endpoints EDS clusters whose hosts the Envoy has ACKed.\n\
+             # TYPE colyseus_envoy_xds_client_acked_endpoints gauge"
+        );
+        for v in &views {
+            let _ = writeln!(
+                out,
+                "colyseus_envoy_xds_client_acked_endpoints{{node=\"{}\"}} {}",
+                escape(&v.node_id),
+                v.acked_endpoints
+            );
+        }
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
             let _ = writeln!(
                 out,
@@ -310,6 +335,17 @@ impl Clients {
     }
 }
 
+impl Client {
+    /// What this Envoy ACKed of `type_url`.
+    fn acked_of(&mut self, type_url: &str) -> &mut HashMap<String, String> {
+        if type_url == super::snapshot::ENDPOINT_TYPE {
+            &mut self.acked_endpoints
+        } else {
+            &mut self.acked
+        }
+    }
+}
+
 /// A Prometheus label value: backslash, quote and newline escaped.
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -327,6 +363,7 @@ mod tests {
         let id = clients.connect("edge-1", "delta");
         assert!(!clients.has("edge-1", "c", "1"));
         let pending = Pending {
+            type_url: super::super::snapshot::CLUSTER_TYPE,
             changes: vec![("c".into(), Some("1".into()))],
             snapshot: "s1".into(),
             created: Instant::now(),

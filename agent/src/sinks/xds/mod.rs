@@ -3,20 +3,29 @@
 //!
 //! Layout:
 //! - [`convert`]: the file sink's JSON clusters as `envoy-types` protobuf messages (pure).
+//! - [`build`]: snapshots built incrementally, only changed resources re-rendered (pure).
 //! - [`snapshot`]: immutable, content-versioned snapshots and the per-stream delta
 //!   bookkeeping (pure).
-//! - [`server`]: the gRPC streams (nonces, ACK/NACK, pushes).
+//! - [`server`]: the gRPC service and its delta streams (nonces, ACK/NACK, pushes); `sotw`:
+//!   its state-of-the-world streams.
 //! - [`clients`]: the connected Envoys and what each has ACKed (metrics, API, lookups).
 //! - [`test_hook`]: TEST-ONLY, off unless its variable is set: a cluster Envoy refuses.
 //!
-//! Clusters only (CDS), endpoints inline: the clusters are then byte-for-byte those of the
-//! file sink, so switching sinks changes nothing in Envoy. A delta update carries only the
-//! changed clusters (the new process's and the all-processes cluster).
+//! Clusters (CDS) and the all-processes cluster's hosts (EDS), over one ADS stream. Each
+//! process's cluster is byte-for-byte the file sink's (endpoint inline, `STATIC`). The
+//! all-processes cluster, which lists every active process, is the file sink's cluster
+//! made `type: EDS`: its hosts travel as a `ClusterLoadAssignment`, so a registration
+//! sends one new cluster and updates the all cluster's hosts in place, where a cluster
+//! with every host inline would be re-sent and rebuilt whole. The effective clusters are
+//! the file sink's, so switching sinks changes nothing in routing. (A fleet with DNS names
+//! among its active endpoints keeps the inline `STRICT_DNS` cluster: see [`build`].)
 
+pub mod build;
 pub mod clients;
 pub mod convert;
 pub mod server;
 pub mod snapshot;
+mod sotw;
 pub mod test_hook;
 
 use std::net::SocketAddr;
@@ -31,13 +40,14 @@ use tracing::error;
 use crate::balance::Weights;
 use crate::model::Registry;
 use crate::sinks::envoy_files::ClusterOptions;
+use build::{AllEndpoints, Builder};
 use clients::Clients;
 use snapshot::Snapshot;
 
 /// The sink half, called by the sync loop: builds snapshots and hands them to the server.
 #[derive(Debug)]
 pub struct XdsSink {
-    options: ClusterOptions,
+    builder: Builder,
     tx: watch::Sender<Arc<Snapshot>>,
     clients: Arc<Clients>,
     /// Conversion failures (a bug), counted for `/metrics`.
@@ -55,7 +65,7 @@ impl XdsSink {
         };
         (
             Self {
-                options,
+                builder: Builder::new(options, AllEndpoints::Eds),
                 tx,
                 clients,
                 conversion_errors: 0,
@@ -71,7 +81,7 @@ impl XdsSink {
     /// Makes the served clusters match `routed`. Does not block: the streams pick the new
     /// snapshot up. An unchanged state wakes no stream. Returns whether it changed.
     pub fn apply(&mut self, routed: &Registry, weights: &Weights) -> bool {
-        let (snapshot, errors) = Snapshot::build(routed, weights, &self.options);
+        let (snapshot, errors) = self.builder.build(routed, weights);
         for e in &errors {
             error!(error = %e, "Cannot express a cluster for xDS; it is left out.");
         }

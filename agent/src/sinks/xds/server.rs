@@ -1,4 +1,6 @@
-//! The gRPC side: `AggregatedDiscoveryService`, delta and state-of-the-world, for clusters.
+//! The gRPC side: `AggregatedDiscoveryService`, delta and state-of-the-world, for clusters
+//! and the EDS clusters' hosts, each type with its own subscription, nonces and ACKs on the
+//! one stream.
 //!
 //! Each stream is one task: it reads Envoy's requests and the latest snapshot, and sends
 //! what this Envoy lacks. ACKs and NACKs are matched to the response by nonce. A NACK is
@@ -20,7 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::clients::{Clients, Pending};
-use super::snapshot::{DeltaChanges, DeltaSubscription, Snapshot, CLUSTER_TYPE};
+use super::snapshot::{DeltaChanges, DeltaSubscription, Snapshot, CLUSTER_TYPE, ENDPOINT_TYPE};
 
 /// The service: the latest snapshot, and the registry of connected Envoys.
 #[derive(Debug, Clone)]
@@ -41,7 +43,8 @@ impl Ads {
         let current = self.snapshots.borrow().clone();
         XdsStatus {
             snapshot: current.version.clone(),
-            clusters: current.resources.len(),
+            clusters: current.clusters.len(),
+            endpoints: current.endpoints.len(),
             ready: current.ready,
             clients: self.clients.views(),
             gate: crate::ack_gate::GateView::default(),
@@ -55,6 +58,9 @@ pub struct XdsStatus {
     /// Hash of the clusters served now (what an up-to-date Envoy has ACKed).
     pub snapshot: String,
     pub clusters: usize,
+    /// EDS clusters whose hosts are served apart (`ClusterLoadAssignment`s).
+    #[serde(default)]
+    pub endpoints: usize,
     /// False until the agent's first Redis read.
     pub ready: bool,
     pub clients: Vec<super::clients::ClientView>,
@@ -69,8 +75,9 @@ impl XdsStatus {
         use std::fmt::Write;
         let _ = writeln!(
             out,
-            "xds: serving {} clusters (snapshot {}{}), {} Envoy stream(s)",
+            "xds: serving {} clusters, {} by EDS (snapshot {}{}), {} Envoy stream(s)",
             self.clusters,
+            self.endpoints,
             self.snapshot,
             if self.ready {
                 ""
@@ -131,7 +138,7 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(sotw(request.into_inner(), self.clone(), tx));
+        tokio::spawn(super::sotw::stream(request.into_inner(), self.clone(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -146,10 +153,10 @@ impl AggregatedDiscoveryService for Ads {
 }
 
 /// Unregisters a stream however its task ends.
-struct Registration<'a> {
-    clients: &'a Clients,
-    id: Option<u64>,
-    node: String,
+pub(super) struct Registration<'a> {
+    pub(super) clients: &'a Clients,
+    pub(super) id: Option<u64>,
+    pub(super) node: String,
 }
 
 impl Drop for Registration<'_> {
@@ -159,6 +166,20 @@ impl Drop for Registration<'_> {
             info!(node = %self.node, "An Envoy's xDS stream ended.");
         }
     }
+}
+
+/// The resource types served, in the order a change is sent: a new EDS cluster before its
+/// hosts (Envoy asks for them once it has the cluster).
+pub(super) const TYPES: [&str; 2] = [CLUSTER_TYPE, ENDPOINT_TYPE];
+
+/// What a delta stream tracks per resource type.
+#[derive(Debug, Default)]
+struct DeltaType {
+    sub: DeltaSubscription,
+    /// The type's first request was seen.
+    subscribed: bool,
+    /// A response of this type went out (the first goes out even when empty).
+    answered: bool,
 }
 
 /// One delta stream.
@@ -174,10 +195,11 @@ async fn delta(
         id: None,
         node: String::new(),
     };
-    let mut sub = DeltaSubscription::default();
+    let mut types: [DeltaType; 2] = Default::default();
     let mut pending: HashMap<String, Pending> = HashMap::new();
+    // The snapshot whose every change this stream has sent.
+    let mut synced = String::new();
     let mut nonce = 0u64;
-    let mut answered = false;
     loop {
         tokio::select! {
             req = requests.message() => {
@@ -189,36 +211,43 @@ async fn delta(
                         break;
                     }
                 };
-                if req.type_url != CLUSTER_TYPE {
+                let Some(t) = TYPES.iter().position(|t| *t == req.type_url) else {
                     debug!(node = %reg.node, type_url = %req.type_url, "Ignoring a subscription to a type this agent does not serve.");
                     continue;
-                }
-                let first = reg.id.is_none();
-                if first {
+                };
+                if reg.id.is_none() {
                     reg.node = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
-                    let id = ads.clients.connect(&reg.node, "delta");
-                    reg.id = Some(id);
-                    ads.clients.assume_acked(id, &req.initial_resource_versions);
+                    reg.id = Some(ads.clients.connect(&reg.node, "delta"));
                     info!(node = %reg.node, known = req.initial_resource_versions.len(), "An Envoy opened a delta xDS stream.");
                 }
                 let id = reg.id.unwrap_or_default();
+                let state = &mut types[t];
+                let first = !state.subscribed;
+                if first {
+                    ads.clients.assume_acked(id, TYPES[t], &req.initial_resource_versions);
+                }
                 if !req.response_nonce.is_empty() {
                     if let Some(p) = pending.remove(&req.response_nonce) {
                         match &req.error_detail {
                             Some(status) => {
-                                warn!(node = %reg.node, nonce = %req.response_nonce, code = status.code, detail = ?status.message, "Envoy refused (NACKed) clusters; they are not resent until they change.");
+                                warn!(node = %reg.node, nonce = %req.response_nonce, type_url = %req.type_url, code = status.code, detail = ?status.message, "Envoy refused (NACKed) resources; they are not resent until they change.");
                                 ads.clients.nack(id, &status.message);
                             }
-                            None => ads.clients.ack(id, &p, &snapshots.borrow().version),
+                            None => {
+                                let current = snapshots.borrow().version.clone();
+                                let whole = pending.is_empty() && synced == current;
+                                ads.clients.ack(id, &p, if whole { &current } else { "" });
+                            }
                         }
                     }
                 }
-                sub.update(
+                state.sub.update(
                     first,
                     &req.resource_names_subscribe,
                     &req.resource_names_unsubscribe,
                     &req.initial_resource_versions,
                 );
+                state.subscribed = true;
             }
             changed = snapshots.changed(), if reg.id.is_some() => {
                 if changed.is_err() {
@@ -233,39 +262,47 @@ async fn delta(
         if !snapshot.ready {
             continue;
         }
-        let changes = sub.diff(&snapshot);
-        // The first answer goes out even when empty: Envoy's initialization waits for it.
-        if changes.is_empty() && answered {
-            continue;
+        for (t, state) in types.iter_mut().enumerate() {
+            let Some(resources) = snapshot.of_type(TYPES[t]).filter(|_| state.subscribed) else {
+                continue;
+            };
+            let changes = state.sub.diff(resources);
+            // The first answer goes out even when empty: Envoy's initialization waits for it.
+            if changes.is_empty() && state.answered {
+                continue;
+            }
+            state.answered = true;
+            nonce += 1;
+            let mut response = delta_response(TYPES[t], &changes, &snapshot, nonce);
+            super::test_hook::apply(&mut response);
+            state.sub.sent(&changes);
+            pending.insert(
+                response.nonce.clone(),
+                Pending {
+                    type_url: TYPES[t],
+                    changes: changes
+                        .resources
+                        .iter()
+                        .map(|r| (r.name.clone(), Some(r.version.clone())))
+                        .chain(changes.removed.iter().map(|n| (n.clone(), None)))
+                        .collect(),
+                    snapshot: snapshot.version.clone(),
+                    // A change older than the stream counts from the stream's start.
+                    created: snapshot.created.max(opened),
+                    complete: false,
+                },
+            );
+            debug!(node = %reg.node, type_url = TYPES[t], changed = changes.resources.len(), removed = changes.removed.len(), "Sending resources.");
+            if tx.send(Ok(response)).await.is_err() {
+                return;
+            }
         }
-        answered = true;
-        nonce += 1;
-        let mut response = delta_response(&changes, &snapshot, nonce);
-        super::test_hook::apply(&mut response);
-        sub.sent(&changes);
-        pending.insert(
-            response.nonce.clone(),
-            Pending {
-                changes: changes
-                    .resources
-                    .iter()
-                    .map(|r| (r.name.clone(), Some(r.version.clone())))
-                    .chain(changes.removed.iter().map(|n| (n.clone(), None)))
-                    .collect(),
-                snapshot: snapshot.version.clone(),
-                // A change older than the stream counts from the stream's start.
-                created: snapshot.created.max(opened),
-                complete: false,
-            },
-        );
-        debug!(node = %reg.node, changed = changes.resources.len(), removed = changes.removed.len(), "Sending clusters.");
-        if tx.send(Ok(response)).await.is_err() {
-            break;
-        }
+        synced.clone_from(&snapshot.version);
     }
 }
 
 fn delta_response(
+    type_url: &str,
     changes: &DeltaChanges,
     snapshot: &Snapshot,
     nonce: u64,
@@ -282,116 +319,10 @@ fn delta_response(
                 ..Default::default()
             })
             .collect(),
-        type_url: CLUSTER_TYPE.to_owned(),
+        type_url: type_url.to_owned(),
         removed_resources: changes.removed.clone(),
         nonce: nonce.to_string(),
         ..Default::default()
-    }
-}
-
-/// One state-of-the-world stream: every response carries every cluster.
-async fn sotw(
-    mut requests: Streaming<DiscoveryRequest>,
-    ads: Ads,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) {
-    let mut snapshots = ads.snapshots.clone();
-    let opened = std::time::Instant::now();
-    let mut reg = Registration {
-        clients: &ads.clients,
-        id: None,
-        node: String::new(),
-    };
-    // Version last sent (or that Envoy said it had) and the response awaiting an answer.
-    let mut sent_version: Option<String> = None;
-    let mut pending: Option<(String, Pending)> = None;
-    let mut names: Vec<String> = Vec::new();
-    let mut nonce = 0u64;
-    loop {
-        tokio::select! {
-            req = requests.message() => {
-                let req = match req {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(e) => {
-                        debug!(node = %reg.node, error = %e, "xDS stream read failed.");
-                        break;
-                    }
-                };
-                if req.type_url != CLUSTER_TYPE {
-                    debug!(node = %reg.node, type_url = %req.type_url, "Ignoring a subscription to a type this agent does not serve.");
-                    continue;
-                }
-                if reg.id.is_none() {
-                    reg.node = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
-                    reg.id = Some(ads.clients.connect(&reg.node, "sotw"));
-                    info!(node = %reg.node, version = %req.version_info, "An Envoy opened a state-of-the-world xDS stream.");
-                    if !req.version_info.is_empty() {
-                        sent_version = Some(req.version_info.clone());
-                        // A reconnecting Envoy that holds the current clusters has them all.
-                        let snapshot = snapshots.borrow().clone();
-                        if snapshot.version == req.version_info {
-                            let versions = snapshot.resources.values().map(|r| (r.name.clone(), r.version.clone())).collect();
-                            ads.clients.assume_acked(reg.id.unwrap_or_default(), &versions);
-                        }
-                    }
-                }
-                let id = reg.id.unwrap_or_default();
-                names = req.resource_names.iter().filter(|n| *n != "*").cloned().collect();
-                match pending.take() {
-                    Some((n, p)) if n == req.response_nonce => match &req.error_detail {
-                        Some(status) => {
-                            warn!(node = %reg.node, nonce = %n, code = status.code, detail = ?status.message, "Envoy refused (NACKed) the clusters; they are not resent until they change.");
-                            ads.clients.nack(id, &status.message);
-                        }
-                        None => ads.clients.ack(id, &p, &snapshots.borrow().version),
-                    },
-                    other => pending = other,
-                }
-            }
-            changed = snapshots.changed(), if reg.id.is_some() => {
-                if changed.is_err() {
-                    break;
-                }
-            }
-        }
-        if reg.id.is_none() {
-            continue;
-        }
-        let snapshot = snapshots.borrow_and_update().clone();
-        if !snapshot.ready || sent_version.as_deref() == Some(snapshot.version.as_str()) {
-            continue;
-        }
-        let resources: Vec<_> = snapshot
-            .resources
-            .values()
-            .filter(|r| names.is_empty() || names.contains(&r.name))
-            .collect();
-        nonce += 1;
-        let response = DiscoveryResponse {
-            version_info: snapshot.version.clone(),
-            resources: resources.iter().map(|r| r.any.clone()).collect(),
-            type_url: CLUSTER_TYPE.to_owned(),
-            nonce: nonce.to_string(),
-            ..Default::default()
-        };
-        pending = Some((
-            response.nonce.clone(),
-            Pending {
-                changes: resources
-                    .iter()
-                    .map(|r| (r.name.clone(), Some(r.version.clone())))
-                    .collect(),
-                snapshot: snapshot.version.clone(),
-                // A change older than the stream counts from the stream's start.
-                created: snapshot.created.max(opened),
-                complete: true,
-            },
-        ));
-        sent_version = Some(snapshot.version.clone());
-        if tx.send(Ok(response)).await.is_err() {
-            break;
-        }
     }
 }
 
@@ -407,6 +338,7 @@ mod tests {
             protocol: "delta".into(),
             connected_unix_ms: 0,
             acked_clusters: 3,
+            acked_endpoints: 1,
             acked_snapshot: Some(acked.into()),
             nacks: u64::from(nack.is_some()),
             last_nack: nack.map(str::to_owned),
@@ -415,6 +347,7 @@ mod tests {
         let status = XdsStatus {
             snapshot: "s2".into(),
             clusters: 3,
+            endpoints: 1,
             ready: true,
             clients: vec![
                 client("edge-1", "s2", None),
@@ -432,7 +365,7 @@ mod tests {
         status.render(&mut out);
         let lines: Vec<&str> = out.lines().collect();
         assert!(
-            lines[0].contains("3 clusters") && lines[0].contains("2 Envoy"),
+            lines[0].contains("3 clusters, 1 by EDS") && lines[0].contains("2 Envoy"),
             "{out}"
         );
         assert!(

@@ -11,15 +11,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::pb::google::protobuf::Any;
-use prost::Message;
 
-use super::convert;
-use crate::balance::Weights;
-use crate::model::Registry;
-use crate::sinks::envoy_files::{fnv1a, render_clusters, ClusterOptions};
+use crate::sinks::envoy_files::fnv1a;
 
-/// The one resource type served: clusters (their endpoints inline, as in the CDS file).
+/// Clusters: every process's, and the all-processes cluster.
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+/// The hosts of the EDS clusters (the all-processes cluster), by cluster name.
+pub const ENDPOINT_TYPE: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
 /// One marshalled resource.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,12 +29,21 @@ pub struct Resource {
     pub any: Any,
 }
 
-/// Every cluster Envoy should have, at one moment.
+/// Resources of one type, by name.
+pub type Resources = BTreeMap<String, Arc<Resource>>;
+
+/// Every resource Envoy should have, at one moment.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub resources: BTreeMap<String, Arc<Resource>>,
-    /// Hash of every (name, version): the state-of-the-world `version_info`.
+    pub clusters: Resources,
+    /// `ClusterLoadAssignment`s of the EDS clusters, named as their cluster.
+    pub endpoints: Resources,
+    /// Hash of every (type, name, version): what an up-to-date Envoy has ACKed.
     pub version: String,
+    /// Hash of the clusters alone, and of the endpoints alone: the state-of-the-world
+    /// `version_info` of each type.
+    pub clusters_version: String,
+    pub endpoints_version: String,
     /// When the change this snapshot carries was handed over (change-to-ACK latency).
     pub created: Instant,
     /// False for the placeholder before the agent's first Redis read: nothing is served
@@ -43,52 +51,35 @@ pub struct Snapshot {
     pub ready: bool,
 }
 
-impl Snapshot {
-    /// The snapshot of `registry`: the clusters `render_cds` writes to the file, converted.
-    /// A cluster that cannot be converted (a bug: see `convert`) is left out and returned
-    /// as an error message beside the snapshot.
-    pub fn build(
-        registry: &Registry,
-        weights: &Weights,
-        options: &ClusterOptions,
-    ) -> (Self, Vec<String>) {
-        let mut errors = Vec::new();
-        let resources = render_clusters(registry, weights, options)
-            .iter()
-            .filter_map(|json| match convert::cluster(json) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    errors.push(format!("{}: {e}", json["name"]));
-                    None
-                }
-            })
-            .map(|c| {
-                let value = c.encode_to_vec();
-                let r = Resource {
-                    version: format!("{:016x}", fnv1a(&value)),
-                    name: c.name,
-                    any: Any {
-                        type_url: CLUSTER_TYPE.to_owned(),
-                        value,
-                    },
-                };
-                (r.name.clone(), Arc::new(r))
-            })
-            .collect();
-        (Self::from_resources(resources), errors)
+/// Hash of (name, version) pairs.
+fn versions_hash(resources: &Resources) -> String {
+    let mut all = Vec::with_capacity(resources.len() * 48);
+    for (name, r) in resources {
+        all.extend_from_slice(name.as_bytes());
+        all.push(0);
+        all.extend_from_slice(r.version.as_bytes());
+        all.push(0);
     }
+    format!("{:016x}", fnv1a(&all))
+}
 
-    pub fn from_resources(resources: BTreeMap<String, Arc<Resource>>) -> Self {
-        let mut all = Vec::new();
-        for (name, r) in &resources {
-            all.extend_from_slice(name.as_bytes());
-            all.push(0);
-            all.extend_from_slice(r.version.as_bytes());
-            all.push(0);
-        }
+impl Snapshot {
+    pub fn new(clusters: Resources, endpoints: Resources) -> Self {
+        let clusters_version = versions_hash(&clusters);
+        let endpoints_version = versions_hash(&endpoints);
+        // No endpoints: the same version as before EDS existed (clusters alone).
+        let version = if endpoints.is_empty() {
+            clusters_version.clone()
+        } else {
+            let both = format!("{clusters_version}\0{endpoints_version}");
+            format!("{:016x}", fnv1a(both.as_bytes()))
+        };
         Self {
-            resources,
-            version: format!("{:016x}", fnv1a(&all)),
+            clusters,
+            endpoints,
+            version,
+            clusters_version,
+            endpoints_version,
             created: Instant::now(),
             ready: true,
         }
@@ -98,16 +89,34 @@ impl Snapshot {
     pub fn empty() -> Self {
         Self {
             ready: false,
-            ..Self::from_resources(BTreeMap::new())
+            ..Self::new(BTreeMap::new(), BTreeMap::new())
+        }
+    }
+
+    /// The resources of `type_url`, if this server serves that type.
+    pub fn of_type(&self, type_url: &str) -> Option<&Resources> {
+        match type_url {
+            CLUSTER_TYPE => Some(&self.clusters),
+            ENDPOINT_TYPE => Some(&self.endpoints),
+            _ => None,
+        }
+    }
+
+    /// The state-of-the-world `version_info` of `type_url`.
+    pub fn type_version(&self, type_url: &str) -> &str {
+        if type_url == ENDPOINT_TYPE {
+            &self.endpoints_version
+        } else {
+            &self.clusters_version
         }
     }
 }
 
-/// What one delta stream subscribed to and what its Envoy has (as far as this stream
-/// knows: its `initial_resource_versions`, then everything sent on it).
+/// What one delta stream subscribed to, for one resource type, and what its Envoy has (as
+/// far as this stream knows: its `initial_resource_versions`, then everything sent on it).
 #[derive(Debug, Default, Clone)]
 pub struct DeltaSubscription {
-    /// Subscribed to every cluster (CDS's usual wildcard).
+    /// Subscribed to every resource (CDS's usual wildcard; EDS names its clusters).
     pub wildcard: bool,
     /// Names subscribed explicitly.
     pub names: BTreeSet<String>,
@@ -130,7 +139,9 @@ impl DeltaChanges {
 
 impl DeltaSubscription {
     /// Applies a request's subscription fields. The first request of a stream with no names
-    /// (or `*`) is a wildcard subscription, as Envoy's CDS sends it.
+    /// (or `*`) is a wildcard subscription, as Envoy's CDS sends it. A name subscribed
+    /// again later is sent again: Envoy re-subscribes to an EDS cluster's hosts when it
+    /// re-creates the cluster, and waits for them before the cluster leaves warming.
     pub fn update(
         &mut self,
         first: bool,
@@ -147,6 +158,9 @@ impl DeltaSubscription {
                 self.wildcard = true;
             } else {
                 self.names.insert(name.clone());
+                if !first {
+                    self.known.remove(name);
+                }
             }
         }
         for name in unsubscribe {
@@ -164,10 +178,10 @@ impl DeltaSubscription {
         self.wildcard || self.names.contains(name)
     }
 
-    /// What `snapshot` changes for this Envoy. Does not record it as sent: see [`Self::sent`].
-    pub fn diff(&self, snapshot: &Snapshot) -> DeltaChanges {
-        let resources = snapshot
-            .resources
+    /// What `resources` (this type's, of a snapshot) change for this Envoy. Does not record
+    /// it as sent: see [`Self::sent`].
+    pub fn diff(&self, resources: &Resources) -> DeltaChanges {
+        let changed = resources
             .values()
             .filter(|r| self.wants(&r.name))
             .filter(|r| self.known.get(&r.name) != Some(&r.version))
@@ -176,11 +190,14 @@ impl DeltaSubscription {
         let mut removed: Vec<String> = self
             .known
             .keys()
-            .filter(|n| !snapshot.resources.contains_key(*n) || !self.wants(n))
+            .filter(|n| !resources.contains_key(*n) || !self.wants(n))
             .cloned()
             .collect();
         removed.sort();
-        DeltaChanges { resources, removed }
+        DeltaChanges {
+            resources: changed,
+            removed,
+        }
     }
 
     /// Records `changes` as sent: they are not sent again, whether Envoy ACKs them or not
@@ -198,97 +215,23 @@ impl DeltaSubscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::envoy_files::HealthCheck;
-    use routing::ClusterNames;
-    use std::time::Duration;
-
-    fn options() -> ClusterOptions {
-        ClusterOptions {
-            names: ClusterNames::default(),
-            connect_timeout: Duration::from_millis(250),
-            max_connections: 100_000,
-            health_check: HealthCheck::Http {
-                path: "/health".into(),
-                interval: Duration::from_secs(2),
-            },
-        }
-    }
-
-    fn snapshot(members: &[&str]) -> Snapshot {
-        let now = Instant::now();
-        let (reg, _) = Registry::default().from_members(members.iter().copied(), 2567, now);
-        let weights: Weights = reg
-            .iter()
-            .map(|(pid, _)| (pid.clone(), 3))
-            .take(1)
-            .collect();
-        let (snap, errors) = Snapshot::build(&reg, &weights, &options());
-        assert_eq!(errors, Vec::<String>::new());
-        snap
-    }
-
-    #[test]
-    fn every_rendered_cluster_converts_with_every_option() {
-        // IP and DNS endpoints, weights, HTTP checks: nothing left out.
-        let snap = snapshot(&["a/127.0.0.1:1", "b/game-2:2", "c/[::1]:3"]);
-        let names: Vec<&str> = snap.resources.keys().map(String::as_str).collect();
-        assert_eq!(
-            names,
-            [
-                "colyseus-all",
-                "colyseus-process-a",
-                "colyseus-process-b",
-                "colyseus-process-c"
-            ]
-        );
-        for hc in [
-            HealthCheck::Off,
-            HealthCheck::Tcp {
-                interval: Duration::from_secs(1),
-            },
-        ] {
-            let mut o = options();
-            o.health_check = hc;
-            let (reg, _) =
-                Registry::default().from_members(["a/127.0.0.1:1"], 2567, Instant::now());
-            let (_, errors) = Snapshot::build(&reg, &Weights::new(), &o);
-            assert!(errors.is_empty(), "{errors:?}");
-        }
-    }
-
-    #[test]
-    fn versions_come_from_content() {
-        let a = snapshot(&["a/127.0.0.1:1", "b/127.0.0.1:2"]);
-        let b = snapshot(&["b/127.0.0.1:2", "a/127.0.0.1:1"]);
-        assert_eq!(a.version, b.version);
-        assert_eq!(a.resources, b.resources);
-        let c = snapshot(&["a/127.0.0.1:1", "b/127.0.0.1:3"]);
-        assert_eq!(
-            a.resources["colyseus-process-a"].version,
-            c.resources["colyseus-process-a"].version
-        );
-        assert_ne!(
-            a.resources["colyseus-process-b"].version,
-            c.resources["colyseus-process-b"].version
-        );
-        assert_ne!(a.version, c.version);
-    }
+    use crate::sinks::xds::build::tests::snapshot;
 
     #[test]
     fn delta_sends_only_what_changed_and_what_went() {
         let mut sub = DeltaSubscription::default();
         sub.update(true, &[], &[], &HashMap::new());
         let one = snapshot(&["a/127.0.0.1:1"]);
-        let first = sub.diff(&one);
+        let first = sub.diff(&one.clusters);
         assert_eq!(first.resources.len(), 2);
         assert!(first.removed.is_empty());
         sub.sent(&first);
-        assert!(sub.diff(&one).is_empty());
+        assert!(sub.diff(&one.clusters).is_empty());
         let two = snapshot(&["b/127.0.0.1:2"]);
-        let next = sub.diff(&two);
+        let next = sub.diff(&two.clusters);
         let names: Vec<&str> = next.resources.iter().map(|r| r.name.as_str()).collect();
-        // The all cluster's endpoints changed too.
-        assert_eq!(names, ["colyseus-all", "colyseus-process-b"]);
+        // The all cluster is EDS: its hosts changed, the cluster did not.
+        assert_eq!(names, ["colyseus-process-b"]);
         assert_eq!(next.removed, ["colyseus-process-a"]);
     }
 
@@ -296,7 +239,7 @@ mod tests {
     fn a_reconnecting_envoy_gets_only_what_it_lacks() {
         let snap = snapshot(&["a/127.0.0.1:1", "b/127.0.0.1:2"]);
         let mut initial: HashMap<String, String> = snap
-            .resources
+            .clusters
             .values()
             .map(|r| (r.name.clone(), r.version.clone()))
             .collect();
@@ -304,7 +247,7 @@ mod tests {
         initial.insert("colyseus-process-gone".into(), "1".into());
         let mut sub = DeltaSubscription::default();
         sub.update(true, &["*".into()], &[], &initial);
-        let d = sub.diff(&snap);
+        let d = sub.diff(&snap.clusters);
         let names: Vec<&str> = d.resources.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["colyseus-process-a"]);
         assert_eq!(d.removed, ["colyseus-process-gone"]);
@@ -315,10 +258,34 @@ mod tests {
         let snap = snapshot(&["a/127.0.0.1:1", "b/127.0.0.1:2"]);
         let mut sub = DeltaSubscription::default();
         sub.update(true, &["colyseus-process-b".into()], &[], &HashMap::new());
-        let d = sub.diff(&snap);
+        let d = sub.diff(&snap.clusters);
         assert_eq!(d.resources.len(), 1);
         sub.sent(&d);
         sub.update(false, &[], &["colyseus-process-b".into()], &HashMap::new());
-        assert!(sub.diff(&snap).is_empty());
+        assert!(sub.diff(&snap.clusters).is_empty());
+    }
+
+    #[test]
+    fn eds_hosts_go_to_whoever_names_them_and_again_on_a_resubscribe() {
+        let snap = snapshot(&["a/127.0.0.1:1"]);
+        let mut sub = DeltaSubscription::default();
+        // Envoy's first EDS request names the cluster it is warming.
+        sub.update(true, &["colyseus-all".into()], &[], &HashMap::new());
+        let d = sub.diff(&snap.endpoints);
+        assert_eq!(d.resources.len(), 1);
+        sub.sent(&d);
+        assert!(sub.diff(&snap.endpoints).is_empty());
+        // The cluster re-created: Envoy names it again and waits for its hosts.
+        sub.update(false, &["colyseus-all".into()], &[], &HashMap::new());
+        assert_eq!(sub.diff(&snap.endpoints).resources.len(), 1);
+        // A reconnect that holds them gets nothing.
+        let held: HashMap<String, String> = snap
+            .endpoints
+            .values()
+            .map(|r| (r.name.clone(), r.version.clone()))
+            .collect();
+        let mut again = DeltaSubscription::default();
+        again.update(true, &["colyseus-all".into()], &[], &held);
+        assert!(again.diff(&snap.endpoints).is_empty());
     }
 }

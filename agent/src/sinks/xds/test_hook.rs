@@ -57,6 +57,9 @@ fn on_port(cluster: &Cluster, port: u32) -> bool {
 /// Spoils the refused clusters of `response` (see the module doc).
 pub fn apply(response: &mut DeltaDiscoveryResponse) {
     let Some(port) = refused_port() else { return };
+    if response.type_url != super::snapshot::CLUSTER_TYPE {
+        return;
+    }
     for r in &mut response.resources {
         let Some(any) = r.resource.as_mut() else {
             continue;

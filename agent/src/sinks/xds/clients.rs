@@ -404,4 +404,30 @@ mod tests {
         assert!(!clients.is_connected("edge-1"));
         assert!(clients.with_acked("edge-1", |a| a.is_none()));
     }
+
+    #[test]
+    fn eds_acks_are_kept_apart_from_the_clusters_of_the_same_name() {
+        use crate::sinks::xds::snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE};
+        let clients = Clients::default();
+        let id = clients.connect("edge-1", "delta");
+        let pending = |type_url, version: &str, snapshot: &str| Pending {
+            type_url,
+            changes: vec![("colyseus-all".into(), Some(version.into()))],
+            snapshot: snapshot.into(),
+            created: Instant::now(),
+            complete: false,
+        };
+        clients.ack(id, &pending(CLUSTER_TYPE, "c1", "s1"), "");
+        // Another response is outstanding: not current yet.
+        assert_eq!(clients.views()[0].acked_snapshot, None);
+        clients.ack(id, &pending(ENDPOINT_TYPE, "e1", "s1"), "s1");
+        assert!(clients.has("edge-1", "colyseus-all", "c1"));
+        assert!(!clients.has("edge-1", "colyseus-all", "e1"));
+        let v = &clients.views()[0];
+        assert_eq!((v.acked_clusters, v.acked_endpoints), (1, 1));
+        assert_eq!(v.acked_snapshot.as_deref(), Some("s1"));
+        let initial = [("colyseus-all".to_owned(), "e0".to_owned())].into();
+        clients.assume_acked(id, ENDPOINT_TYPE, &initial);
+        assert!(clients.has("edge-1", "colyseus-all", "c1"));
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use routing::wire::{ProcessRow, RoomLocation, UnknownRoom, UNKNOWN_ROOM};
+use routing::wire::{ProcessRow, ProcessesDelta, RoomLocation, UnknownRoom, UNKNOWN_ROOM};
 use routing::ClusterNames;
 
 /// processIds the agent routes (active or draining), as last reported to this worker.
@@ -36,6 +36,25 @@ impl KnownProcesses {
     pub fn count(&self) -> Option<usize> {
         self.ids.as_ref().map(HashSet::len)
     }
+
+    /// Applies the agent's delta to the set it was computed against; `false` (nothing
+    /// changed) when there is no set to apply it to.
+    pub fn apply(&mut self, delta: &ProcessesDelta) -> bool {
+        let Some(ids) = &mut self.ids else {
+            return false;
+        };
+        for pid in &delta.removed {
+            ids.remove(pid);
+        }
+        for row in &delta.changed {
+            if row.state.is_routable() {
+                ids.insert(row.process_id.clone());
+            } else {
+                ids.remove(&row.process_id);
+            }
+        }
+        true
+    }
 }
 
 /// Why an agent answer is not usable.
@@ -65,6 +84,18 @@ pub fn parse_processes(status: Option<u32>, body: &[u8]) -> Result<HashSet<Strin
         .filter(|row| row.state.is_routable())
         .map(|row| row.process_id)
         .collect())
+}
+
+/// Reads a `GET /processes?since=` answer sent as a [`ProcessesDelta`]. Unlike the whole
+/// set, one bad row rejects the delta: the caller then asks for the whole set.
+///
+/// # Errors
+/// No answer, a status other than 200, or a body that is not such a delta.
+pub fn parse_delta(status: Option<u32>, body: &[u8]) -> Result<ProcessesDelta, BadAnswer> {
+    if status != Some(200) {
+        return Err(BadAnswer(format!("status {status:?}")));
+    }
+    serde_json::from_slice(body).map_err(|e| BadAnswer(format!("delta body: {e}")))
 }
 
 /// What the agent said about a room.
@@ -216,6 +247,29 @@ mod tests {
         assert!(parse_processes(Some(503), b"[]").is_err());
         assert!(parse_processes(Some(200), b"{}").is_err());
         assert!(parse_processes(Some(200), b"[").is_err());
+    }
+
+    #[test]
+    fn a_delta_changes_the_known_set() {
+        let mut known = KnownProcesses::default();
+        let delta = parse_delta(
+            Some(200),
+            br#"{"changed":[{"processId":"c","state":"active"},{"processId":"a","state":"dead"}],
+                "removed":["b"]}"#,
+        )
+        .unwrap();
+        assert!(!known.apply(&delta), "no set to apply it to");
+        known.set(["a".to_owned(), "b".to_owned()].into());
+        assert!(known.apply(&delta));
+        assert_eq!(known.count(), Some(1));
+        assert!(known.contains("c") && !known.contains("a") && !known.contains("b"));
+        assert!(parse_delta(
+            Some(200),
+            br#"{"changed":[{"state":"active"}],"removed":[]}"#
+        )
+        .is_err());
+        assert!(parse_delta(Some(200), b"[]").is_err());
+        assert!(parse_delta(Some(503), br#"{"changed":[],"removed":[]}"#).is_err());
     }
 
     fn room(pid: &str, cluster: &str) -> Vec<u8> {

@@ -98,6 +98,15 @@ fn stripped(row: &ProcessRow) -> ProcessRow {
     }
 }
 
+/// Whether two rows agree in every field a delta carries (no copy: this runs per row).
+fn same_row(a: &ProcessRow, b: &ProcessRow) -> bool {
+    a.process_id == b.process_id
+        && a.address == b.address
+        && a.cluster == b.cluster
+        && a.state == b.state
+        && a.weight == b.weight
+}
+
 /// FNV-1a over every field a delta carries, rows in processId order.
 pub fn digest(rows: &[ProcessRow]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -145,7 +154,7 @@ pub fn diff(old: &[ProcessRow], new: &[ProcessRow]) -> ProcessesDelta {
                     j += 1;
                 }
                 std::cmp::Ordering::Equal => {
-                    if *o != stripped(n) {
+                    if !same_row(o, n) {
                         delta.changed.push(stripped(n));
                     }
                     i += 1;

@@ -148,6 +148,12 @@ pub fn render(spec: &BootstrapSpec<'_>) -> Value {
             "clusters": clusters(spec),
         },
 
+        // A cluster's traffic stats (`upstream_rq_*`, `upstream_cx_*`) are created on its
+        // first use: with 10,000 process clusters, creating them all up front made Envoy's
+        // start to every cluster ACKed 5.2 s instead of 2.7 s, and cost 200 MB of memory
+        // (bench-xds). Nothing of the agent's reads them for an unused cluster.
+        "deferred_stat_options": { "enable_deferred_creation_stats": true },
+
         // Edge guidance: bound the downstream connections Envoy accepts in total.
         "overload_manager": { "resource_monitors": [{
             "name": "envoy.resource_monitors.global_downstream_max_connections",

@@ -139,9 +139,13 @@ fn servers_cluster(name: &str, servers: &[Endpoint], http2: bool) -> Value {
             "healthy_threshold": 1,
             "tcp_health_check": {},
         }],
-        // A refused connection takes the agent out at once (until its next passing check):
-        // with priorities the reconnect would otherwise try the dead first agent again
-        // until the health check notices. Answers (a 503 `not_acked`) never eject.
+        // A refused connection takes the agent out at once: with priorities the reconnect
+        // would otherwise try the dead first agent again until the health check notices
+        // (within 0.5 s). Answers (a 503 `not_acked`) never eject. The ejection is short
+        // and capped: Envoy multiplies it by the host's ejection count, so an agent that
+        // restarted a few times stayed ejected for seconds after it came back, and when
+        // the other agent then died Envoy, with no host left, kept dialling the dead one
+        // (failover 1-2 s instead of 50 ms, seen in bench-converge failover).
         "outlier_detection": {
             "split_external_local_origin_errors": true,
             "consecutive_local_origin_failure": 1,
@@ -153,8 +157,9 @@ fn servers_cluster(name: &str, servers: &[Endpoint], http2: bool) -> Value {
             "enforcing_failure_percentage": 0,
             "enforcing_failure_percentage_local_origin": 0,
             "max_ejection_percent": 100,
-            "base_ejection_time": "1s",
-            "interval": "1s",
+            "base_ejection_time": "0.250s",
+            "max_ejection_time": "0.500s",
+            "interval": "0.100s",
         },
         "load_assignment": {
             "cluster_name": name,

@@ -102,7 +102,8 @@ struct ProcessesQuery {
 }
 
 /// The advertised processes, with their version in
-/// [`routing::wire::PROCESSES_VERSION_HEADER`]; with `after` equal to the current version,
+/// [`routing::wire::PROCESSES_VERSION_HEADER`] and the all-processes cluster's shard count
+/// in [`routing::wire::ALL_SHARDS_HEADER`]; with `after` equal to the current version,
 /// held until the set changes (at most [`routing::wire::PROCESSES_HOLD_MS`]). For an Envoy
 /// streaming xDS from this agent, only the processes whose cluster it has ACKed, and held
 /// until that changes too (see [`crate::ack_gate`]).
@@ -118,7 +119,13 @@ async fn processes(
     }
     let (version, rows) = status.processes_for(node);
     (
-        [(routing::wire::PROCESSES_VERSION_HEADER, version.to_string())],
+        [
+            (routing::wire::PROCESSES_VERSION_HEADER, version.to_string()),
+            (
+                routing::wire::ALL_SHARDS_HEADER,
+                status.all_shards().to_string(),
+            ),
+        ],
         Json(rows),
     )
 }

@@ -272,6 +272,13 @@ pub struct SyncArgs {
     /// still written. Envoys on other hosts reach it: bind a private address.
     #[arg(long, env = "COLYSEUS_ENVOY_XDS_LISTEN")]
     pub xds_listen: Option<SocketAddr>,
+    /// Shards of the all-processes cluster (1 to 256): Envoy rebuilds a cluster's whole
+    /// host set on every update, so a large fleet in one matchmaking cluster costs Envoy
+    /// ~2 µs per process per registration. With N shards a registration updates one shard;
+    /// the filter spreads matchmaking over the shards by their processes' weights. About
+    /// one shard per 1,000 processes; 1 is the unsharded cluster `--all-cluster`.
+    #[arg(long, env = "COLYSEUS_ENVOY_ALL_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(routing::cluster::MAX_ALL_SHARDS)))]
+    pub all_shards: u32,
     /// Longest a room lookup waits for a new process's cluster: for Envoy's warm-up (with
     /// `--admin-addr`) and, with `--xds-listen`, for the asking Envoy's ACK, after which it
     /// is answered 503 `not_acked`. Keep it below the filter's lookup timeout (500 ms).

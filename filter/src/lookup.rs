@@ -4,8 +4,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use routing::wire::{ProcessRow, RoomLocation, UnknownRoom, UNKNOWN_ROOM};
+use routing::wire::{ProcessRow, ProcessState, RoomLocation, UnknownRoom, UNKNOWN_ROOM};
 use routing::ClusterNames;
+
+use crate::shards::ShardPicker;
 
 /// processIds the agent routes (active or draining), as last reported to this worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,6 +15,8 @@ pub struct KnownProcesses {
     /// `None` until the first answer (or after a failed refresh): every processId counts as
     /// known and takes the fast path, as without the agent.
     ids: Option<HashSet<String>>,
+    /// Matchmaking shares of the all-processes cluster's shards, from the same answer.
+    shards: ShardPicker,
 }
 
 impl KnownProcesses {
@@ -26,10 +30,27 @@ impl KnownProcesses {
         self.ids = Some(ids);
     }
 
+    /// Replaces the set and the shards' matchmaking shares with a fresh answer.
+    pub fn set_answer(&mut self, answer: ProcessesAnswer, names: &ClusterNames, shards: u16) {
+        self.shards = ShardPicker::new(
+            names,
+            shards,
+            answer.active.iter().map(|(pid, w)| (pid.as_str(), *w)),
+        );
+        self.ids = Some(answer.ids);
+    }
+
     /// Forgets the set: the agent cannot be asked, so room lookups would fail too and the
-    /// fast path is the better bet.
+    /// fast path is the better bet. Matchmaking goes to shard 0.
     pub fn forget(&mut self) {
         self.ids = None;
+        self.shards = ShardPicker::default();
+    }
+
+    /// The shard of the all-processes cluster for the next matchmaking request; `None`:
+    /// shard 0, the plain all-processes cluster.
+    pub fn matchmaking_shard(&self) -> Option<&str> {
+        self.shards.pick()
     }
 
     /// How many processIds are known; `None`: every processId counts as known.
@@ -42,6 +63,15 @@ impl KnownProcesses {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadAnswer(pub String);
 
+/// What a `/processes` answer says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessesAnswer {
+    /// The routable processIds (active or draining).
+    pub ids: HashSet<String>,
+    /// The active ones with their matchmaking weight (1 when the row carries none).
+    pub active: Vec<(String, u32)>,
+}
+
 /// Reads `GET /processes`: a JSON array of [`ProcessRow`]s; `active` and `draining`
 /// processes are routable, `dead` ones are not. A row that is not a `ProcessRow` (say, a
 /// state this filter does not know) is skipped, not routed: one odd row must not cost the
@@ -50,7 +80,7 @@ pub struct BadAnswer(pub String);
 /// # Errors
 /// No answer (call failed or timed out), a status other than 200, or a body that is not
 /// such an array.
-pub fn parse_processes(status: Option<u32>, body: &[u8]) -> Result<HashSet<String>, BadAnswer> {
+pub fn parse_processes(status: Option<u32>, body: &[u8]) -> Result<ProcessesAnswer, BadAnswer> {
     if status != Some(200) {
         return Err(BadAnswer(format!("status {status:?}")));
     }
@@ -59,12 +89,20 @@ pub fn parse_processes(status: Option<u32>, body: &[u8]) -> Result<HashSet<Strin
     let serde_json::Value::Array(list) = value else {
         return Err(BadAnswer("body is not an array".into()));
     };
-    Ok(list
+    let mut answer = ProcessesAnswer::default();
+    for row in list
         .into_iter()
         .filter_map(|row| serde_json::from_value::<ProcessRow>(row).ok())
         .filter(|row| row.state.is_routable())
-        .map(|row| row.process_id)
-        .collect())
+    {
+        if row.state == ProcessState::Active {
+            answer
+                .active
+                .push((row.process_id.clone(), row.weight.unwrap_or(1)));
+        }
+        answer.ids.insert(row.process_id);
+    }
+    Ok(answer)
 }
 
 /// What the agent said about a room.
@@ -209,9 +247,17 @@ mod tests {
             {"processId":"b","state":"draining"},{"processId":"c","state":"dead"},
             {"state":"active"},{"processId":3,"state":"active"},
             {"processId":"d","state":"warming"}]"#;
-        let ids = parse_processes(Some(200), body).unwrap();
-        assert_eq!(ids, ["a".to_owned(), "b".to_owned()].into());
-        assert_eq!(parse_processes(Some(200), b"[]").unwrap().len(), 0);
+        let answer = parse_processes(Some(200), body).unwrap();
+        assert_eq!(answer.ids, ["a".to_owned(), "b".to_owned()].into());
+        // Only the active row takes matchmaking; no weight on the wire counts as 1.
+        assert_eq!(answer.active, [("a".to_owned(), 1)]);
+        let weighted = br#"[{"processId":"a","state":"active","weight":7},
+            {"processId":"b","state":"draining","weight":null}]"#;
+        assert_eq!(
+            parse_processes(Some(200), weighted).unwrap().active,
+            [("a".to_owned(), 7)]
+        );
+        assert_eq!(parse_processes(Some(200), b"[]").unwrap().ids.len(), 0);
         assert!(parse_processes(None, b"").is_err());
         assert!(parse_processes(Some(503), b"[]").is_err());
         assert!(parse_processes(Some(200), b"{}").is_err());

@@ -17,7 +17,7 @@ use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
-use routing::wire::{PROCESSES_HOLD_MS, PROCESSES_VERSION_HEADER};
+use routing::wire::{ALL_SHARDS_HEADER, PROCESSES_HOLD_MS, PROCESSES_VERSION_HEADER};
 use routing::{PluginConfig, PluginConfigError, RoutingConfig};
 
 use crate::host::{Host, ProxyHost};
@@ -119,21 +119,33 @@ impl Root {
             let raw = host.call_header(num_headers, PROCESSES_VERSION_HEADER)?;
             std::str::from_utf8(&raw).ok()?.trim().parse::<u64>().ok()
         });
+        // An agent that does not say (an older one) has one shard.
+        let shards = parsed
+            .is_ok()
+            .then(|| host.call_header(num_headers, ALL_SHARDS_HEADER))
+            .flatten()
+            .and_then(|raw| routing::wire::all_shards(&raw))
+            .unwrap_or(1);
         {
             let mut known = self.shared.known.borrow_mut();
             match parsed {
-                Ok(ids) => {
-                    debug!("{} known processes (version {version:?})", ids.len());
-                    // A cached room answer must not outlive its process.
+                Ok(answer) => {
+                    debug!(
+                        "{} known processes (version {version:?}, {shards} matchmaking shard(s))",
+                        answer.ids.len()
+                    );
                     if let Some(config) = &self.config {
+                        // A cached room answer must not outlive its process.
                         self.shared.cache.borrow_mut().retain_clusters(|cluster| {
                             config
                                 .names
                                 .process_of(cluster)
-                                .is_some_and(|pid| ids.contains(pid))
+                                .is_some_and(|pid| answer.ids.contains(pid))
                         });
+                        known.set_answer(answer, &config.names, shards);
+                    } else {
+                        known.set(answer.ids);
                     }
-                    known.set(ids);
                 }
                 Err(e) => {
                     if known.count().is_some() {
@@ -257,6 +269,8 @@ mod tests {
     use std::time::Duration;
 
     use proxy_wasm::types::Status;
+    use routing::cluster::shard_of;
+    use routing::ClusterNames;
 
     use super::*;
 
@@ -275,6 +289,8 @@ mod tests {
         answer: (Option<u32>, Vec<u8>),
         /// The version header of the answer.
         version: Option<&'static str>,
+        /// The shard-count header of the answer.
+        shards: Option<&'static str>,
         /// The node id sent with each call.
         nodes: Vec<Option<String>>,
         fail_dispatch: bool,
@@ -316,8 +332,12 @@ mod tests {
             self.answer.clone()
         }
         fn call_header(&self, _: usize, name: &str) -> Option<Vec<u8>> {
-            assert_eq!(name, PROCESSES_VERSION_HEADER);
-            self.version.map(|v| v.as_bytes().to_vec())
+            let value = match name {
+                PROCESSES_VERSION_HEADER => self.version,
+                ALL_SHARDS_HEADER => self.shards,
+                other => panic!("unexpected header {other}"),
+            };
+            value.map(|v| v.as_bytes().to_vec())
         }
         fn resume_request(&mut self) -> Result<(), Status> {
             unreachable!()
@@ -362,6 +382,57 @@ mod tests {
         root.shared.known.borrow_mut().set(HashSet::new());
         root.tick(&mut host);
         assert!(root.shared.known.borrow().contains("p9"));
+    }
+
+    #[test]
+    fn matchmaking_follows_the_announced_shards() {
+        let mut root = Root {
+            config: Some(Rc::new(parse_config(b"").unwrap())),
+            ..Root::default()
+        };
+        let mut host = TickHost::default();
+        // p0 and p1 are in different shards of 3 (`routing::cluster::shard_of`).
+        let (a, b) = ("p0", "p1");
+        let (sa, sb) = (shard_of(a, 3), shard_of(b, 3));
+        assert_ne!(sa, sb);
+        host.answer = (
+            Some(200),
+            format!(
+                r#"[{{"processId":"{a}","state":"active","weight":1}},{{"processId":"{b}","state":"active","weight":3}},{{"processId":"d","state":"draining","weight":null}}]"#
+            )
+            .into_bytes(),
+        );
+        host.shards = Some("3");
+        root.tick(&mut host);
+        root.processes_answer(&mut host, 1, 1, 1);
+        let names = ClusterNames::default();
+        let mut picks = std::collections::BTreeMap::<String, u32>::new();
+        for _ in 0..8 {
+            let shard = root
+                .shared
+                .known
+                .borrow()
+                .matchmaking_shard()
+                .map(str::to_owned);
+            *picks.entry(shard.unwrap()).or_default() += 1;
+        }
+        assert_eq!(
+            picks,
+            [(names.all_shard(sa), 2), (names.all_shard(sb), 6)].into()
+        );
+        // Without the header (an older agent), or after a failed refresh: shard 0.
+        host.shards = None;
+        root.tick(&mut host);
+        root.processes_answer(&mut host, 2, 1, 1);
+        assert_eq!(root.shared.known.borrow().matchmaking_shard(), None);
+        host.shards = Some("3");
+        root.tick(&mut host);
+        root.processes_answer(&mut host, 3, 1, 1);
+        assert!(root.shared.known.borrow().matchmaking_shard().is_some());
+        root.tick(&mut host);
+        host.answer = (None, Vec::new());
+        root.processes_answer(&mut host, 4, 0, 0);
+        assert_eq!(root.shared.known.borrow().matchmaking_shard(), None);
     }
 
     #[test]

@@ -1,0 +1,218 @@
+//! Which shard of the all-processes cluster a matchmaking request goes to. Pure.
+//!
+//! The agent may split the all-processes cluster in S shards (`routing::cluster`); Envoy
+//! balances inside a shard by the hosts' weights, so the filter picks the shard in
+//! proportion to the summed weights of its active processes, as this worker last heard
+//! them from `/processes`. There is no random source in proxy-wasm: a per-worker position
+//! walks `0..total` with a step coprime to `total` (each value once per cycle, so the
+//! proportions are exact over `total` requests, and spread rather than in runs), and the
+//! value falls in one shard's range of the cumulative weights (binary search, no
+//! allocation per request).
+
+use std::cell::Cell;
+
+use routing::cluster::shard_of;
+use routing::ClusterNames;
+
+/// The matchmaking shares of the shards, from one `/processes` answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardPicker {
+    /// (end of the shard's range in `0..total`, shard name), for shards with weight only,
+    /// in shard order; empty: no shard has weight, matchmaking goes to shard 0.
+    ranges: Vec<(u64, String)>,
+    total: u64,
+    step: u64,
+    /// Where the walk is in `0..total`.
+    position: Cell<u64>,
+}
+
+impl ShardPicker {
+    /// The shares of `shards` shards (1 or more) of `names`, given the active processes
+    /// and their weights. One shard, or no weight anywhere: an empty picker.
+    pub fn new<'a>(
+        names: &ClusterNames,
+        shards: u16,
+        active: impl IntoIterator<Item = (&'a str, u32)>,
+    ) -> Self {
+        if shards <= 1 {
+            return Self::default();
+        }
+        let mut weights = vec![0u64; usize::from(shards)];
+        for (pid, weight) in active {
+            if let Some(w) = weights.get_mut(usize::from(shard_of(pid, shards))) {
+                *w = w.saturating_add(u64::from(weight));
+            }
+        }
+        let mut ranges = Vec::new();
+        let mut total: u64 = 0;
+        for (k, w) in weights.iter().enumerate().filter(|(_, w)| **w > 0) {
+            total = total.saturating_add(*w);
+            ranges.push((total, names.all_shard(u16::try_from(k).unwrap_or(0))));
+        }
+        Self {
+            ranges,
+            total,
+            step: coprime_step(total),
+            position: Cell::new(0),
+        }
+    }
+
+    /// The shard the next matchmaking request goes to; `None`: shard 0 (the plain
+    /// all-processes cluster), as without shards.
+    pub fn pick(&self) -> Option<&str> {
+        if self.ranges.len() <= 1 {
+            return self.ranges.first().map(|(_, name)| name.as_str());
+        }
+        let at = self.position.get();
+        // (at + step) mod total, without overflowing whatever the total.
+        let rest = self.total - self.step;
+        self.position.set(if at >= rest {
+            at - rest
+        } else {
+            at + self.step
+        });
+        let i = self.ranges.partition_point(|(end, _)| *end <= at);
+        self.ranges.get(i).map(|(_, name)| name.as_str())
+    }
+}
+
+/// A step near `total` x 0.618 (the golden ratio spreads consecutive picks) that shares no
+/// factor with `total`, so a walk of `total` steps visits every value once.
+fn coprime_step(total: u64) -> u64 {
+    if total <= 1 {
+        return 1;
+    }
+    let mut step = (total / 1000).saturating_mul(618) + (total % 1000) * 618 / 1000;
+    step = step.clamp(1, total - 1);
+    while gcd(step, total) != 1 {
+        step = if step + 1 < total { step + 1 } else { 1 };
+    }
+    step
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Ids spread over 3 shards: shard -> the first ids found in it.
+    fn ids_by_shard(shards: u16, per_shard: usize) -> Vec<Vec<String>> {
+        let mut by = vec![Vec::new(); usize::from(shards)];
+        for i in 0.. {
+            let id = format!("p{i}");
+            let k = usize::from(shard_of(&id, shards));
+            if by[k].len() < per_shard {
+                by[k].push(id);
+            }
+            if by.iter().all(|v| v.len() == per_shard) {
+                break;
+            }
+        }
+        by
+    }
+
+    fn counts(picker: &ShardPicker, n: usize) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for _ in 0..n {
+            *out.entry(picker.pick().unwrap_or("(none)").to_owned())
+                .or_default() += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn proportions_are_exact_over_a_cycle() {
+        let names = ClusterNames::default();
+        let by = ids_by_shard(3, 2);
+        // Shard 0: weights 10 + 20, shard 1: 5 + 5, shard 2: 30 + 30.
+        let active = [
+            (by[0][0].as_str(), 10),
+            (by[0][1].as_str(), 20),
+            (by[1][0].as_str(), 5),
+            (by[1][1].as_str(), 5),
+            (by[2][0].as_str(), 30),
+            (by[2][1].as_str(), 30),
+        ];
+        let picker = ShardPicker::new(&names, 3, active);
+        let c = counts(&picker, 100 * 3);
+        assert_eq!(
+            c,
+            [
+                ("colyseus-all".to_owned(), 90),
+                ("colyseus-all-1".to_owned(), 30),
+                ("colyseus-all-2".to_owned(), 180)
+            ]
+            .into()
+        );
+        // Spread, not in runs: no shard twice in a row more than its share makes necessary.
+        let picks: Vec<String> = (0..100)
+            .map(|_| picker.pick().unwrap().to_owned())
+            .collect();
+        let longest_run = picks
+            .chunk_by(|a, b| a == b)
+            .map(<[String]>::len)
+            .max()
+            .unwrap();
+        assert!(longest_run <= 4, "{picks:?}");
+    }
+
+    #[test]
+    fn shards_without_weight_are_never_picked() {
+        let names = ClusterNames::default();
+        let by = ids_by_shard(4, 1);
+        // Shard 1 has a process of weight 0 (drained by balance), shard 3 none at all.
+        let active = [
+            (by[0][0].as_str(), 3),
+            (by[1][0].as_str(), 0),
+            (by[2][0].as_str(), 1),
+        ];
+        let picker = ShardPicker::new(&names, 4, active);
+        let c = counts(&picker, 400);
+        assert_eq!(
+            c,
+            [
+                ("colyseus-all".to_owned(), 300),
+                ("colyseus-all-2".to_owned(), 100)
+            ]
+            .into()
+        );
+        // Only one shard with weight: always that one.
+        let only = ShardPicker::new(&names, 4, [(by[3][0].as_str(), 7)]);
+        assert_eq!(
+            counts(&only, 10),
+            [("colyseus-all-3".to_owned(), 10)].into()
+        );
+    }
+
+    #[test]
+    fn nothing_known_or_one_shard_goes_to_shard_zero() {
+        let names = ClusterNames::default();
+        assert_eq!(ShardPicker::default().pick(), None);
+        assert_eq!(ShardPicker::new(&names, 3, []).pick(), None);
+        assert_eq!(ShardPicker::new(&names, 3, [("p1", 0)]).pick(), None);
+        assert_eq!(ShardPicker::new(&names, 1, [("p1", 5)]).pick(), None);
+    }
+
+    #[test]
+    fn steps_visit_every_value_once() {
+        for total in [1u64, 2, 3, 4, 10, 97, 100, 1000, 65_536, 1_000_003] {
+            let step = coprime_step(total);
+            assert!(step >= 1 && (total == 1 || step < total), "{total}");
+            assert_eq!(gcd(step, total), 1, "{total}");
+        }
+        let (total, step) = (12u64, coprime_step(12));
+        let mut seen: Vec<u64> = (0..total).map(|i| i * step % total).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..total).collect::<Vec<_>>());
+        // Huge totals (10,000 processes at u32::MAX each) do not overflow.
+        let big = 10_000 * u64::from(u32::MAX);
+        assert_eq!(gcd(coprime_step(big), big), 1);
+    }
+}

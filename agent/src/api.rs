@@ -72,6 +72,7 @@ async fn rejected(State(status): State<Arc<Status>>) -> impl IntoResponse {
 
 async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
     let mut body = status.metrics.render();
+    crate::inspect::render_all_shards(&mut body, status.all_shards());
     if let Some(ads) = status.xds.get() {
         ads.render_metrics(&mut body);
         status.ack_gate.render(&mut body);

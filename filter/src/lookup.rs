@@ -36,7 +36,8 @@ impl KnownProcesses {
             names,
             shards,
             answer.active.iter().map(|(pid, w)| (pid.as_str(), *w)),
-        );
+        )
+        .continue_from(&self.shards);
         self.ids = Some(answer.ids);
     }
 

@@ -57,6 +57,16 @@ impl ShardPicker {
         }
     }
 
+    /// Continues `previous`'s walk: each `/processes` answer makes a new picker, and one
+    /// that started at 0 every time would favour the first shard in a fleet that changes
+    /// more often than this worker matchmakes.
+    pub fn continue_from(self, previous: &Self) -> Self {
+        if self.total > 0 {
+            self.position.set(previous.position.get() % self.total);
+        }
+        self
+    }
+
     /// The shard the next matchmaking request goes to; `None`: shard 0 (the plain
     /// all-processes cluster), as without shards.
     pub fn pick(&self) -> Option<&str> {
@@ -161,6 +171,28 @@ mod tests {
             .max()
             .unwrap();
         assert!(longest_run <= 4, "{picks:?}");
+    }
+
+    #[test]
+    fn a_new_answer_continues_the_walk() {
+        let names = ClusterNames::default();
+        let by = ids_by_shard(2, 1);
+        let active = [(by[0][0].as_str(), 1), (by[1][0].as_str(), 1)];
+        // A new picker (same shares) after every request: still half each.
+        let mut picker = ShardPicker::new(&names, 2, active);
+        let mut c = BTreeMap::<String, usize>::new();
+        for _ in 0..100 {
+            *c.entry(picker.pick().unwrap().to_owned()).or_default() += 1;
+            picker = ShardPicker::new(&names, 2, active).continue_from(&picker);
+        }
+        assert_eq!(
+            c,
+            [
+                ("colyseus-all".to_owned(), 50),
+                ("colyseus-all-1".to_owned(), 50)
+            ]
+            .into()
+        );
     }
 
     #[test]

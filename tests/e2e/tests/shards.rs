@@ -10,7 +10,7 @@
 //! - colyseus.js `joinOrCreate` and room connections succeed through both; Envoy's per-cluster
 //!   counters show matchmaking reached every shard that has processes and none that has not.
 //!
-//! Cost: about 20-25 s on 2 cores (two Envoys, two agents, three or four game servers).
+//! Cost: 10-15 s on 2 cores (two Envoys, two agents, three or more game servers).
 #![cfg(feature = "e2e")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

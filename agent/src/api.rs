@@ -72,6 +72,7 @@ async fn rejected(State(status): State<Arc<Status>>) -> impl IntoResponse {
 
 async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
     let mut body = status.metrics.render();
+    status.deltas.render(&mut body);
     crate::inspect::render_all_shards(&mut body, status.all_shards());
     if let Some(ads) = status.xds.get() {
         ads.render_metrics(&mut body);
@@ -100,6 +101,8 @@ async fn xds_clients(State(status): State<Arc<Status>>) -> axum::response::Respo
 struct ProcessesQuery {
     /// [`routing::wire::PROCESSES_AFTER_PARAM`]: the version the caller has.
     after: Option<u64>,
+    /// [`routing::wire::PROCESSES_SINCE_PARAM`]: the digest of the set the caller holds.
+    since: Option<u64>,
 }
 
 /// The advertised processes, with their version in
@@ -107,28 +110,51 @@ struct ProcessesQuery {
 /// in [`routing::wire::ALL_SHARDS_HEADER`]; with `after` equal to the current version,
 /// held until the set changes (at most [`routing::wire::PROCESSES_HOLD_MS`]). For an Envoy
 /// streaming xDS from this agent, only the processes whose cluster it has ACKed, and held
-/// until that changes too (see [`crate::ack_gate`]).
+/// until that changes too (see [`crate::ack_gate`]). With `since` naming a set this agent
+/// answered lately, only what changed since ([`crate::status::deltas`]).
 async fn processes(
     State(status): State<Arc<Status>>,
     Query(query): Query<ProcessesQuery>,
     headers: HeaderMap,
-) -> impl IntoResponse {
+) -> axum::response::Response {
+    use crate::status::deltas::Answer;
+    use routing::wire::{
+        ALL_SHARDS_HEADER, PROCESSES_DELTA_HEADER, PROCESSES_DIGEST_HEADER,
+        PROCESSES_VERSION_HEADER,
+    };
     let node = asking_node(&headers);
     if let Some(after) = query.after {
         let hold = std::time::Duration::from_millis(routing::wire::PROCESSES_HOLD_MS);
         status.wait_processes(after, node, hold).await;
     }
     let (version, rows) = status.processes_for(node);
-    (
-        [
-            (routing::wire::PROCESSES_VERSION_HEADER, version.to_string()),
-            (
-                routing::wire::ALL_SHARDS_HEADER,
-                status.all_shards().to_string(),
-            ),
-        ],
-        Json(rows),
-    )
+    let version = (PROCESSES_VERSION_HEADER, version.to_string());
+    let shards = (ALL_SHARDS_HEADER, status.all_shards().to_string());
+    match status.deltas.answer(rows, query.since) {
+        Answer::Full { digest, rows } => (
+            [
+                version,
+                shards,
+                (PROCESSES_DIGEST_HEADER, digest.to_string()),
+            ],
+            Json(rows),
+        )
+            .into_response(),
+        Answer::Delta {
+            digest,
+            since,
+            delta,
+        } => (
+            [
+                version,
+                shards,
+                (PROCESSES_DIGEST_HEADER, digest.to_string()),
+                (PROCESSES_DELTA_HEADER, since.to_string()),
+            ],
+            Json(delta),
+        )
+            .into_response(),
+    }
 }
 
 /// Query of `GET /rooms/{roomId}`.

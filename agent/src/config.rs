@@ -269,7 +269,8 @@ pub struct SyncArgs {
     pub drain_idle: Duration,
     /// Also serve the clusters over xDS (delta and state-of-the-world ADS over gRPC) on
     /// this address, to Envoys bootstrapped with `--config-source xds`. The CDS file is
-    /// still written. Envoys on other hosts reach it: bind a private address.
+    /// still written (see `--no-cds-file`). Envoys on other hosts reach it: bind a private
+    /// address.
     #[arg(long, env = "COLYSEUS_ENVOY_XDS_LISTEN")]
     pub xds_listen: Option<SocketAddr>,
     /// Shards of the all-processes cluster (1 to 256): Envoy rebuilds a cluster's whole
@@ -279,6 +280,13 @@ pub struct SyncArgs {
     /// one shard per 1,000 processes; 1 is the unsharded cluster `--all-cluster`.
     #[arg(long, env = "COLYSEUS_ENVOY_ALL_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(routing::cluster::MAX_ALL_SHARDS)))]
     pub all_shards: u32,
+    /// With `--xds-listen`, for an agent that no Envoy on its host reads files from: write
+    /// no CDS file, serve xDS only. The file is the whole fleet, re-rendered on every
+    /// change (about 0.2 s of agent CPU per registration at 10,000 processes). Envoy's
+    /// admin on this host is then not read either: new processes are gated by each
+    /// Envoy's ACK, and drains end by probe or `--max-drain`.
+    #[arg(long, env = "COLYSEUS_ENVOY_NO_CDS_FILE", requires = "xds_listen")]
+    pub no_cds_file: bool,
     /// Longest a room lookup waits for a new process's cluster: for Envoy's warm-up (with
     /// `--admin-addr`) and, with `--xds-listen`, for the asking Envoy's ACK, after which it
     /// is answered 503 `not_acked`. Keep it below the filter's lookup timeout (500 ms).

@@ -18,6 +18,7 @@ use crate::rooms::{RoomFeed, RoomIndex, RoomRejection};
 use crate::sources::RoomFetcher;
 use routing::wire::ProcessState as Shown;
 
+pub mod deltas;
 mod gated;
 pub use gated::Resolved;
 
@@ -51,6 +52,8 @@ pub struct Status {
     pub xds: std::sync::OnceLock<crate::sinks::xds::server::Ads>,
     /// What the ACK gate held back ([`crate::ack_gate`]).
     pub ack_gate: crate::ack_gate::GateMetrics,
+    /// The recent `/processes` sets, to answer callers with a delta ([`deltas`]).
+    pub deltas: deltas::Deltas,
     /// Longest a room lookup waits for a new process's cluster (warm-up and ACK together).
     lookup_wait: std::time::Duration,
 }
@@ -78,6 +81,7 @@ impl Status {
             rejected: crate::rejected::Rejected::default(),
             xds: std::sync::OnceLock::new(),
             ack_gate: crate::ack_gate::GateMetrics::default(),
+            deltas: deltas::Deltas::default(),
             lookup_wait: LOOKUP_WAIT,
         }
     }

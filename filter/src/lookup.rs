@@ -4,10 +4,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use routing::wire::{ProcessRow, ProcessState, RoomLocation, UnknownRoom, UNKNOWN_ROOM};
+use routing::wire::{
+    ProcessRow, ProcessState, ProcessesDelta, RoomLocation, UnknownRoom, UNKNOWN_ROOM,
+};
 use routing::ClusterNames;
 
-use crate::shards::ShardPicker;
+use crate::shards::Matchmaking;
 
 /// processIds the agent routes (active or draining), as last reported to this worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,8 +17,9 @@ pub struct KnownProcesses {
     /// `None` until the first answer (or after a failed refresh): every processId counts as
     /// known and takes the fast path, as without the agent.
     ids: Option<HashSet<String>>,
-    /// Matchmaking shares of the all-processes cluster's shards, from the same answer.
-    shards: ShardPicker,
+    /// The active processes' weights by shard of the all-processes cluster, from the same
+    /// answers.
+    matchmaking: Matchmaking,
 }
 
 impl KnownProcesses {
@@ -30,33 +33,63 @@ impl KnownProcesses {
         self.ids = Some(ids);
     }
 
-    /// Replaces the set and the shards' matchmaking shares with a fresh answer.
-    pub fn set_answer(&mut self, answer: ProcessesAnswer, names: &ClusterNames, shards: u16) {
-        self.shards = ShardPicker::new(
-            names,
-            shards,
-            answer.active.iter().map(|(pid, w)| (pid.as_str(), *w)),
-        )
-        .continue_from(&self.shards);
+    /// Replaces the set and the active processes' weights with a whole answer; the
+    /// matchmaking shares follow at [`Self::reshard`].
+    pub fn set_whole(&mut self, answer: ProcessesAnswer) {
+        self.matchmaking.replace(answer.active);
         self.ids = Some(answer.ids);
+    }
+
+    /// Makes the matchmaking shares for `shards` shards (the count the agent announced).
+    pub fn reshard(&mut self, names: &ClusterNames, shards: u16) {
+        self.matchmaking.reshard(names, shards);
+    }
+
+    /// [`Self::set_whole`] then [`Self::reshard`].
+    pub fn set_answer(&mut self, answer: ProcessesAnswer, names: &ClusterNames, shards: u16) {
+        self.set_whole(answer);
+        self.reshard(names, shards);
     }
 
     /// Forgets the set: the agent cannot be asked, so room lookups would fail too and the
     /// fast path is the better bet. Matchmaking goes to shard 0.
     pub fn forget(&mut self) {
         self.ids = None;
-        self.shards = ShardPicker::default();
+        self.matchmaking.clear();
     }
 
     /// The shard of the all-processes cluster for the next matchmaking request; `None`:
     /// shard 0, the plain all-processes cluster.
     pub fn matchmaking_shard(&self) -> Option<&str> {
-        self.shards.pick()
+        self.matchmaking.pick()
     }
 
     /// How many processIds are known; `None`: every processId counts as known.
     pub fn count(&self) -> Option<usize> {
         self.ids.as_ref().map(HashSet::len)
+    }
+
+    /// Applies the agent's delta to the set it was computed against; `false` (nothing
+    /// changed) when there is no set to apply it to. The matchmaking shares follow at
+    /// [`Self::reshard`].
+    pub fn apply(&mut self, delta: &ProcessesDelta) -> bool {
+        let Some(ids) = &mut self.ids else {
+            return false;
+        };
+        for pid in &delta.removed {
+            ids.remove(pid);
+            self.matchmaking.upsert(pid, None);
+        }
+        for row in &delta.changed {
+            if row.state.is_routable() {
+                ids.insert(row.process_id.clone());
+            } else {
+                ids.remove(&row.process_id);
+            }
+            let weight = (row.state == ProcessState::Active).then(|| row.weight.unwrap_or(1));
+            self.matchmaking.upsert(&row.process_id, weight);
+        }
+        true
     }
 }
 
@@ -104,6 +137,18 @@ pub fn parse_processes(status: Option<u32>, body: &[u8]) -> Result<ProcessesAnsw
         answer.ids.insert(row.process_id);
     }
     Ok(answer)
+}
+
+/// Reads a `GET /processes?since=` answer sent as a [`ProcessesDelta`]. Unlike the whole
+/// set, one bad row rejects the delta: the caller then asks for the whole set.
+///
+/// # Errors
+/// No answer, a status other than 200, or a body that is not such a delta.
+pub fn parse_delta(status: Option<u32>, body: &[u8]) -> Result<ProcessesDelta, BadAnswer> {
+    if status != Some(200) {
+        return Err(BadAnswer(format!("status {status:?}")));
+    }
+    serde_json::from_slice(body).map_err(|e| BadAnswer(format!("delta body: {e}")))
 }
 
 /// What the agent said about a room.
@@ -263,6 +308,29 @@ mod tests {
         assert!(parse_processes(Some(503), b"[]").is_err());
         assert!(parse_processes(Some(200), b"{}").is_err());
         assert!(parse_processes(Some(200), b"[").is_err());
+    }
+
+    #[test]
+    fn a_delta_changes_the_known_set() {
+        let mut known = KnownProcesses::default();
+        let delta = parse_delta(
+            Some(200),
+            br#"{"changed":[{"processId":"c","state":"active"},{"processId":"a","state":"dead"}],
+                "removed":["b"]}"#,
+        )
+        .unwrap();
+        assert!(!known.apply(&delta), "no set to apply it to");
+        known.set(["a".to_owned(), "b".to_owned()].into());
+        assert!(known.apply(&delta));
+        assert_eq!(known.count(), Some(1));
+        assert!(known.contains("c") && !known.contains("a") && !known.contains("b"));
+        assert!(parse_delta(
+            Some(200),
+            br#"{"changed":[{"state":"active"}],"removed":[]}"#
+        )
+        .is_err());
+        assert!(parse_delta(Some(200), b"[]").is_err());
+        assert!(parse_delta(Some(503), br#"{"changed":[],"removed":[]}"#).is_err());
     }
 
     fn room(pid: &str, cluster: &str) -> Vec<u8> {

@@ -17,12 +17,15 @@ use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
-use routing::wire::{ALL_SHARDS_HEADER, PROCESSES_HOLD_MS, PROCESSES_VERSION_HEADER};
+use routing::wire::{
+    ALL_SHARDS_HEADER, PROCESSES_DELTA_HEADER, PROCESSES_DIGEST_HEADER, PROCESSES_HOLD_MS,
+    PROCESSES_VERSION_HEADER,
+};
 use routing::{PluginConfig, PluginConfigError, RoutingConfig};
 
 use crate::host::{Host, ProxyHost};
 use crate::http::RoomRouter;
-use crate::lookup::{parse_processes, KnownProcesses, RoomCache};
+use crate::lookup::{parse_delta, parse_processes, KnownProcesses, RoomCache};
 use crate::stream::{close_expired, EdgeRouter};
 use crate::stream_host::ProxyStreamHost;
 
@@ -53,20 +56,33 @@ pub struct Root {
     /// Version of the set last applied (from the agent's answer); the next call asks for
     /// a change after it.
     version: Option<u64>,
+    /// Digest of the set held (from the agent's answer); the next call asks for a delta
+    /// against it ([`routing::wire::PROCESSES_SINCE_PARAM`]).
+    digest: Option<u64>,
 }
 
 /// Margin over the agent's hold before this worker gives up on a long-poll.
 const HOLD_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Path of the next process-list call: a long-poll once a version is known.
-pub fn processes_path(version: Option<u64>) -> String {
-    match version {
-        Some(v) => format!(
-            "{PROCESSES_PATH}?{}={v}",
-            routing::wire::PROCESSES_AFTER_PARAM
-        ),
-        None => PROCESSES_PATH.to_owned(),
+/// Path of the next process-list call: a long-poll once a version is known, for a delta
+/// once the set held has a digest.
+pub fn processes_path(version: Option<u64>, digest: Option<u64>) -> String {
+    use routing::wire::{PROCESSES_AFTER_PARAM, PROCESSES_SINCE_PARAM};
+    match (version, digest) {
+        (Some(v), Some(d)) => {
+            format!("{PROCESSES_PATH}?{PROCESSES_AFTER_PARAM}={v}&{PROCESSES_SINCE_PARAM}={d}")
+        }
+        (Some(v), None) => format!("{PROCESSES_PATH}?{PROCESSES_AFTER_PARAM}={v}"),
+        (None, _) => PROCESSES_PATH.to_owned(),
     }
+}
+
+/// A readable `/processes` answer.
+enum ProcessesUpdate {
+    Whole(crate::lookup::ProcessesAnswer),
+    Delta(routing::wire::ProcessesDelta),
+    /// A delta against a set this worker does not hold (digest given): not applicable.
+    Stale(u64),
 }
 
 impl Root {
@@ -82,7 +98,7 @@ impl Root {
             Some(_) => std::time::Duration::from_millis(PROCESSES_HOLD_MS) + HOLD_MARGIN,
             None => config.known_refresh,
         };
-        let path = processes_path(self.version);
+        let path = processes_path(self.version, self.digest);
         let node = self.shared.node.borrow();
         let call = host.dispatch_get(&config.agent_cluster, &path, node.as_deref(), timeout);
         drop(node);
@@ -114,11 +130,24 @@ impl Root {
         }
         self.refresh = None;
         let (status, body) = host.call_response(num_headers, body_size);
-        let parsed = parse_processes(status, &body);
-        let version = parsed.is_ok().then_some(()).and_then(|()| {
-            let raw = host.call_header(num_headers, PROCESSES_VERSION_HEADER)?;
+        let number = |name: &str| {
+            let raw = host.call_header(num_headers, name)?;
             std::str::from_utf8(&raw).ok()?.trim().parse::<u64>().ok()
-        });
+        };
+        let parsed = match number(PROCESSES_DELTA_HEADER) {
+            None => parse_processes(status, &body).map(ProcessesUpdate::Whole),
+            Some(base) if Some(base) == self.digest => {
+                parse_delta(status, &body).map(ProcessesUpdate::Delta)
+            }
+            Some(base) => Ok(ProcessesUpdate::Stale(base)),
+        };
+        let (version, digest) = match parsed {
+            Ok(_) => (
+                number(PROCESSES_VERSION_HEADER),
+                number(PROCESSES_DIGEST_HEADER),
+            ),
+            Err(_) => (None, None),
+        };
         // An agent that does not say (an older one) has one shard.
         let shards = parsed
             .is_ok()
@@ -129,22 +158,35 @@ impl Root {
         {
             let mut known = self.shared.known.borrow_mut();
             match parsed {
-                Ok(answer) => {
+                Ok(ProcessesUpdate::Stale(base)) => {
+                    warn!("the agent sent a delta against set {base}, which this worker does not hold: asking for the whole set");
+                    drop(known);
+                    self.refetch_whole(host);
+                    return;
+                }
+                Ok(ProcessesUpdate::Delta(delta)) if !known.apply(&delta) => {
+                    // Nothing to apply it to (forgotten meanwhile): the whole set, now.
+                    drop(known);
+                    self.refetch_whole(host);
+                    return;
+                }
+                Ok(update) => {
+                    if let ProcessesUpdate::Whole(answer) = update {
+                        known.set_whole(answer);
+                    }
                     debug!(
-                        "{} known processes (version {version:?}, {shards} matchmaking shard(s))",
-                        answer.ids.len()
+                        "{:?} known processes (version {version:?}, {shards} matchmaking shard(s))",
+                        known.count()
                     );
                     if let Some(config) = &self.config {
+                        known.reshard(&config.names, shards);
                         // A cached room answer must not outlive its process.
                         self.shared.cache.borrow_mut().retain_clusters(|cluster| {
                             config
                                 .names
                                 .process_of(cluster)
-                                .is_some_and(|pid| answer.ids.contains(pid))
+                                .is_some_and(|pid| known.contains(pid))
                         });
-                        known.set_answer(answer, &config.names, shards);
-                    } else {
-                        known.set(answer.ids);
                     }
                 }
                 Err(e) => {
@@ -159,9 +201,17 @@ impl Root {
             }
         }
         self.version = version;
+        self.digest = digest;
         if version.is_some() {
             self.tick(host);
         }
+    }
+
+    /// Asks for the whole set at once (not held), keeping the set held meanwhile.
+    fn refetch_whole(&mut self, host: &mut impl Host) {
+        self.version = None;
+        self.digest = None;
+        self.tick(host);
     }
 }
 
@@ -289,6 +339,9 @@ mod tests {
         answer: (Option<u32>, Vec<u8>),
         /// The version header of the answer.
         version: Option<&'static str>,
+        /// The digest and delta headers of the answer.
+        digest: Option<&'static str>,
+        delta: Option<&'static str>,
         /// The shard-count header of the answer.
         shards: Option<&'static str>,
         /// The node id sent with each call.
@@ -334,6 +387,8 @@ mod tests {
         fn call_header(&self, _: usize, name: &str) -> Option<Vec<u8>> {
             let value = match name {
                 PROCESSES_VERSION_HEADER => self.version,
+                PROCESSES_DIGEST_HEADER => self.digest,
+                PROCESSES_DELTA_HEADER => self.delta,
                 ALL_SHARDS_HEADER => self.shards,
                 other => panic!("unexpected header {other}"),
             };
@@ -436,6 +491,47 @@ mod tests {
     }
 
     #[test]
+    fn deltas_move_the_matchmaking_shares() {
+        let mut root = Root {
+            config: Some(Rc::new(parse_config(b"").unwrap())),
+            ..Root::default()
+        };
+        let mut host = TickHost::default();
+        let (a, b) = ("p0", "p1");
+        let names = ClusterNames::default();
+        let (sa, sb) = (
+            names.all_shard(shard_of(a, 3)),
+            names.all_shard(shard_of(b, 3)),
+        );
+        assert_ne!(sa, sb);
+        root.tick(&mut host);
+        host.answer = (
+            Some(200),
+            format!(r#"[{{"processId":"{a}","state":"active","weight":1}}]"#).into_bytes(),
+        );
+        (host.version, host.digest, host.shards) = (Some("1"), Some("10"), Some("3"));
+        root.processes_answer(&mut host, 1, 1, 1);
+        let pick = |root: &Root| {
+            root.shared
+                .known
+                .borrow()
+                .matchmaking_shard()
+                .map(str::to_owned)
+        };
+        assert_eq!(pick(&root), Some(sa.clone()));
+        // A delta: `b` joins, `a` drains; matchmaking follows to `b`'s shard alone.
+        host.answer.1 = format!(
+            r#"{{"changed":[{{"processId":"{b}","state":"active","weight":2}},{{"processId":"{a}","state":"draining","weight":null}}],"removed":[]}}"#
+        )
+        .into_bytes();
+        (host.version, host.digest, host.delta) = (Some("2"), Some("11"), Some("10"));
+        root.processes_answer(&mut host, 2, 1, 1);
+        for _ in 0..4 {
+            assert_eq!(pick(&root), Some(sb.clone()));
+        }
+    }
+
+    #[test]
     fn every_process_list_call_names_this_envoy() {
         let mut root = Root {
             config: Some(Rc::new(parse_config(b"").unwrap())),
@@ -510,5 +606,42 @@ mod tests {
         assert!(root.shared.known.borrow().contains("p9"));
         root.tick(&mut host);
         assert_eq!(host.calls.last().unwrap().1, "/processes");
+    }
+
+    #[test]
+    fn a_digested_set_is_kept_fresh_by_deltas() {
+        let mut root = Root {
+            config: Some(Rc::new(parse_config(b"").unwrap())),
+            ..Root::default()
+        };
+        let mut host = TickHost::default();
+        root.tick(&mut host);
+        host.answer = (
+            Some(200),
+            br#"[{"processId":"p1","state":"active"},{"processId":"p2","state":"active"}]"#
+                .to_vec(),
+        );
+        (host.version, host.digest) = (Some("41"), Some("900"));
+        root.processes_answer(&mut host, 1, 1, 1);
+        assert_eq!(host.calls[1].1, "/processes?after=41&since=900");
+        // A delta against the set held: applied, and the next poll names the new set.
+        host.answer.1 =
+            br#"{"changed":[{"processId":"p3","state":"active"}],"removed":["p1"]}"#.to_vec();
+        (host.version, host.digest, host.delta) = (Some("42"), Some("901"), Some("900"));
+        root.processes_answer(&mut host, 2, 1, 1);
+        let known = root.shared.known.borrow().clone();
+        assert!(known.contains("p2") && known.contains("p3") && !known.contains("p1"));
+        assert_eq!(host.calls[2].1, "/processes?after=42&since=901");
+        // A delta against another set: the set held stays, and the whole set is asked for.
+        (host.version, host.digest, host.delta) = (Some("43"), Some("902"), Some("777"));
+        root.processes_answer(&mut host, 3, 1, 1);
+        assert_eq!(*root.shared.known.borrow(), known);
+        assert_eq!(host.calls[3].1, "/processes", "asked at once, not held");
+        // An unreadable delta: as any unusable answer, every processId counts as known.
+        host.answer.1 = b"{}".to_vec();
+        (host.version, host.digest, host.delta) = (Some("44"), Some("903"), None);
+        root.processes_answer(&mut host, 4, 1, 1);
+        assert!(root.shared.known.borrow().contains("p9"));
+        assert_eq!(host.calls.len(), 4, "the tick asks again");
     }
 }

@@ -10,9 +10,73 @@
 //! allocation per request).
 
 use std::cell::Cell;
+use std::collections::HashMap;
 
 use routing::cluster::shard_of;
 use routing::ClusterNames;
+
+/// The active processes' matchmaking weights by shard, as this worker last heard them,
+/// kept by whole answers and deltas alike (a delta costs the rows it carries, not the
+/// fleet), and the picker made from them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Matchmaking {
+    /// processId -> (its shard under `count`, its weight).
+    active: HashMap<String, (u16, u32)>,
+    /// Summed weight of each shard (index = shard).
+    sums: Vec<u64>,
+    /// The shard count `active` and `sums` are computed for; 0 counts as 1.
+    count: u16,
+    picker: ShardPicker,
+}
+
+impl Matchmaking {
+    /// Replaces every active process (a whole answer).
+    pub fn replace(&mut self, active: impl IntoIterator<Item = (String, u32)>) {
+        self.active.clear();
+        self.sums = vec![0; usize::from(self.count.max(1))];
+        for (pid, weight) in active {
+            self.upsert(&pid, Some(weight));
+        }
+    }
+
+    /// A process's new weight; `None`: it takes no matchmaking (draining, dead, gone).
+    pub fn upsert(&mut self, process_id: &str, weight: Option<u32>) {
+        if let Some((k, w)) = self.active.remove(process_id) {
+            if let Some(sum) = self.sums.get_mut(usize::from(k)) {
+                *sum = sum.saturating_sub(u64::from(w));
+            }
+        }
+        if let Some(w) = weight {
+            let k = shard_of(process_id, self.count.max(1));
+            if let Some(sum) = self.sums.get_mut(usize::from(k)) {
+                *sum = sum.saturating_add(u64::from(w));
+            }
+            self.active.insert(process_id.to_owned(), (k, w));
+        }
+    }
+
+    /// Makes the picker for `shards` shards of `names` (re-placing every process if the
+    /// count changed), continuing the previous walk.
+    pub fn reshard(&mut self, names: &ClusterNames, shards: u16) {
+        if shards.max(1) != self.count.max(1) {
+            self.count = shards;
+            let active: Vec<(String, u32)> =
+                self.active.drain().map(|(pid, (_, w))| (pid, w)).collect();
+            self.replace(active);
+        }
+        self.picker = ShardPicker::from_sums(names, &self.sums).continue_from(&self.picker);
+    }
+
+    /// Forgets every process: matchmaking goes to shard 0.
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// See [`ShardPicker::pick`].
+    pub fn pick(&self) -> Option<&str> {
+        self.picker.pick()
+    }
+}
 
 /// The matchmaking shares of the shards, from one `/processes` answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,6 +106,15 @@ impl ShardPicker {
             if let Some(w) = weights.get_mut(usize::from(shard_of(pid, shards))) {
                 *w = w.saturating_add(u64::from(weight));
             }
+        }
+        Self::from_sums(names, &weights)
+    }
+
+    /// The shares of shards whose summed weights are `weights` (index = shard). One
+    /// shard, or no weight anywhere: an empty picker.
+    pub fn from_sums(names: &ClusterNames, weights: &[u64]) -> Self {
+        if weights.len() <= 1 {
+            return Self::default();
         }
         let mut ranges = Vec::new();
         let mut total: u64 = 0;
@@ -193,6 +266,41 @@ mod tests {
             ]
             .into()
         );
+    }
+
+    #[test]
+    fn deltas_keep_the_shares_as_a_whole_answer_would() {
+        let names = ClusterNames::default();
+        let by = ids_by_shard(3, 2);
+        let mut m = Matchmaking::default();
+        m.replace([(by[0][0].clone(), 2), (by[1][0].clone(), 1)]);
+        m.reshard(&names, 3);
+        // A new process in shard 2, shard 1's drains, shard 0's weight changes.
+        m.upsert(&by[2][0], Some(4));
+        m.upsert(&by[1][0], None);
+        m.upsert(&by[0][0], Some(1));
+        m.upsert("never-seen", None);
+        m.reshard(&names, 3);
+        let fresh = ShardPicker::new(&names, 3, [(by[0][0].as_str(), 1), (by[2][0].as_str(), 4)]);
+        let picked = |p: &dyn Fn() -> Option<String>| {
+            let mut c = BTreeMap::<String, usize>::new();
+            for _ in 0..50 {
+                *c.entry(p().unwrap()).or_default() += 1;
+            }
+            c
+        };
+        assert_eq!(
+            picked(&|| m.pick().map(str::to_owned)),
+            picked(&|| fresh.pick().map(str::to_owned))
+        );
+        assert_eq!(m.sums, [1, 0, 4]);
+        // A new count re-places every process; clearing goes back to shard 0.
+        m.reshard(&names, 1);
+        assert_eq!((m.sums.len(), m.pick()), (1, None));
+        m.reshard(&names, 3);
+        assert_eq!(m.sums, [1, 0, 4]);
+        m.clear();
+        assert_eq!(m.pick(), None);
     }
 
     #[test]

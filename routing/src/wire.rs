@@ -118,6 +118,34 @@ pub const PROCESSES_AFTER_PARAM: &str = "after";
 /// Longest time the agent holds a `GET /processes?after=` call.
 pub const PROCESSES_HOLD_MS: u64 = 30_000;
 
+/// `GET /processes?after=VERSION&since=DIGEST`: the caller holds the set whose
+/// [`PROCESSES_DIGEST_HEADER`] was `DIGEST`, and takes a [`ProcessesDelta`] against it. At
+/// 10,000 processes the whole set is about 1.5 MB of JSON, which every Envoy worker would
+/// fetch and parse again on every registration; a delta is the few rows that changed.
+pub const PROCESSES_SINCE_PARAM: &str = "since";
+
+/// `GET /processes` response header: a digest of the set in the answer (its rows'
+/// processId, address, cluster, state and weight), to send back as
+/// [`PROCESSES_SINCE_PARAM`]. Opaque to the caller: it only echoes it.
+pub const PROCESSES_DIGEST_HEADER: &str = "x-colyseus-envoy-processes-digest";
+
+/// `GET /processes` response header, present when the body is a [`ProcessesDelta`] (not an
+/// array): the digest it applies to, which is the caller's `since`. An agent that no longer
+/// has that set answers the whole set instead (no header), as does an older agent.
+pub const PROCESSES_DELTA_HEADER: &str = "x-colyseus-envoy-processes-delta";
+
+/// `GET /processes?since=` body under [`PROCESSES_DELTA_HEADER`]: applied to the set the
+/// caller holds, it gives the set this answer's digest names. Rooms and clients
+/// (`rooms`, `ccu`) are not part of a delta.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessesDelta {
+    /// Rows new or changed (in state, weight or address): replace the caller's row.
+    pub changed: Vec<ProcessRow>,
+    /// processIds no longer in the set.
+    pub removed: Vec<String>,
+}
+
 /// Request header of every call the filter makes to the agent (`/rooms/{roomId}` and
 /// `/processes`): the node id of the Envoy it runs in (proxy-wasm property `node.id`). An
 /// agent that Envoy streams xDS from then answers with what *that* Envoy has ACKed: a room

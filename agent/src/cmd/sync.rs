@@ -122,13 +122,17 @@ async fn run_sync(
     } else {
         None
     };
-    // New processes are advertised once Envoy routes to them, read on its admin.
-    status = status.with_warmup_gate().with_lookup_wait(args.lookup_wait);
+    // New processes are advertised once Envoy routes to them, read on its admin; with no
+    // CDS file there is no Envoy here to read, and the xDS ACK gate decides.
+    let local_envoy = (!args.no_cds_file).then(|| args.admin());
+    if local_envoy.is_some() {
+        status = status.with_warmup_gate();
+    }
+    status = status.with_lookup_wait(args.lookup_wait);
     let status = Arc::new(status);
-    tokio::spawn(colyseus_envoy_agent::warmup::follow(
-        status.clone(),
-        args.admin(),
-    ));
+    if let Some(admin) = local_envoy.clone() {
+        tokio::spawn(colyseus_envoy_agent::warmup::follow(status.clone(), admin));
+    }
     if let Some(name) = room_source {
         tokio::spawn(colyseus_envoy_agent::status::follow_rooms(
             status.clone(),
@@ -154,7 +158,8 @@ async fn run_sync(
         max_connections: args.max_connections,
         health_check,
     };
-    let sink = EnvoyFilesSink::new(args.config_dir.clone(), cluster_options.clone());
+    let sink = (!args.no_cds_file)
+        .then(|| EnvoyFilesSink::new(args.config_dir.clone(), cluster_options.clone()));
     let prober = TcpProber(ProbeConfig {
         timeout: args.probe_timeout,
         attempts: args.probe_attempts,
@@ -181,7 +186,7 @@ async fn run_sync(
         balance_interval: args.balance_interval,
         upstream_policy,
         upstream_dns_interval: args.upstream_dns_interval,
-        envoy_admin: Some(args.admin()),
+        envoy_admin: local_envoy,
         drain_idle: args.drain_idle,
         cluster_names: routing.names.clone(),
     };

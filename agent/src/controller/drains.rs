@@ -49,7 +49,7 @@ impl<S: PresenceSource, P: Prober> Controller<S, P> {
             self.publish();
         }
         let draining = self.registry.draining();
-        self.drains.idle.check(!draining.is_empty());
+        self.drains.idle.check(&draining);
         if draining.is_empty() || self.drains.probe_in_flight {
             return;
         }

@@ -16,7 +16,8 @@ use crate::status::Status;
 /// The CDS files, the API's view and the state file.
 #[derive(Debug)]
 pub struct LocalSinks {
-    pub files: EnvoyFilesSink,
+    /// `None` with `sync --no-cds-file`: no Envoy on this host reads a file (xDS only).
+    pub files: Option<EnvoyFilesSink>,
     pub api: ApiView,
     pub state_file: Option<StateFileSink>,
 }
@@ -25,6 +26,20 @@ impl LocalSinks {
     /// Applies one state. A synced state goes to the files first; if they cannot be
     /// written, Envoy keeps the previous config and the API and state file stay with it.
     pub fn apply(&mut self, state: &DesiredState, metrics: &Metrics) {
+        if let Some(files) = &mut self.files {
+            if !Self::write_files(files, state, metrics) {
+                return;
+            }
+        }
+        self.api.apply(state);
+        if let Some(file) = &mut self.state_file {
+            file.apply(state);
+        }
+    }
+
+    /// Writes `state` for Envoy where it should be; `false` if a synced state could not
+    /// be written (the API and the state file then stay with what Envoy has).
+    fn write_files(files: &mut EnvoyFilesSink, state: &DesiredState, metrics: &Metrics) -> bool {
         match state.provenance {
             Provenance::Restored {
                 replaces_other_fleet,
@@ -32,8 +47,8 @@ impl LocalSinks {
                 // Envoy cannot start without the file. Where there is none yet, nothing can
                 // be lost by writing what the agent knows (possibly no process) before Redis
                 // answers; nor where the file routes another Redis's fleet.
-                if !self.files.cds_path().exists() || replaces_other_fleet {
-                    match self.files.apply(&state.routed, &state.weights) {
+                if !files.cds_path().exists() || replaces_other_fleet {
+                    match files.apply(&state.routed, &state.weights) {
                         Ok(_) => info!(
                             processes = state.routed.len(),
                             "Wrote the initial Envoy config."
@@ -42,7 +57,7 @@ impl LocalSinks {
                     }
                 }
             }
-            Provenance::Synced => match self.files.apply(&state.routed, &state.weights) {
+            Provenance::Synced => match files.apply(&state.routed, &state.weights) {
                 Ok(true) => {
                     metrics.config_writes.fetch_add(1, Relaxed);
                     debug!(
@@ -55,14 +70,11 @@ impl LocalSinks {
                 Err(e) => {
                     metrics.config_write_failures.fetch_add(1, Relaxed);
                     error!(error = %e, "Cannot write Envoy config; Envoy keeps the previous one.");
-                    return;
+                    return false;
                 }
             },
         }
-        self.api.apply(state);
-        if let Some(file) = &mut self.state_file {
-            file.apply(state);
-        }
+        true
     }
 }
 
@@ -104,7 +116,7 @@ mod tests {
             },
         };
         LocalSinks {
-            files: EnvoyFilesSink::new(dir.to_path_buf(), options),
+            files: Some(EnvoyFilesSink::new(dir.to_path_buf(), options)),
             api: ApiView::new(status.clone()),
             state_file: Some(StateFileSink::new(dir.join("state.json"))),
         }

@@ -164,17 +164,41 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// User plus system CPU time of a process so far, from `/proc/{pid}/stat`.
 pub fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat_cpu(&format!("/proc/{pid}/stat")).unwrap()
+}
+
+/// CPU time of each thread of `pid` by thread name (threads of one name summed): Envoy's
+/// `envoy` main thread (xDS, cluster updates) apart from its `wrk:worker_N` threads (the
+/// filter's wasm, connections).
+pub fn thread_cpu_times(pid: u32) -> std::collections::BTreeMap<String, Duration> {
+    let mut times = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return times;
+    };
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let name = name.trim().trim_end_matches(|c: char| c.is_ascii_digit());
+        // A thread may end between the listing and the read: left out.
+        if let Some(cpu) = task.path().join("stat").to_str().and_then(stat_cpu) {
+            *times.entry(name.to_owned()).or_default() += cpu;
+        }
+    }
+    times
+}
+
+/// utime + stime of a `/proc/.../stat` file; `None` if it cannot be read.
+fn stat_cpu(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may hold spaces) start at its closing ')'.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
     // utime and stime are fields 14 and 15 of the file: 12 and 13 after the name.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     let hz = Command::new("getconf")
         .arg("CLK_TCK")
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
         .unwrap_or(100u64);
-    Duration::from_millis(ticks * 1000 / hz)
+    Some(Duration::from_millis(ticks * 1000 / hz))
 }

@@ -14,8 +14,9 @@
 //! per admin query the waits make; Envoy's own `update_duration` histograms.
 //!
 //! Experiments: `SCALE_SINKS=xds` skips the file sink; `SCALE_XDS_BOOTSTRAP='{"cluster_manager":
-//! {...}}'` sets top-level fields of the xDS Envoy's bootstrap; `SCALE_ALL_SHARDS=10` gives
-//! every agent `--all-shards 10`.
+//! {...}}'` sets top-level fields of the xDS Envoy's bootstrap; `SCALE_XDS_CDS_FILE=on` has
+//! the xDS agent write the CDS file too (by default it runs `--no-cds-file`);
+//! `SCALE_ALL_SHARDS=10` gives every agent `--all-shards 10`.
 #![cfg(feature = "e2e")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -199,6 +200,7 @@ fn acked_updates(
         })
     };
     let base = acked();
+    let threads = thread_cpu_times(pids.1);
     let (cpu_a, cpu_e) = (cpu_time(pids.0), cpu_time(pids.1));
     let mut samples = Vec::new();
     for k in 0..UPDATES {
@@ -217,6 +219,21 @@ fn acked_updates(
          max {max:.1} ms; CPU per update: agent {:.2} ms, Envoy {:.2} ms ({UPDATES} updates)",
         cpu_a.as_secs_f64() * 1e3 / UPDATES as f64,
         cpu_e.as_secs_f64() * 1e3 / UPDATES as f64,
+    );
+    // The main thread applies xDS; the workers run the filter (its process-list refresh).
+    let per_thread: Vec<String> = thread_cpu_times(pids.1)
+        .into_iter()
+        .map(|(name, t)| {
+            let spent = t.saturating_sub(threads.get(&name).copied().unwrap_or_default());
+            format!(
+                "{name} {:.2} ms",
+                spent.as_secs_f64() * 1e3 / UPDATES as f64
+            )
+        })
+        .collect();
+    println!(
+        "SCALE-XDS xds processes={n}: Envoy CPU per update by thread: {}",
+        per_thread.join(", ")
     );
 }
 
@@ -318,11 +335,31 @@ fn xds_sink(dir: &std::path::Path, n: usize, patch: &serde_json::Value) {
     let mut conn = redis.conn();
     add_members(&mut conn, 0..n);
     let mut next = n;
-    let flags = agent_flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut agent = XdsAgent::start(dir, "agent", "127.0.0.1", &redis.url(), &flags);
+    // An xDS-only agent, as on a fleet's control-plane host (`SCALE_XDS_CDS_FILE=on`: it
+    // also writes the CDS file, as an agent beside a file-fed Envoy does).
+    let mut args = agent_flags();
+    if std::env::var("SCALE_XDS_CDS_FILE").as_deref() != Ok("on") {
+        args.push("--no-cds-file".to_owned());
+    }
+    println!(
+        "SCALE-XDS xds processes={n}: agent flags {}",
+        args[QUIET.len()..].join(" ")
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = XdsAgent::start(dir, "agent", "127.0.0.1", &redis.url(), &args);
     let started = Instant::now();
     let envoy = XdsEnvoy::start_patched(dir, "edge-1", "127.0.0.1", &[&agent], patch);
+    // First by the agent's count of the Envoy's ACKed clusters (costs Envoy nothing: a
+    // stats query at 10,000 clusters blocks its main thread for 0.3 s), then by Envoy.
+    wait_for(
+        "Envoy's ACK of every cluster",
+        Duration::from_secs(300),
+        || {
+            (agent.metric("colyseus_envoy_xds_client_acked_clusters{node=\"edge-1\"}") > n as u64)
+                .then_some(())
+        },
+    );
+    let envoy_acked = started.elapsed();
     // Static: the agent API and xDS clusters; dynamic: n processes and the all cluster's
     // shards.
     wait_active(&envoy.admin, (n + 2 + all_shards()) as u64);
@@ -342,8 +379,9 @@ fn xds_sink(dir: &std::path::Path, n: usize, patch: &serde_json::Value) {
     );
     let agent_restart = started.elapsed();
     println!(
-        "SCALE-XDS xds processes={n}: Envoy start -> all clusters active {:.0} ms; agent restart -> Envoy current {:.0} ms; \
+        "SCALE-XDS xds processes={n}: Envoy start -> all clusters ACKed {:.0} ms, active {:.0} ms; agent restart -> Envoy current {:.0} ms; \
          RSS agent {} MB, Envoy {} MB",
+        envoy_acked.as_secs_f64() * 1e3,
         envoy_start.as_secs_f64() * 1e3,
         agent_restart.as_secs_f64() * 1e3,
         rss_kib(agent.proc.pid()) / 1024,

@@ -25,13 +25,24 @@ fn xds_fleet_fails_over_without_drops_and_matches_the_file_sink() {
     let redis = Redis::start_bound(&dir, free_port(), &format!("127.0.0.1 {gateway}"));
     // Even balance: the clusters are compared with the file sink's, and weights follow
     // room counts each agent reads at its own moment. The agents accept game servers on
-    // the fleet's subnet only, as a fleet would configure them.
+    // the fleet's subnet only, and serve xDS only (no Envoy on their hosts reads a CDS
+    // file), as a fleet would configure them.
     let cidr = net.cidr();
-    let flags = ["--balance", "even", "--upstream-allow-cidrs", &cidr];
+    let flags = [
+        "--balance",
+        "even",
+        "--upstream-allow-cidrs",
+        &cidr,
+        "--no-cds-file",
+    ];
     let agents = ["agent-a", "agent-b"].map(|name| {
         let host = net.host(name);
         XdsAgent::start_on(&dir, name, &host, &redis.url_at(&gateway), &flags)
     });
+    for name in ["agent-a", "agent-b"] {
+        let cds = dir.join(name).join("envoy-config").join("cds.json");
+        assert!(!cds.exists(), "--no-cds-file wrote {}", cds.display());
+    }
     // edge-3 streams state-of-the-world ADS, the others delta: both services are held to
     // the same clusters, failover and routing below.
     let envoys: Vec<XdsEnvoy> = (1..=3)
@@ -209,6 +220,11 @@ fn xds_fleet_fails_over_without_drops_and_matches_the_file_sink() {
         );
     }
     assert!(survivor.metric("colyseus_envoy_xds_acks_total") >= 3);
+    // The filters' process lists followed the newcomer by delta, not by the whole set.
+    assert!(
+        survivor.metric("colyseus_envoy_processes_answers_total{kind=\"delta\"}") >= 1,
+        "no /processes delta answered"
+    );
     drop(dead);
 }
 

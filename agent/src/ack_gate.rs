@@ -11,6 +11,12 @@
 //! - An Envoy that does not stream from this agent (the file sink, another agent), or a
 //!   call without a node id, is answered as before, the same for everyone.
 //!
+//! - Shards of the all-processes cluster (`sync --all-shards`) are not gated: a row is shown
+//!   once its process cluster is ACKed, and the filter weighs the row's shard with it,
+//!   while the shard's `ClusterLoadAssignment` (sent with it) may be ACKed a moment later.
+//!   A shard that already has hosts still routes meanwhile; only a shard going from no host
+//!   to one can answer 503 for that moment (README, "Large fleets").
+//!
 //! The decisions are pure (the ACKs are passed in as a predicate); [`crate::status`] waits
 //! and [`crate::sinks::xds::clients`] knows the ACKs.
 

@@ -73,6 +73,7 @@ async fn rejected(State(status): State<Arc<Status>>) -> impl IntoResponse {
 async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
     let mut body = status.metrics.render();
     status.deltas.render(&mut body);
+    crate::inspect::render_all_shards(&mut body, status.all_shards());
     if let Some(ads) = status.xds.get() {
         ads.render_metrics(&mut body);
         status.ack_gate.render(&mut body);
@@ -105,7 +106,8 @@ struct ProcessesQuery {
 }
 
 /// The advertised processes, with their version in
-/// [`routing::wire::PROCESSES_VERSION_HEADER`]; with `after` equal to the current version,
+/// [`routing::wire::PROCESSES_VERSION_HEADER`] and the all-processes cluster's shard count
+/// in [`routing::wire::ALL_SHARDS_HEADER`]; with `after` equal to the current version,
 /// held until the set changes (at most [`routing::wire::PROCESSES_HOLD_MS`]). For an Envoy
 /// streaming xDS from this agent, only the processes whose cluster it has ACKed, and held
 /// until that changes too (see [`crate::ack_gate`]). With `since` naming a set this agent
@@ -117,7 +119,8 @@ async fn processes(
 ) -> axum::response::Response {
     use crate::status::deltas::Answer;
     use routing::wire::{
-        PROCESSES_DELTA_HEADER, PROCESSES_DIGEST_HEADER, PROCESSES_VERSION_HEADER,
+        ALL_SHARDS_HEADER, PROCESSES_DELTA_HEADER, PROCESSES_DIGEST_HEADER,
+        PROCESSES_VERSION_HEADER,
     };
     let node = asking_node(&headers);
     if let Some(after) = query.after {
@@ -126,9 +129,14 @@ async fn processes(
     }
     let (version, rows) = status.processes_for(node);
     let version = (PROCESSES_VERSION_HEADER, version.to_string());
+    let shards = (ALL_SHARDS_HEADER, status.all_shards().to_string());
     match status.deltas.answer(rows, query.since) {
         Answer::Full { digest, rows } => (
-            [version, (PROCESSES_DIGEST_HEADER, digest.to_string())],
+            [
+                version,
+                shards,
+                (PROCESSES_DIGEST_HEADER, digest.to_string()),
+            ],
             Json(rows),
         )
             .into_response(),
@@ -139,6 +147,7 @@ async fn processes(
         } => (
             [
                 version,
+                shards,
                 (PROCESSES_DIGEST_HEADER, digest.to_string()),
                 (PROCESSES_DELTA_HEADER, since.to_string()),
             ],

@@ -61,6 +61,19 @@ pub fn rejected_by_reason(metrics: &str) -> BTreeMap<String, u64> {
     out
 }
 
+/// Gauge of the all-processes cluster's shard count on `/metrics` (`sync --all-shards`).
+pub const ALL_SHARDS_METRIC: &str = "colyseus_envoy_all_shards";
+
+/// The [`ALL_SHARDS_METRIC`] sample, for `/metrics`.
+pub fn render_all_shards(out: &mut String, shards: u16) {
+    let _ = writeln!(
+        out,
+        "# HELP {ALL_SHARDS_METRIC} Shards of the all-processes (matchmaking) cluster.\n\
+         # TYPE {ALL_SHARDS_METRIC} gauge\n\
+         {ALL_SHARDS_METRIC} {shards}"
+    );
+}
+
 /// Everything the report shows.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -69,6 +82,8 @@ pub struct Report {
     /// The room-listing source and whether it is up; `None` when the agent follows none.
     pub room_source: Option<(String, Option<bool>)>,
     pub processes: Vec<ProcessRow>,
+    /// Shards of the all-processes cluster (from `/metrics`; absent from older agents).
+    pub all_shards: Option<u64>,
     pub rejected: Option<u64>,
     /// The same by reason (e.g. `upstream_envoy_admin`), over every source.
     pub rejected_by_reason: BTreeMap<String, u64>,
@@ -164,6 +179,17 @@ impl Report {
                 p.process_id, p.address, p.state, weight, rooms, ccu, cx
             );
         }
+        if let Some(n) = self.all_shards.filter(|n| *n > 1) {
+            let active = self
+                .processes
+                .iter()
+                .filter(|p| p.state == routing::wire::ProcessState::Active)
+                .count();
+            let _ = writeln!(
+                out,
+                "matchmaking: {n} shards of the all-processes cluster, {active} active process(es)"
+            );
+        }
         for rejected in &self.rejected_registrations {
             let _ = writeln!(out, "rejected: {rejected}");
         }
@@ -215,6 +241,7 @@ pub async fn gather(
     if let Ok((200, body)) = http_get(api, "/metrics", t).await {
         report.redis_up = metric(&body, "colyseus_envoy_redis_up").map(|v| v == 1);
         report.room_source = room_source(&body);
+        report.all_shards = metric(&body, ALL_SHARDS_METRIC);
         report.rejected_by_reason = rejected_by_reason(&body);
         report.rejected = Some(report.rejected_by_reason.values().sum());
     }
@@ -299,6 +326,22 @@ mod tests {
         ));
         report.room_source = room_source(up);
         assert!(report.is_healthy());
+    }
+
+    #[test]
+    fn shows_the_shards_when_there_are_several() {
+        let mut metrics = String::new();
+        render_all_shards(&mut metrics, 4);
+        assert_eq!(metric(&metrics, ALL_SHARDS_METRIC), Some(4));
+        let mut report = Report {
+            all_shards: Some(4),
+            ..Report::default()
+        };
+        assert!(report.render().contains(
+            "matchmaking: 4 shards of the all-processes cluster, 0 active process(es)\n"
+        ));
+        report.all_shards = Some(1);
+        assert!(!report.render().contains("matchmaking:"));
     }
 
     #[test]

@@ -121,6 +121,11 @@ impl Status {
         self
     }
 
+    /// Shards of the all-processes cluster the sinks render (`sync --all-shards`).
+    pub fn all_shards(&self) -> u16 {
+        self.names.all_shards()
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready.load(Relaxed)
     }

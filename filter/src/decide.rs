@@ -72,7 +72,9 @@ pub fn decide(names: &ClusterNames, known: &KnownProcesses, path: Option<&[u8]>)
                 }
             }
         }
-        Ok(Target::AnyProcess) => Decision::Route(names.all().to_owned()),
+        Ok(Target::AnyProcess) => {
+            Decision::Route(known.matchmaking_shard().unwrap_or(names.all()).to_owned())
+        }
         Err(PathError::MissingSegments) => match room_only(&path) {
             Some(room_id) => Decision::Lookup {
                 room_id: room_id.to_owned(),
@@ -224,6 +226,27 @@ mod tests {
             decide(&names, &KnownProcesses::default(), Some(b"/matchmake/x")),
             cluster("gs_all")
         );
+    }
+
+    #[test]
+    fn matchmaking_goes_to_the_picked_shard() {
+        let names = ClusterNames::default();
+        let mut k = KnownProcesses::default();
+        let id = (0..)
+            .map(|i| format!("p{i}"))
+            .find(|p| routing::cluster::shard_of(p, 3) == 2)
+            .unwrap();
+        let answer = crate::lookup::ProcessesAnswer {
+            ids: [id.clone()].into(),
+            active: vec![(id, 5)],
+        };
+        k.set_answer(answer, &names, 3);
+        let d = |path: &str| decide(&names, &k, Some(path.as_bytes()));
+        assert_eq!(d("/matchmake/joinOrCreate/x"), cluster("colyseus-all-2"));
+        assert_eq!(d("/"), cluster("colyseus-all-2"));
+        k.forget();
+        let d = |path: &str| decide(&names, &k, Some(path.as_bytes()));
+        assert_eq!(d("/matchmake/joinOrCreate/x"), cluster("colyseus-all"));
     }
 
     #[test]

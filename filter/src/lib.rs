@@ -5,7 +5,8 @@
 //! request header (`x-colyseus-cluster` by default) and Envoy's route reads it with
 //! `cluster_header`. Room connections (`/{processId}/{roomId}?sessionId=...`) go to that
 //! process's cluster; everything else (matchmaking, health checks) goes to the cluster of
-//! all live processes. A malformed room path gets a 400 from the filter. The path grammar
+//! all live processes, or, when the agent splits it in shards, to one shard picked in
+//! proportion to its processes' weights ([`shards`]). A malformed room path gets a 400 from the filter. The path grammar
 //! and the cluster names come from the shared `routing` crate, so the agent that writes the
 //! clusters can never disagree with the filter.
 //!
@@ -30,6 +31,8 @@
 //!   natively.
 //! - [`lookup`]: routing by roomId when the path's processId is missing, `undefined` or
 //!   not a live process: the known-processes set, the agent's answers, a short cache. Pure.
+//! - [`shards`]: which shard of the all-processes cluster a matchmaking request goes to.
+//!   Pure.
 //! - [`host`]: the only module that makes host calls, behind a trait a test can replace.
 //! - [`stream`], [`stream_host`]: the same module as a network filter in front of
 //!   `tcp_proxy` (`bootstrap --edge-path tcp`): room WebSockets to a live process go to it
@@ -40,6 +43,7 @@ pub mod host;
 pub mod http;
 pub mod lookup;
 pub mod root;
+pub mod shards;
 pub mod stream;
 pub mod stream_host;
 

@@ -4,8 +4,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use routing::wire::{ProcessRow, ProcessesDelta, RoomLocation, UnknownRoom, UNKNOWN_ROOM};
+use routing::wire::{
+    ProcessRow, ProcessState, ProcessesDelta, RoomLocation, UnknownRoom, UNKNOWN_ROOM,
+};
 use routing::ClusterNames;
+
+use crate::shards::Matchmaking;
 
 /// processIds the agent routes (active or draining), as last reported to this worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,6 +17,9 @@ pub struct KnownProcesses {
     /// `None` until the first answer (or after a failed refresh): every processId counts as
     /// known and takes the fast path, as without the agent.
     ids: Option<HashSet<String>>,
+    /// The active processes' weights by shard of the all-processes cluster, from the same
+    /// answers.
+    matchmaking: Matchmaking,
 }
 
 impl KnownProcesses {
@@ -26,10 +33,35 @@ impl KnownProcesses {
         self.ids = Some(ids);
     }
 
+    /// Replaces the set and the active processes' weights with a whole answer; the
+    /// matchmaking shares follow at [`Self::reshard`].
+    pub fn set_whole(&mut self, answer: ProcessesAnswer) {
+        self.matchmaking.replace(answer.active);
+        self.ids = Some(answer.ids);
+    }
+
+    /// Makes the matchmaking shares for `shards` shards (the count the agent announced).
+    pub fn reshard(&mut self, names: &ClusterNames, shards: u16) {
+        self.matchmaking.reshard(names, shards);
+    }
+
+    /// [`Self::set_whole`] then [`Self::reshard`].
+    pub fn set_answer(&mut self, answer: ProcessesAnswer, names: &ClusterNames, shards: u16) {
+        self.set_whole(answer);
+        self.reshard(names, shards);
+    }
+
     /// Forgets the set: the agent cannot be asked, so room lookups would fail too and the
-    /// fast path is the better bet.
+    /// fast path is the better bet. Matchmaking goes to shard 0.
     pub fn forget(&mut self) {
         self.ids = None;
+        self.matchmaking.clear();
+    }
+
+    /// The shard of the all-processes cluster for the next matchmaking request; `None`:
+    /// shard 0, the plain all-processes cluster.
+    pub fn matchmaking_shard(&self) -> Option<&str> {
+        self.matchmaking.pick()
     }
 
     /// How many processIds are known; `None`: every processId counts as known.
@@ -38,13 +70,15 @@ impl KnownProcesses {
     }
 
     /// Applies the agent's delta to the set it was computed against; `false` (nothing
-    /// changed) when there is no set to apply it to.
+    /// changed) when there is no set to apply it to. The matchmaking shares follow at
+    /// [`Self::reshard`].
     pub fn apply(&mut self, delta: &ProcessesDelta) -> bool {
         let Some(ids) = &mut self.ids else {
             return false;
         };
         for pid in &delta.removed {
             ids.remove(pid);
+            self.matchmaking.upsert(pid, None);
         }
         for row in &delta.changed {
             if row.state.is_routable() {
@@ -52,6 +86,8 @@ impl KnownProcesses {
             } else {
                 ids.remove(&row.process_id);
             }
+            let weight = (row.state == ProcessState::Active).then(|| row.weight.unwrap_or(1));
+            self.matchmaking.upsert(&row.process_id, weight);
         }
         true
     }
@@ -61,6 +97,15 @@ impl KnownProcesses {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadAnswer(pub String);
 
+/// What a `/processes` answer says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessesAnswer {
+    /// The routable processIds (active or draining).
+    pub ids: HashSet<String>,
+    /// The active ones with their matchmaking weight (1 when the row carries none).
+    pub active: Vec<(String, u32)>,
+}
+
 /// Reads `GET /processes`: a JSON array of [`ProcessRow`]s; `active` and `draining`
 /// processes are routable, `dead` ones are not. A row that is not a `ProcessRow` (say, a
 /// state this filter does not know) is skipped, not routed: one odd row must not cost the
@@ -69,7 +114,7 @@ pub struct BadAnswer(pub String);
 /// # Errors
 /// No answer (call failed or timed out), a status other than 200, or a body that is not
 /// such an array.
-pub fn parse_processes(status: Option<u32>, body: &[u8]) -> Result<HashSet<String>, BadAnswer> {
+pub fn parse_processes(status: Option<u32>, body: &[u8]) -> Result<ProcessesAnswer, BadAnswer> {
     if status != Some(200) {
         return Err(BadAnswer(format!("status {status:?}")));
     }
@@ -78,12 +123,20 @@ pub fn parse_processes(status: Option<u32>, body: &[u8]) -> Result<HashSet<Strin
     let serde_json::Value::Array(list) = value else {
         return Err(BadAnswer("body is not an array".into()));
     };
-    Ok(list
+    let mut answer = ProcessesAnswer::default();
+    for row in list
         .into_iter()
         .filter_map(|row| serde_json::from_value::<ProcessRow>(row).ok())
         .filter(|row| row.state.is_routable())
-        .map(|row| row.process_id)
-        .collect())
+    {
+        if row.state == ProcessState::Active {
+            answer
+                .active
+                .push((row.process_id.clone(), row.weight.unwrap_or(1)));
+        }
+        answer.ids.insert(row.process_id);
+    }
+    Ok(answer)
 }
 
 /// Reads a `GET /processes?since=` answer sent as a [`ProcessesDelta`]. Unlike the whole
@@ -240,9 +293,17 @@ mod tests {
             {"processId":"b","state":"draining"},{"processId":"c","state":"dead"},
             {"state":"active"},{"processId":3,"state":"active"},
             {"processId":"d","state":"warming"}]"#;
-        let ids = parse_processes(Some(200), body).unwrap();
-        assert_eq!(ids, ["a".to_owned(), "b".to_owned()].into());
-        assert_eq!(parse_processes(Some(200), b"[]").unwrap().len(), 0);
+        let answer = parse_processes(Some(200), body).unwrap();
+        assert_eq!(answer.ids, ["a".to_owned(), "b".to_owned()].into());
+        // Only the active row takes matchmaking; no weight on the wire counts as 1.
+        assert_eq!(answer.active, [("a".to_owned(), 1)]);
+        let weighted = br#"[{"processId":"a","state":"active","weight":7},
+            {"processId":"b","state":"draining","weight":null}]"#;
+        assert_eq!(
+            parse_processes(Some(200), weighted).unwrap().active,
+            [("a".to_owned(), 7)]
+        );
+        assert_eq!(parse_processes(Some(200), b"[]").unwrap().ids.len(), 0);
         assert!(parse_processes(None, b"").is_err());
         assert!(parse_processes(Some(503), b"[]").is_err());
         assert!(parse_processes(Some(200), b"{}").is_err());

@@ -18,7 +18,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 use routing::wire::{
-    PROCESSES_DELTA_HEADER, PROCESSES_DIGEST_HEADER, PROCESSES_HOLD_MS, PROCESSES_VERSION_HEADER,
+    ALL_SHARDS_HEADER, PROCESSES_DELTA_HEADER, PROCESSES_DIGEST_HEADER, PROCESSES_HOLD_MS,
+    PROCESSES_VERSION_HEADER,
 };
 use routing::{PluginConfig, PluginConfigError, RoutingConfig};
 
@@ -78,7 +79,7 @@ pub fn processes_path(version: Option<u64>, digest: Option<u64>) -> String {
 
 /// A readable `/processes` answer.
 enum ProcessesUpdate {
-    Whole(std::collections::HashSet<String>),
+    Whole(crate::lookup::ProcessesAnswer),
     Delta(routing::wire::ProcessesDelta),
     /// A delta against a set this worker does not hold (digest given): not applicable.
     Stale(u64),
@@ -147,6 +148,13 @@ impl Root {
             ),
             Err(_) => (None, None),
         };
+        // An agent that does not say (an older one) has one shard.
+        let shards = parsed
+            .is_ok()
+            .then(|| host.call_header(num_headers, ALL_SHARDS_HEADER))
+            .flatten()
+            .and_then(|raw| routing::wire::all_shards(&raw))
+            .unwrap_or(1);
         {
             let mut known = self.shared.known.borrow_mut();
             match parsed {
@@ -163,12 +171,16 @@ impl Root {
                     return;
                 }
                 Ok(update) => {
-                    if let ProcessesUpdate::Whole(ids) = update {
-                        known.set(ids);
+                    if let ProcessesUpdate::Whole(answer) = update {
+                        known.set_whole(answer);
                     }
-                    debug!("{:?} known processes (version {version:?})", known.count());
-                    // A cached room answer must not outlive its process.
+                    debug!(
+                        "{:?} known processes (version {version:?}, {shards} matchmaking shard(s))",
+                        known.count()
+                    );
                     if let Some(config) = &self.config {
+                        known.reshard(&config.names, shards);
+                        // A cached room answer must not outlive its process.
                         self.shared.cache.borrow_mut().retain_clusters(|cluster| {
                             config
                                 .names
@@ -307,6 +319,8 @@ mod tests {
     use std::time::Duration;
 
     use proxy_wasm::types::Status;
+    use routing::cluster::shard_of;
+    use routing::ClusterNames;
 
     use super::*;
 
@@ -328,6 +342,8 @@ mod tests {
         /// The digest and delta headers of the answer.
         digest: Option<&'static str>,
         delta: Option<&'static str>,
+        /// The shard-count header of the answer.
+        shards: Option<&'static str>,
         /// The node id sent with each call.
         nodes: Vec<Option<String>>,
         fail_dispatch: bool,
@@ -373,6 +389,7 @@ mod tests {
                 PROCESSES_VERSION_HEADER => self.version,
                 PROCESSES_DIGEST_HEADER => self.digest,
                 PROCESSES_DELTA_HEADER => self.delta,
+                ALL_SHARDS_HEADER => self.shards,
                 other => panic!("unexpected header {other}"),
             };
             value.map(|v| v.as_bytes().to_vec())
@@ -420,6 +437,98 @@ mod tests {
         root.shared.known.borrow_mut().set(HashSet::new());
         root.tick(&mut host);
         assert!(root.shared.known.borrow().contains("p9"));
+    }
+
+    #[test]
+    fn matchmaking_follows_the_announced_shards() {
+        let mut root = Root {
+            config: Some(Rc::new(parse_config(b"").unwrap())),
+            ..Root::default()
+        };
+        let mut host = TickHost::default();
+        // p0 and p1 are in different shards of 3 (`routing::cluster::shard_of`).
+        let (a, b) = ("p0", "p1");
+        let (sa, sb) = (shard_of(a, 3), shard_of(b, 3));
+        assert_ne!(sa, sb);
+        host.answer = (
+            Some(200),
+            format!(
+                r#"[{{"processId":"{a}","state":"active","weight":1}},{{"processId":"{b}","state":"active","weight":3}},{{"processId":"d","state":"draining","weight":null}}]"#
+            )
+            .into_bytes(),
+        );
+        host.shards = Some("3");
+        root.tick(&mut host);
+        root.processes_answer(&mut host, 1, 1, 1);
+        let names = ClusterNames::default();
+        let mut picks = std::collections::BTreeMap::<String, u32>::new();
+        for _ in 0..8 {
+            let shard = root
+                .shared
+                .known
+                .borrow()
+                .matchmaking_shard()
+                .map(str::to_owned);
+            *picks.entry(shard.unwrap()).or_default() += 1;
+        }
+        assert_eq!(
+            picks,
+            [(names.all_shard(sa), 2), (names.all_shard(sb), 6)].into()
+        );
+        // Without the header (an older agent), or after a failed refresh: shard 0.
+        host.shards = None;
+        root.tick(&mut host);
+        root.processes_answer(&mut host, 2, 1, 1);
+        assert_eq!(root.shared.known.borrow().matchmaking_shard(), None);
+        host.shards = Some("3");
+        root.tick(&mut host);
+        root.processes_answer(&mut host, 3, 1, 1);
+        assert!(root.shared.known.borrow().matchmaking_shard().is_some());
+        root.tick(&mut host);
+        host.answer = (None, Vec::new());
+        root.processes_answer(&mut host, 4, 0, 0);
+        assert_eq!(root.shared.known.borrow().matchmaking_shard(), None);
+    }
+
+    #[test]
+    fn deltas_move_the_matchmaking_shares() {
+        let mut root = Root {
+            config: Some(Rc::new(parse_config(b"").unwrap())),
+            ..Root::default()
+        };
+        let mut host = TickHost::default();
+        let (a, b) = ("p0", "p1");
+        let names = ClusterNames::default();
+        let (sa, sb) = (
+            names.all_shard(shard_of(a, 3)),
+            names.all_shard(shard_of(b, 3)),
+        );
+        assert_ne!(sa, sb);
+        root.tick(&mut host);
+        host.answer = (
+            Some(200),
+            format!(r#"[{{"processId":"{a}","state":"active","weight":1}}]"#).into_bytes(),
+        );
+        (host.version, host.digest, host.shards) = (Some("1"), Some("10"), Some("3"));
+        root.processes_answer(&mut host, 1, 1, 1);
+        let pick = |root: &Root| {
+            root.shared
+                .known
+                .borrow()
+                .matchmaking_shard()
+                .map(str::to_owned)
+        };
+        assert_eq!(pick(&root), Some(sa.clone()));
+        // A delta: `b` joins, `a` drains; matchmaking follows to `b`'s shard alone.
+        host.answer.1 = format!(
+            r#"{{"changed":[{{"processId":"{b}","state":"active","weight":2}},{{"processId":"{a}","state":"draining","weight":null}}],"removed":[]}}"#
+        )
+        .into_bytes();
+        (host.version, host.digest, host.delta) = (Some("2"), Some("11"), Some("10"));
+        root.processes_answer(&mut host, 2, 1, 1);
+        for _ in 0..4 {
+            assert_eq!(pick(&root), Some(sb.clone()));
+        }
     }
 
     #[test]

@@ -49,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for status in [Some(200), Some(500), None] {
-        if let Ok(ids) = parse_processes(status, data) {
+        if let Ok(answer) = parse_processes(status, data) {
+            let ids = &answer.ids;
+            // Matchmaking weights only for listed (routable) processes.
+            assert!(answer.active.iter().all(|(id, _)| ids.contains(id)));
             assert_eq!(status, Some(200));
             let body: serde_json::Value = serde_json::from_slice(data).unwrap();
             let listed: Vec<&str> = body

@@ -12,7 +12,7 @@
 use std::sync::OnceLock;
 
 use colyseus_envoy_filter::decide::{decide, Decision, UNDEFINED_PROCESS};
-use colyseus_envoy_filter::lookup::KnownProcesses;
+use colyseus_envoy_filter::lookup::{KnownProcesses, ProcessesAnswer};
 use libfuzzer_sys::fuzz_target;
 use regex_lite::Regex;
 use routing::id::check_id;
@@ -48,7 +48,14 @@ fuzz_target!(|data: &[u8]| {
             .into(),
     );
     for scheme in schemes() {
-        for known in [&KnownProcesses::default(), &fetched] {
+        // The same set with the all-processes cluster in 3 shards, one of them weighted.
+        let mut sharded = fetched.clone();
+        let answer = ProcessesAnswer {
+            ids: ["abc123xyz".to_owned(), "p1".to_owned()].into(),
+            active: vec![("abc123xyz".to_owned(), 2), ("p1".to_owned(), 1)],
+        };
+        sharded.set_answer(answer, &scheme.names, 3);
+        for known in [&KnownProcesses::default(), &fetched, &sharded] {
             check(scheme, known, data);
         }
     }
@@ -69,7 +76,10 @@ fn check(scheme: &Scheme, known: &KnownProcesses, data: &[u8]) {
                     assert_eq!(names.process_of(&cluster), Some(process_id));
                     assert_ne!(cluster, names.all());
                 }
-                Target::AnyProcess => assert_eq!(cluster, names.all()),
+                Target::AnyProcess => {
+                    assert!(names.is_all_shard(&cluster), "{cluster:?}");
+                    assert_eq!(names.process_of(&cluster), None);
+                }
             }
         }
         (

@@ -200,8 +200,7 @@ impl TryFrom<PluginConfig> for RoutingConfig {
         // The agent's cluster must be a plain name the route guard refuses, so a client
         // can never reach it through the public listener.
         let agent_ok = crate::id::check_id(&raw.agent_cluster).is_ok()
-            && raw.agent_cluster != names.all()
-            && !raw.agent_cluster.starts_with(names.prefix());
+            && !names.is_guarded(&raw.agent_cluster);
         if !agent_ok {
             return Err(PluginConfigError::AgentCluster(raw.agent_cluster));
         }
@@ -231,9 +230,8 @@ fn check_edge(
     e: EdgePluginConfig,
     names: &ClusterNames,
 ) -> Result<EdgeSettings, PluginConfigError> {
-    let cluster_ok = crate::id::check_id(&e.hcm_cluster).is_ok()
-        && e.hcm_cluster != names.all()
-        && !e.hcm_cluster.starts_with(names.prefix());
+    let cluster_ok =
+        crate::id::check_id(&e.hcm_cluster).is_ok() && !names.is_guarded(&e.hcm_cluster);
     if !cluster_ok {
         return Err(PluginConfigError::HcmCluster(e.hcm_cluster));
     }

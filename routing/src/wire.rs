@@ -93,6 +93,22 @@ pub struct ProcessRow {
 /// agent never repeats an earlier agent's versions (they start at its start time).
 pub const PROCESSES_VERSION_HEADER: &str = "x-colyseus-envoy-processes-version";
 
+/// `GET /processes` response header: how many shards the all-processes cluster has
+/// ([`crate::ClusterNames::all_shard`]), so the filter can spread matchmaking over them in
+/// proportion to the rows' weights. Absent (an older agent) or unreadable: 1.
+pub const ALL_SHARDS_HEADER: &str = "x-colyseus-envoy-all-shards";
+
+/// The shard count of an [`ALL_SHARDS_HEADER`] value, if it is one (1 to
+/// [`crate::cluster::MAX_ALL_SHARDS`]).
+pub fn all_shards(raw: &[u8]) -> Option<u16> {
+    core::str::from_utf8(raw)
+        .ok()?
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|s| (1..=crate::cluster::MAX_ALL_SHARDS).contains(s))
+}
+
 /// `GET /processes?after=VERSION` (the query parameter): answered at once when the set's
 /// version is not `VERSION`, else held until the set changes or [`PROCESSES_HOLD_MS`]
 /// passed, then answered with the set as it is. Each Envoy worker keeps one such call open,
@@ -244,6 +260,16 @@ mod tests {
         }
         assert!(serde_json::from_str::<ProcessState>(r#""warming""#).is_err());
         assert!(!ProcessState::Dead.is_routable() && ProcessState::Draining.is_routable());
+    }
+
+    #[test]
+    fn all_shards_header_values() {
+        assert_eq!(all_shards(b"1"), Some(1));
+        assert_eq!(all_shards(b" 10 "), Some(10));
+        assert_eq!(all_shards(b"256"), Some(256));
+        for bad in [&b""[..], b"0", b"257", b"-1", b"x", b"\xff"] {
+            assert_eq!(all_shards(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

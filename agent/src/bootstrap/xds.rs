@@ -72,7 +72,7 @@ pub fn apply(
     if routing::wire::node_id(id.as_bytes()).is_none() {
         return Err(XdsBootstrapError::BadNodeId(id.to_owned()));
     }
-    if XDS_CLUSTER.starts_with(names.prefix()) || XDS_CLUSTER == names.all() {
+    if names.is_guarded(XDS_CLUSTER) {
         return Err(XdsBootstrapError::GuardedName(names.prefix().to_owned()));
     }
     doc["node"]["id"] = json!(id);

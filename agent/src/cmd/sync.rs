@@ -29,8 +29,12 @@ use crate::{shutdown_signal, usage};
 /// `sync`: checks the flags (exit 64 on a bad one), then wires the sources, the controller,
 /// the sinks and the API, and runs until SIGTERM/SIGINT.
 pub async fn sync(args: SyncArgs) -> ExitCode {
-    let routing = match args.routing.validate() {
+    let mut routing = match args.routing.validate() {
         Ok(r) => r,
+        Err(e) => return usage(&e),
+    };
+    routing.names = match routing.names.clone().with_all_shards(args.all_shards) {
+        Ok(names) => names,
         Err(e) => return usage(&e),
     };
     if !args.config_dir.is_dir() {

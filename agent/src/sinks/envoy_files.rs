@@ -147,8 +147,18 @@ pub fn render_clusters(
         .filter(|(_, entry)| entry.is_routable())
         .map(|(pid, entry)| process_cluster(pid, &entry.endpoint, options))
         .collect();
-    resources.push(all_cluster(&all_endpoints(registry, weights), options));
+    for (k, endpoints) in all_endpoints(registry, weights, &options.names)
+        .iter()
+        .enumerate()
+    {
+        resources.push(all_cluster(shard_index(k), endpoints, options));
+    }
     resources
+}
+
+/// `k` (below [`ClusterNames::all_shards`], a `u16`) as a shard index.
+pub fn shard_index(k: usize) -> u16 {
+    u16::try_from(k).unwrap_or(u16::MAX)
 }
 
 /// The cluster of one routable process: its only input is its endpoint (and the options),
@@ -157,21 +167,32 @@ pub fn process_cluster(pid: &ProcessId, endpoint: &Endpoint, options: &ClusterOp
     cluster(&options.names.process(pid), &[(endpoint, None)], options)
 }
 
-/// The inputs of the all-processes cluster: every active process's endpoint and weight.
+/// The inputs of each shard of the all-processes cluster (index = shard, see
+/// [`ClusterNames::shard_of`]): every active process's endpoint and weight, in its shard.
+/// One shard (the default) is every active process.
 pub fn all_endpoints<'a>(
     registry: &'a Registry,
     weights: &Weights,
-) -> Vec<(&'a Endpoint, Option<u32>)> {
-    registry
-        .iter()
-        .filter(|(_, e)| e.is_active())
-        .map(|(pid, e)| (&e.endpoint, weights.get(pid).copied()))
-        .collect()
+    names: &ClusterNames,
+) -> Vec<Vec<(&'a Endpoint, Option<u32>)>> {
+    let mut shards = vec![Vec::new(); usize::from(names.all_shards())];
+    for (pid, e) in registry.iter().filter(|(_, e)| e.is_active()) {
+        if let Some(shard) = shards.get_mut(usize::from(names.shard_of(pid))) {
+            shard.push((&e.endpoint, weights.get(pid).copied()));
+        }
+    }
+    shards
 }
 
-/// The all-processes cluster of `endpoints` ([`all_endpoints`]).
-pub fn all_cluster(endpoints: &[(&Endpoint, Option<u32>)], options: &ClusterOptions) -> Value {
-    let mut all_cluster = cluster(options.names.all(), endpoints, options);
+/// Shard `shard` of the all-processes cluster, of `endpoints` ([`all_endpoints`]). Every
+/// shard exists even without hosts, so matchmaking routed there gets Envoy's 503 (no
+/// healthy upstream), never `no_cluster`.
+pub fn all_cluster(
+    shard: u16,
+    endpoints: &[(&Endpoint, Option<u32>)],
+    options: &ClusterOptions,
+) -> Value {
+    let mut all_cluster = cluster(&options.names.all_shard(shard), endpoints, options);
     // Matchmaking and every path naming no process: requests are short, so Envoy's
     // defaults (1,024 each) are ample, and they stop one client from holding thousands of
     // requests open on the game servers (paths Colyseus never answers wait for the request
@@ -254,12 +275,9 @@ pub const ALL_CLUSTER_LIMIT: u32 = 1024;
 const UPSTREAM_BUFFER_LIMIT: u32 = 32 * 1024;
 
 /// FNV-1a: a stable content hash for `version_info` (std's hasher may change between
-/// Rust releases; this must not, or every agent upgrade would rewrite the file).
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
+/// Rust releases; this must not, or every agent upgrade would rewrite the file). The same
+/// function places processes in shards, so it lives in `routing`.
+pub(crate) use routing::cluster::fnv1a;
 
 /// Writes rendered config into Envoy's watched directory, skipping unchanged content.
 #[derive(Debug)]
@@ -297,6 +315,23 @@ impl EnvoyFilesSink {
     }
 }
 
+/// The options of the unsharded tests (also used by the shard tests).
+#[cfg(test)]
+fn tests_options() -> ClusterOptions {
+    ClusterOptions {
+        names: ClusterNames::default(),
+        connect_timeout: std::time::Duration::from_millis(2500),
+        max_connections: 100_000,
+        health_check: HealthCheck::Tcp {
+            interval: std::time::Duration::from_secs(2),
+        },
+    }
+}
+
+#[cfg(test)]
+#[path = "envoy_files_shards_tests.rs"]
+mod shards_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,14 +342,7 @@ mod tests {
     }
 
     fn options() -> ClusterOptions {
-        ClusterOptions {
-            names: ClusterNames::default(),
-            connect_timeout: Duration::from_millis(2500),
-            max_connections: 100_000,
-            health_check: HealthCheck::Tcp {
-                interval: Duration::from_secs(2),
-            },
-        }
+        tests_options()
     }
 
     fn registry(members: &[&str]) -> Registry {

@@ -15,7 +15,8 @@
 //!
 //! Experiments: `SCALE_SINKS=xds` skips the file sink; `SCALE_XDS_BOOTSTRAP='{"cluster_manager":
 //! {...}}'` sets top-level fields of the xDS Envoy's bootstrap; `SCALE_XDS_CDS_FILE=on` has
-//! the xDS agent write the CDS file too (by default it runs `--no-cds-file`).
+//! the xDS agent write the CDS file too (by default it runs `--no-cds-file`);
+//! `SCALE_ALL_SHARDS=10` gives every agent `--all-shards 10`.
 #![cfg(feature = "e2e")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -84,9 +85,31 @@ fn has_cluster(admin: &str, cluster: &str) -> bool {
     http_get(admin, &path).is_ok_and(|(status, _, body)| status == 200 && !body.trim().is_empty())
 }
 
-/// Hosts Envoy has in the all-processes cluster (its `membership_total` gauge).
+/// Hosts Envoy has in the all-processes cluster (its `membership_total` gauge), summed
+/// over its shards.
 fn all_hosts(admin: &str) -> u64 {
-    envoy_stat(admin, "cluster.colyseus-all.membership_total")
+    let path = "/stats?filter=%5Ecluster%5C.colyseus-all(-%5B0-9%5D%2B)%3F%5C.membership_total%24";
+    let Ok((_, _, body)) = http_get(admin, path) else {
+        return 0;
+    };
+    body.lines()
+        .filter_map(|l| l.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// `SCALE_ALL_SHARDS`: `--all-shards` of every agent here (default 1).
+fn all_shards() -> usize {
+    std::env::var("SCALE_ALL_SHARDS")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1)
+}
+
+/// The agents' flags: [`QUIET`] and `--all-shards`.
+fn agent_flags() -> Vec<String> {
+    let mut flags: Vec<String> = QUIET.iter().map(|s| (*s).to_owned()).collect();
+    flags.extend(["--all-shards".to_owned(), all_shards().to_string()]);
+    flags
 }
 
 /// 20 single registrations on top of `n`; prints median/max and CPU per update.
@@ -242,10 +265,10 @@ fn update_durations(label: &str, n: usize, admin: &str) {
     ) else {
         return;
     };
-    for line in body
-        .lines()
-        .filter(|l| l.contains("cds.update_duration") || l.contains("colyseus-all.update_duration"))
-    {
+    for line in body.lines().filter(|l| {
+        l.contains("cds.update_duration")
+            || (l.contains("cluster.colyseus-all") && l.contains(".update_duration"))
+    }) {
         println!("SCALE-XDS {label} processes={n}: Envoy {line}");
     }
 }
@@ -285,11 +308,13 @@ fn file_sink(dir: &std::path::Path, n: usize) {
     let redis = Redis::start(&dir.join("file"));
     let mut conn = redis.conn();
     // Apart, as in scale.rs: the agent restart below is timed, and run would add its backoff.
-    let mut proxy = Proxy::start_apart(&dir.join("file"), &redis.url(), &QUIET, &[]);
+    let flags = agent_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut proxy = Proxy::start_apart(&dir.join("file"), &redis.url(), &flags, &[]);
     let base = proxy.envoy_stat("cluster_manager.active_clusters");
     add_members(&mut conn, 0..n);
     let started = Instant::now();
-    proxy.restart_agent(&QUIET);
+    proxy.restart_agent(&flags);
     wait_active(&proxy.admin(), base + n as u64);
     println!(
         "SCALE-XDS file processes={n}: agent start -> all clusters active {:.0} ms; RSS agent {} MB, Envoy {} MB",
@@ -312,14 +337,15 @@ fn xds_sink(dir: &std::path::Path, n: usize, patch: &serde_json::Value) {
     let mut next = n;
     // An xDS-only agent, as on a fleet's control-plane host (`SCALE_XDS_CDS_FILE=on`: it
     // also writes the CDS file, as an agent beside a file-fed Envoy does).
-    let mut args = QUIET.to_vec();
+    let mut args = agent_flags();
     if std::env::var("SCALE_XDS_CDS_FILE").as_deref() != Ok("on") {
-        args.push("--no-cds-file");
+        args.push("--no-cds-file".to_owned());
     }
     println!(
         "SCALE-XDS xds processes={n}: agent flags {}",
         args[QUIET.len()..].join(" ")
     );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut agent = XdsAgent::start(dir, "agent", "127.0.0.1", &redis.url(), &args);
     let started = Instant::now();
     let envoy = XdsEnvoy::start_patched(dir, "edge-1", "127.0.0.1", &[&agent], patch);
@@ -334,8 +360,9 @@ fn xds_sink(dir: &std::path::Path, n: usize, patch: &serde_json::Value) {
         },
     );
     let envoy_acked = started.elapsed();
-    // Static: the agent API and xDS clusters; dynamic: n processes and the all cluster.
-    wait_active(&envoy.admin, n as u64 + 3);
+    // Static: the agent API and xDS clusters; dynamic: n processes and the all cluster's
+    // shards.
+    wait_active(&envoy.admin, (n + 2 + all_shards()) as u64);
     let envoy_start = started.elapsed();
     let started = Instant::now();
     agent.restart();

@@ -7,6 +7,9 @@
 //! what a full build would make again (rendering is deterministic), so versions stay
 //! content hashes and two agents still serve the same ones.
 //!
+//! Each shard of the all-processes cluster (see `routing::cluster`) is its own resource
+//! pair, kept and compared apart: a registration re-renders only its shard.
+//!
 //! With EDS ([`AllEndpoints::Eds`]), the all-processes cluster is `type: EDS` and its hosts
 //! travel as a `ClusterLoadAssignment`: a registration updates its hosts in place in
 //! Envoy instead of replacing a cluster of every process. A fleet with a DNS name among its
@@ -33,7 +36,7 @@ use super::snapshot::{Resource, Snapshot, CLUSTER_TYPE, ENDPOINT_TYPE};
 use crate::balance::Weights;
 use crate::model::{Endpoint, Host, Registry};
 use crate::sinks::envoy_files::{
-    all_cluster, all_endpoints, fnv1a, process_cluster, ClusterOptions,
+    all_cluster, all_endpoints, fnv1a, process_cluster, shard_index, ClusterOptions,
 };
 
 /// How the all-processes cluster carries its hosts.
@@ -61,7 +64,9 @@ pub struct Builder {
     mode: AllEndpoints,
     /// Cluster name -> (the process's endpoint, its marshalled cluster).
     processes: HashMap<String, (Endpoint, Arc<Resource>)>,
-    all: Option<AllRendered>,
+    /// Each shard of the all-processes cluster (index = shard), rendered apart so that a
+    /// registration re-renders one shard's hosts, not every active process's.
+    all: Vec<Option<AllRendered>>,
 }
 
 impl Builder {
@@ -70,7 +75,7 @@ impl Builder {
             options,
             mode,
             processes: HashMap::new(),
-            all: None,
+            all: Vec::new(),
         }
     }
 
@@ -103,23 +108,33 @@ impl Builder {
         self.processes = processes;
 
         let mut endpoints = BTreeMap::new();
-        let inputs: Vec<(Endpoint, Option<u32>)> = all_endpoints(registry, weights)
-            .into_iter()
-            .map(|(e, w)| (e.clone(), w))
-            .collect();
-        if self.all.as_ref().is_none_or(|a| a.endpoints != inputs) {
-            self.all = match self.render_all(inputs) {
-                Ok(all) => Some(all),
-                Err(e) => {
-                    errors.push(e);
-                    None
+        let shards = all_endpoints(registry, weights, &self.options.names);
+        self.all.resize_with(shards.len(), || None);
+        for (k, inputs) in shards.into_iter().enumerate() {
+            // Only a shard whose hosts or weights changed is rendered and marshalled again.
+            let same = self.all[k].as_ref().is_some_and(|a| {
+                a.endpoints.len() == inputs.len()
+                    && a.endpoints
+                        .iter()
+                        .zip(&inputs)
+                        .all(|((e, w), (ne, nw))| e == *ne && w == nw)
+            });
+            if !same {
+                let owned = inputs.into_iter().map(|(e, w)| (e.clone(), w)).collect();
+                let previous = self.all[k].take();
+                self.all[k] = match self.render_all(shard_index(k), owned, previous.as_ref()) {
+                    Ok(all) => Some(all),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                };
+            }
+            if let Some(all) = &self.all[k] {
+                clusters.insert(all.cluster.name.clone(), all.cluster.clone());
+                if let Some(a) = &all.assignment {
+                    endpoints.insert(a.name.clone(), a.clone());
                 }
-            };
-        }
-        if let Some(all) = &self.all {
-            clusters.insert(all.cluster.name.clone(), all.cluster.clone());
-            if let Some(a) = &all.assignment {
-                endpoints.insert(a.name.clone(), a.clone());
             }
         }
         (Snapshot::new(clusters, endpoints), errors)
@@ -135,9 +150,14 @@ impl Builder {
         Ok(resource(c.name.clone(), CLUSTER_TYPE, c.encode_to_vec()))
     }
 
-    fn render_all(&self, inputs: Vec<(Endpoint, Option<u32>)>) -> Result<AllRendered, String> {
+    fn render_all(
+        &self,
+        shard: u16,
+        inputs: Vec<(Endpoint, Option<u32>)>,
+        previous: Option<&AllRendered>,
+    ) -> Result<AllRendered, String> {
         let refs: Vec<(&Endpoint, Option<u32>)> = inputs.iter().map(|(e, w)| (e, *w)).collect();
-        let json = all_cluster(&refs, &self.options);
+        let json = all_cluster(shard, &refs, &self.options);
         let mut c = convert::cluster(&json).map_err(|e| format!("{}: {e}", json["name"]))?;
         let any_name = inputs.iter().any(|(e, _)| matches!(e.host, Host::Name(_)));
         let assignment = (self.mode == AllEndpoints::Eds && !any_name).then(|| {
@@ -149,7 +169,6 @@ impl Builder {
             Some(old) if *old == new => old.clone(),
             _ => new,
         };
-        let previous = self.all.as_ref();
         let cluster = reuse(
             resource(c.name.clone(), CLUSTER_TYPE, c.encode_to_vec()),
             previous.map(|p| &p.cluster),

@@ -2,6 +2,7 @@ use super::*;
 use crate::sinks::envoy_files::{render_clusters, HealthCheck};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use routing::ClusterNames;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 fn options() -> ClusterOptions {
@@ -215,4 +216,130 @@ fn a_dns_name_among_the_active_keeps_the_all_cluster_inline() {
         all.load_assignment.unwrap().endpoints[0].lb_endpoints.len(),
         2
     );
+}
+
+fn sharded(shards: u32) -> ClusterOptions {
+    let mut o = options();
+    o.names = ClusterNames::default().with_all_shards(shards).unwrap();
+    o
+}
+
+/// Ports of each shard's EDS hosts.
+fn shard_hosts(snap: &Snapshot) -> BTreeMap<String, Vec<u32>> {
+    snap.endpoints
+        .iter()
+        .map(|(name, r)| {
+            let a = ClusterLoadAssignment::decode(r.any.value.as_slice()).unwrap();
+            let ports = a
+                .endpoints
+                .iter()
+                .flat_map(|l| &l.lb_endpoints)
+                .map(|e| {
+                    use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
+                    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint;
+                    let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &e.host_identifier else {
+                        panic!("no endpoint")
+                    };
+                    let Some(address::Address::SocketAddress(sa)) =
+                        ep.address.as_ref().unwrap().address.as_ref()
+                    else {
+                        panic!("no socket address")
+                    };
+                    let Some(socket_address::PortSpecifier::PortValue(p)) = sa.port_specifier
+                    else {
+                        panic!("no port")
+                    };
+                    p
+                })
+                .collect();
+            (name.clone(), ports)
+        })
+        .collect()
+}
+
+#[test]
+fn shards_are_eds_clusters_holding_exactly_their_processes() {
+    let members: Vec<String> = (1..=20).map(|i| format!("p{i}/127.0.0.1:{i}")).collect();
+    let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    let o = sharded(3);
+    let reg = registry(&refs);
+    let (snap, errors) = Builder::new(o.clone(), AllEndpoints::Eds).build(&reg, &Weights::new());
+    assert!(errors.is_empty(), "{errors:?}");
+    let hosts = shard_hosts(&snap);
+    assert_eq!(
+        hosts.keys().collect::<Vec<_>>(),
+        ["colyseus-all", "colyseus-all-1", "colyseus-all-2"]
+    );
+    for name in hosts.keys() {
+        let c = decode_cluster(&snap.clusters[name]);
+        assert_eq!(
+            c.cluster_discovery_type,
+            Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+        );
+    }
+    for (pid, e) in reg.iter() {
+        let shard = o.names.all_shard(o.names.shard_of(pid));
+        assert!(hosts[&shard].contains(&u32::from(e.endpoint.port)), "{pid}");
+    }
+    assert_eq!(hosts.values().map(Vec::len).sum::<usize>(), 20);
+    // Each shard is the file sink's shard cluster with its hosts apart.
+    let file = render_clusters(&reg, &Weights::new(), &o);
+    for name in hosts.keys() {
+        let mut eds = decode_cluster(&snap.clusters[name]);
+        eds.eds_cluster_config = None;
+        let a = ClusterLoadAssignment::decode(snap.endpoints[name].any.value.as_slice()).unwrap();
+        eds.load_assignment = Some(a);
+        eds.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
+        let f = file.iter().find(|c| c["name"] == name.as_str()).unwrap();
+        assert_eq!(eds, convert::cluster(f).unwrap(), "{name}");
+    }
+    // No process: every shard still exists, with no hosts.
+    let (empty, _) =
+        Builder::new(o, AllEndpoints::Eds).build(&Registry::default(), &Weights::new());
+    assert_eq!(empty.clusters.len(), 3);
+    assert!(shard_hosts(&empty).values().all(Vec::is_empty));
+}
+
+#[test]
+fn a_change_re_renders_only_its_shard() {
+    let o = sharded(3);
+    let now = Instant::now();
+    let base: Vec<String> = (1..=12).map(|i| format!("p{i}/127.0.0.1:{i}")).collect();
+    let with_new: Vec<String> = base
+        .iter()
+        .cloned()
+        .chain(["new/127.0.0.1:99".to_owned()])
+        .collect();
+    let new_shard = o
+        .names
+        .all_shard(o.names.shard_of(&ProcessId::parse("new").unwrap()));
+    let mut builder = Builder::new(o.clone(), AllEndpoints::Eds);
+    let mut reg = Registry::default()
+        .from_members(base.iter().map(String::as_str), 2567, now)
+        .0;
+    let (before, _) = builder.build(&reg, &Weights::new());
+    // A registration, then its drain: each time only its shard is new.
+    for step in [&with_new, &base] {
+        reg = reg
+            .from_members(step.iter().map(String::as_str), 2567, now)
+            .0;
+        let (after, _) = builder.build(&reg, &Weights::new());
+        let (full, _) = Builder::new(o.clone(), AllEndpoints::Eds).build(&reg, &Weights::new());
+        assert_same(&after, &full);
+        for k in 0..3 {
+            let name = o.names.all_shard(k);
+            let same = Arc::ptr_eq(&after.endpoints[&name], &before.endpoints[&name]);
+            assert_eq!(same, name != new_shard, "{name}");
+            assert!(Arc::ptr_eq(&after.clusters[&name], &before.clusters[&name]));
+        }
+    }
+}
+
+#[test]
+fn one_shard_builds_what_it_built_before() {
+    let reg = registry(&["a/127.0.0.1:1", "b/127.0.0.2:2"]);
+    let (one, _) = Builder::new(sharded(1), AllEndpoints::Eds).build(&reg, &Weights::new());
+    let (plain, _) = Builder::new(options(), AllEndpoints::Eds).build(&reg, &Weights::new());
+    assert_same(&one, &plain);
+    assert_eq!(one.endpoints.keys().collect::<Vec<_>>(), ["colyseus-all"]);
 }

@@ -213,6 +213,13 @@ pub fn all_cluster(
         "base_ejection_time": "5s",
         "max_ejection_percent": 50,
     });
+    if options.names.all_shards() > 1 {
+        // A shard may hold few hosts, all of them new: each takes requests once its first
+        // health check passed and the workers heard of it, which Envoy batches over 1 s
+        // by default; meanwhile matchmaking sent to that shard got 503. A shard's host
+        // set is small, so rebuilding it per health change costs little.
+        all_cluster["common_lb_config"]["update_merge_window"] = json!("0s");
+    }
     all_cluster
 }
 

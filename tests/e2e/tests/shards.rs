@@ -104,10 +104,9 @@ fn matchmaking_spreads_over_the_shards_on_both_sinks() {
         );
     }
 
-    // A new host takes requests once Envoy's first health check of it passed and the main
-    // thread handed that to the workers, which Envoy merges over `update_merge_window`
-    // (1 s by default): until then a shard whose only hosts are new answers 503 (see the
-    // README, "Large fleets"). Wait for both, as a fleet's shards are past it.
+    // A new host takes requests once Envoy's first health check of it passed (and the
+    // workers heard of it: at once, the shards have no `update_merge_window`): until
+    // then a shard whose only hosts are new answers 503 (see the README, "Large fleets").
     let expected: Vec<u64> = (0..SHARDS)
         .map(|k| {
             let n = servers
@@ -129,7 +128,6 @@ fn matchmaking_spreads_over_the_shards_on_both_sinks() {
             },
         );
     }
-    std::thread::sleep(Duration::from_millis(1200));
     // colyseus.js players: matchmaking through each Envoy, then their rooms.
     for (label, endpoint, admin) in [
         ("xds", envoy.endpoint(), envoy.admin.clone()),

@@ -79,6 +79,9 @@ pub fn cluster(json: &Value) -> Result<cluster::Cluster> {
                                 value: value.as_f64().ok_or_else(|| err(k, "not a number"))?,
                             });
                         }
+                        "update_merge_window" => {
+                            lb.update_merge_window = Some(duration(v, k)?);
+                        }
                         _ => return Err(err(k, "unknown field of common_lb_config")),
                     }
                 }

@@ -159,6 +159,93 @@ pub(super) struct Registration<'a> {
     pub(super) node: String,
 }
 
+/// What both ADS request types carry that a stream reads alike.
+pub(super) trait AdsRequest {
+    fn type_url(&self) -> &str;
+    fn node_id(&self) -> String;
+}
+
+impl AdsRequest for DeltaDiscoveryRequest {
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
+    fn node_id(&self) -> String {
+        self.node.as_ref().map(|n| n.id.clone()).unwrap_or_default()
+    }
+}
+
+impl AdsRequest for DiscoveryRequest {
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
+    fn node_id(&self) -> String {
+        self.node.as_ref().map(|n| n.id.clone()).unwrap_or_default()
+    }
+}
+
+/// A stream's next message, as [`Registration::read`] sees it.
+pub(super) enum Read<T> {
+    /// A request of a served type: its index in [`TYPES`], the stream's id among the
+    /// clients, and whether it was the stream's first (which registered it).
+    Request {
+        req: T,
+        t: usize,
+        id: u64,
+        opened: bool,
+    },
+    /// A request of a type this agent does not serve: ignored.
+    Skip,
+    /// The stream ended or failed.
+    End,
+}
+
+impl Registration<'_> {
+    /// Reads the stream's next message; the first request of a served type registers the
+    /// stream under its Envoy's node id as `protocol`.
+    pub(super) fn read<T: AdsRequest>(
+        &mut self,
+        message: Result<Option<T>, Status>,
+        protocol: &'static str,
+    ) -> Read<T> {
+        let req = match message {
+            Ok(Some(r)) => r,
+            Ok(None) => return Read::End,
+            Err(e) => {
+                debug!(node = %self.node, error = %e, "xDS stream read failed.");
+                return Read::End;
+            }
+        };
+        let Some(t) = TYPES.iter().position(|t| *t == req.type_url()) else {
+            debug!(node = %self.node, type_url = %req.type_url(), "Ignoring a subscription to a type this agent does not serve.");
+            return Read::Skip;
+        };
+        let opened = self.id.is_none();
+        if opened {
+            self.node = req.node_id();
+            self.id = Some(self.clients.connect(&self.node, protocol));
+        }
+        Read::Request {
+            req,
+            t,
+            id: self.id.unwrap_or_default(),
+            opened,
+        }
+    }
+
+    /// Envoy refused the response `nonce` of `type_url`: logged with its detail and counted;
+    /// what it refused is not resent until it changes.
+    pub(super) fn nacked(
+        &self,
+        id: u64,
+        nonce: &str,
+        type_url: &str,
+        status: &envoy_types::pb::google::rpc::Status,
+    ) {
+        warn!(node = %self.node, nonce = %nonce, type_url = %type_url, code = status.code, detail = ?status.message, "Envoy refused (NACKed) resources; they are not resent until they change.");
+        self.clients.nack(id, &status.message);
+    }
+}
+
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id {
@@ -202,25 +289,17 @@ async fn delta(
     let mut nonce = 0u64;
     loop {
         tokio::select! {
-            req = requests.message() => {
-                let req = match req {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(e) => {
-                        debug!(node = %reg.node, error = %e, "xDS stream read failed.");
-                        break;
+            message = requests.message() => {
+                let (req, t, id) = match reg.read(message, "delta") {
+                    Read::Request { req, t, id, opened } => {
+                        if opened {
+                            info!(node = %reg.node, known = req.initial_resource_versions.len(), "An Envoy opened a delta xDS stream.");
+                        }
+                        (req, t, id)
                     }
+                    Read::Skip => continue,
+                    Read::End => break,
                 };
-                let Some(t) = TYPES.iter().position(|t| *t == req.type_url) else {
-                    debug!(node = %reg.node, type_url = %req.type_url, "Ignoring a subscription to a type this agent does not serve.");
-                    continue;
-                };
-                if reg.id.is_none() {
-                    reg.node = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
-                    reg.id = Some(ads.clients.connect(&reg.node, "delta"));
-                    info!(node = %reg.node, known = req.initial_resource_versions.len(), "An Envoy opened a delta xDS stream.");
-                }
-                let id = reg.id.unwrap_or_default();
                 let state = &mut types[t];
                 let first = !state.subscribed;
                 if first {
@@ -230,8 +309,7 @@ async fn delta(
                     if let Some(p) = pending.remove(&req.response_nonce) {
                         match &req.error_detail {
                             Some(status) => {
-                                warn!(node = %reg.node, nonce = %req.response_nonce, type_url = %req.type_url, code = status.code, detail = ?status.message, "Envoy refused (NACKed) resources; they are not resent until they change.");
-                                ads.clients.nack(id, &status.message);
+                                reg.nacked(id, &req.response_nonce, &req.type_url, status);
                             }
                             None => {
                                 let current = snapshots.borrow().version.clone();

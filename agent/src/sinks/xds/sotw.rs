@@ -7,10 +7,10 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use super::clients::Pending;
-use super::server::{Ads, Registration, TYPES};
+use super::server::{Ads, Read, Registration, TYPES};
 use super::snapshot::{Resource, Snapshot, ENDPOINT_TYPE};
 
 /// What a state-of-the-world stream tracks per resource type.
@@ -43,25 +43,17 @@ pub(super) async fn stream(
     let mut nonce = 0u64;
     loop {
         tokio::select! {
-            req = requests.message() => {
-                let req = match req {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(e) => {
-                        debug!(node = %reg.node, error = %e, "xDS stream read failed.");
-                        break;
+            message = requests.message() => {
+                let (req, t, id) = match reg.read(message, "sotw") {
+                    Read::Request { req, t, id, opened } => {
+                        if opened {
+                            info!(node = %reg.node, version = %req.version_info, "An Envoy opened a state-of-the-world xDS stream.");
+                        }
+                        (req, t, id)
                     }
+                    Read::Skip => continue,
+                    Read::End => break,
                 };
-                let Some(t) = TYPES.iter().position(|t| *t == req.type_url) else {
-                    debug!(node = %reg.node, type_url = %req.type_url, "Ignoring a subscription to a type this agent does not serve.");
-                    continue;
-                };
-                if reg.id.is_none() {
-                    reg.node = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
-                    reg.id = Some(ads.clients.connect(&reg.node, "sotw"));
-                    info!(node = %reg.node, version = %req.version_info, "An Envoy opened a state-of-the-world xDS stream.");
-                }
-                let id = reg.id.unwrap_or_default();
                 let state = &mut types[t];
                 state.names = req.resource_names.iter().filter(|n| *n != "*").cloned().collect();
                 if !state.subscribed && !req.version_info.is_empty() {
@@ -86,8 +78,7 @@ pub(super) async fn stream(
                 match (answered, &req.error_detail) {
                     (None, _) => {}
                     (Some(_), Some(status)) => {
-                        warn!(node = %reg.node, nonce = %req.response_nonce, type_url = %req.type_url, code = status.code, detail = ?status.message, "Envoy refused (NACKed) resources; they are not resent until they change.");
-                        ads.clients.nack(id, &status.message);
+                        reg.nacked(id, &req.response_nonce, &req.type_url, status);
                     }
                     (Some(p), None) => {
                         let current = snapshots.borrow().version.clone();

@@ -329,6 +329,15 @@ fn file_sink(dir: &std::path::Path, n: usize) {
     admin_cost("file", n, &proxy.admin(), proxy.envoy_pid());
 }
 
+/// Waits until edge-1 has ACKed more than the `n` process clusters on `agent` (read on the
+/// agent: costs Envoy nothing).
+fn wait_acked(agent: &XdsAgent, n: usize, what: &str, timeout: Duration) {
+    wait_for(what, timeout, || {
+        (agent.metric("colyseus_envoy_xds_client_acked_clusters{node=\"edge-1\"}") > n as u64)
+            .then_some(())
+    });
+}
+
 /// The xDS sink: Envoy start, agent restart, updates.
 fn xds_sink(dir: &std::path::Path, n: usize, patch: &serde_json::Value) {
     let redis = Redis::start(dir);
@@ -351,13 +360,11 @@ fn xds_sink(dir: &std::path::Path, n: usize, patch: &serde_json::Value) {
     let envoy = XdsEnvoy::start_patched(dir, "edge-1", "127.0.0.1", &[&agent], patch);
     // First by the agent's count of the Envoy's ACKed clusters (costs Envoy nothing: a
     // stats query at 10,000 clusters blocks its main thread for 0.3 s), then by Envoy.
-    wait_for(
+    wait_acked(
+        &agent,
+        n,
         "Envoy's ACK of every cluster",
         Duration::from_secs(300),
-        || {
-            (agent.metric("colyseus_envoy_xds_client_acked_clusters{node=\"edge-1\"}") > n as u64)
-                .then_some(())
-        },
     );
     let envoy_acked = started.elapsed();
     // Static: the agent API and xDS clusters; dynamic: n processes and the all cluster's
@@ -369,13 +376,11 @@ fn xds_sink(dir: &std::path::Path, n: usize, patch: &serde_json::Value) {
     agent.wait_ready();
     // The restarted agent serves the same versions: the Envoy is sent nothing new, so
     // it is current once it streams from the agent again with every cluster known.
-    wait_for(
+    wait_acked(
+        &agent,
+        n,
         "Envoy current on the restarted agent",
         Duration::from_secs(120),
-        || {
-            (agent.metric("colyseus_envoy_xds_client_acked_clusters{node=\"edge-1\"}") > n as u64)
-                .then_some(())
-        },
     );
     let agent_restart = started.elapsed();
     println!(

@@ -275,32 +275,30 @@ impl Clients {
                 u8::from(current)
             );
         }
-        let _ = writeln!(
+        let per_node =
+            |out: &mut String, name: &str, help: &str, value: fn(&ClientView) -> usize| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+                for v in &views {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{node=\"{}\"}} {}",
+                        escape(&v.node_id),
+                        value(v)
+                    );
+                }
+            };
+        per_node(
             out,
-            "# HELP colyseus_envoy_xds_client_acked_clusters Clusters the Envoy has ACKed.\n\
-             # TYPE colyseus_envoy_xds_client_acked_clusters gauge"
+            "colyseus_envoy_xds_client_acked_clusters",
+            "Clusters the Envoy has ACKed.",
+            |v| v.acked_clusters,
         );
-        for v in &views {
-            let _ = writeln!(
-                out,
-                "colyseus_envoy_xds_client_acked_clusters{{node=\"{}\"}} {}",
-                escape(&v.node_id),
-                v.acked_clusters
-            );
-        }
-        let _ = writeln!(
+        per_node(
             out,
-            "# HELP colyseus_envoy_xds_client_acked_endpoints EDS clusters whose hosts the Envoy has ACKed.\n\
-             # TYPE colyseus_envoy_xds_client_acked_endpoints gauge"
+            "colyseus_envoy_xds_client_acked_endpoints",
+            "EDS clusters whose hosts the Envoy has ACKed.",
+            |v| v.acked_endpoints,
         );
-        for v in &views {
-            let _ = writeln!(
-                out,
-                "colyseus_envoy_xds_client_acked_endpoints{{node=\"{}\"}} {}",
-                escape(&v.node_id),
-                v.acked_endpoints
-            );
-        }
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
             let _ = writeln!(
                 out,

@@ -16,7 +16,7 @@
 //! active endpoints keeps the inline cluster (`STRICT_DNS`): Envoy does not resolve names
 //! given by EDS.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
@@ -32,7 +32,7 @@ use prost::Message;
 use routing::ProcessId;
 
 use super::convert;
-use super::snapshot::{Resource, Snapshot, CLUSTER_TYPE, ENDPOINT_TYPE};
+use super::snapshot::{Resource, Resources, Snapshot, Update, CLUSTER_TYPE, ENDPOINT_TYPE};
 use crate::balance::Weights;
 use crate::model::{Endpoint, Host, Registry};
 use crate::sinks::envoy_files::{
@@ -62,11 +62,14 @@ struct AllRendered {
 pub struct Builder {
     options: ClusterOptions,
     mode: AllEndpoints,
-    /// Cluster name -> (the process's endpoint, its marshalled cluster).
-    processes: HashMap<String, (Endpoint, Arc<Resource>)>,
+    /// Each routable process's endpoint and marshalled cluster, in the registry's order, so
+    /// a build finds what changed by walking both in step (no allocation for the rest).
+    processes: BTreeMap<ProcessId, (Endpoint, Arc<Resource>)>,
     /// Each shard of the all-processes cluster (index = shard), rendered apart so that a
     /// registration re-renders one shard's hosts, not every active process's.
     all: Vec<Option<AllRendered>>,
+    /// The snapshot built last: the next one is made from it, changing only what changed.
+    last: Snapshot,
 }
 
 impl Builder {
@@ -74,8 +77,9 @@ impl Builder {
         Self {
             options,
             mode,
-            processes: HashMap::new(),
+            processes: BTreeMap::new(),
             all: Vec::new(),
+            last: Snapshot::new(Resources::new(), Resources::new()),
         }
     }
 
@@ -84,30 +88,28 @@ impl Builder {
     /// message beside the snapshot (every time: failures are not kept).
     pub fn build(&mut self, registry: &Registry, weights: &Weights) -> (Snapshot, Vec<String>) {
         let mut errors = Vec::new();
-        let mut clusters = BTreeMap::new();
-        let mut processes = HashMap::with_capacity(self.processes.len() + 1);
-        for (pid, entry) in registry.iter().filter(|(_, e)| e.is_routable()) {
-            let name = self.options.names.process(pid);
-            let kept = self
-                .processes
-                .remove(&name)
-                .filter(|(endpoint, _)| *endpoint == entry.endpoint);
-            let resource = match kept {
-                Some((_, r)) => r,
-                None => match self.render_process(pid, &entry.endpoint) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        errors.push(e);
-                        continue;
-                    }
-                },
-            };
-            clusters.insert(name.clone(), resource.clone());
-            processes.insert(name, (entry.endpoint.clone(), resource));
+        let mut clusters: Vec<Update> = Vec::new();
+        let mut endpoints: Vec<Update> = Vec::new();
+        let (changed, gone) = self.changed_processes(registry);
+        for pid in gone {
+            if let Some((_, r)) = self.processes.remove(&pid) {
+                clusters.push((r.name.clone(), None));
+            }
         }
-        self.processes = processes;
+        for (pid, endpoint) in changed {
+            match self.render_process(&pid, &endpoint) {
+                Ok(r) => {
+                    clusters.push((r.name.clone(), Some(r.clone())));
+                    self.processes.insert(pid, (endpoint, r));
+                }
+                Err(e) => {
+                    errors.push(e);
+                    self.processes.remove(&pid);
+                    clusters.push((self.options.names.process(&pid), None));
+                }
+            }
+        }
 
-        let mut endpoints = BTreeMap::new();
         let shards = all_endpoints(registry, weights, &self.options.names);
         self.all.resize_with(shards.len(), || None);
         for (k, inputs) in shards.into_iter().enumerate() {
@@ -119,25 +121,46 @@ impl Builder {
                         .zip(&inputs)
                         .all(|((e, w), (ne, nw))| e == *ne && w == nw)
             });
-            if !same {
-                let owned = inputs.into_iter().map(|(e, w)| (e.clone(), w)).collect();
-                let previous = self.all[k].take();
-                self.all[k] = match self.render_all(shard_index(k), owned, previous.as_ref()) {
-                    Ok(all) => Some(all),
-                    Err(e) => {
-                        errors.push(e);
-                        None
-                    }
-                };
+            if same {
+                continue;
             }
-            if let Some(all) = &self.all[k] {
-                clusters.insert(all.cluster.name.clone(), all.cluster.clone());
-                if let Some(a) = &all.assignment {
-                    endpoints.insert(a.name.clone(), a.clone());
+            let owned = inputs.into_iter().map(|(e, w)| (e.clone(), w)).collect();
+            let previous = self.all[k].take();
+            let name = self.options.names.all_shard(shard_index(k));
+            match self.render_all(shard_index(k), owned, previous.as_ref()) {
+                Ok(all) => {
+                    clusters.push((name.clone(), Some(all.cluster.clone())));
+                    endpoints.push((name, all.assignment.clone()));
+                    self.all[k] = Some(all);
+                }
+                Err(e) => {
+                    errors.push(e);
+                    clusters.push((name.clone(), None));
+                    endpoints.push((name, None));
                 }
             }
         }
-        (Snapshot::new(clusters, endpoints), errors)
+        self.last = self.last.next(clusters, endpoints);
+        (self.last.clone(), errors)
+    }
+
+    /// The routable processes whose endpoint differs from (or is missing in) what was
+    /// rendered, and the rendered ones no longer routable: one walk of both, in step.
+    fn changed_processes(&self, registry: &Registry) -> (Vec<(ProcessId, Endpoint)>, Vec<ProcessId>) {
+        let mut changed = Vec::new();
+        let mut gone = Vec::new();
+        let mut rendered = self.processes.iter().peekable();
+        for (pid, entry) in registry.iter().filter(|(_, e)| e.is_routable()) {
+            while let Some((old, _)) = rendered.next_if(|(old, _)| *old < pid) {
+                gone.push(old.clone());
+            }
+            match rendered.next_if(|(old, _)| *old == pid) {
+                Some((_, (endpoint, _))) if *endpoint == entry.endpoint => {}
+                _ => changed.push((pid.clone(), entry.endpoint.clone())),
+            }
+        }
+        gone.extend(rendered.map(|(old, _)| old.clone()));
+        (changed, gone)
     }
 
     fn render_process(

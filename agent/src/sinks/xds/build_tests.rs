@@ -5,7 +5,7 @@ use routing::ClusterNames;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-fn options() -> ClusterOptions {
+pub(crate) fn options() -> ClusterOptions {
     ClusterOptions {
         names: ClusterNames::default(),
         connect_timeout: Duration::from_millis(250),
@@ -17,7 +17,7 @@ fn options() -> ClusterOptions {
     }
 }
 
-fn registry(members: &[&str]) -> Registry {
+pub(crate) fn registry(members: &[&str]) -> Registry {
     Registry::default()
         .from_members(members.iter().copied(), 2567, Instant::now())
         .0

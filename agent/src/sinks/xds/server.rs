@@ -341,10 +341,11 @@ async fn delta(
             continue;
         }
         for (t, state) in types.iter_mut().enumerate() {
-            let Some(resources) = snapshot.of_type(TYPES[t]).filter(|_| state.subscribed) else {
+            if !state.subscribed {
                 continue;
-            };
-            let changes = state.sub.diff(resources);
+            }
+            let changes = state.sub.diff(&snapshot, TYPES[t]);
+            state.sub.sent(&changes, &snapshot.version);
             // The first answer goes out even when empty: Envoy's initialization waits for it.
             if changes.is_empty() && state.answered {
                 continue;
@@ -353,7 +354,6 @@ async fn delta(
             nonce += 1;
             let mut response = delta_response(TYPES[t], &changes, &snapshot, nonce);
             super::test_hook::apply(&mut response);
-            state.sub.sent(&changes);
             pending.insert(
                 response.nonce.clone(),
                 Pending {

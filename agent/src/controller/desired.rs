@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::balance::Weights;
-use crate::model::Registry;
-use crate::state::SyncedState;
+use crate::model::{Registration, Registry};
+use crate::state::{RedisOrigin, SyncedState};
 
 /// Where a desired state's registrations come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,12 +33,26 @@ pub struct DesiredState {
     pub routed: Registry,
     /// Matchmaking weights of the active processes.
     pub weights: Weights,
-    /// The registrations as read (names unresolved) and the Redis they came from: what the
-    /// state file keeps across agent restarts.
-    pub persisted: SyncedState,
+    /// The registrations as read (names unresolved), and the Redis they came from: what the
+    /// state file keeps across agent restarts ([`Self::persisted`]).
+    pub registered: Registry,
+    pub origin: RedisOrigin,
+    pub run_id: Option<String>,
 }
 
 impl DesiredState {
+    /// What the state file keeps: formatted here, by the sink that writes it, so that
+    /// publishing a state costs nothing per registration.
+    pub fn persisted(&self) -> SyncedState {
+        let members = |regs: Vec<Registration>| regs.iter().map(Registration::member).collect();
+        SyncedState {
+            redis: Some(self.origin.clone()),
+            redis_run_id: self.run_id.clone(),
+            members: members(self.registered.active()),
+            draining: members(self.registered.draining()),
+        }
+    }
+
     /// Whether a full read of the source stands behind this state.
     pub fn is_synced(&self) -> bool {
         self.provenance == Provenance::Synced
@@ -104,7 +118,12 @@ mod tests {
                 .from_members(members.iter().copied(), 1, now)
                 .0,
             weights: Weights::new(),
-            persisted: SyncedState::default(),
+            registered: Registry::default(),
+            origin: RedisOrigin {
+                url: "redis://127.0.0.1:6379/0".into(),
+                db: 0,
+            },
+            run_id: None,
         }
     }
 

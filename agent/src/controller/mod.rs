@@ -52,9 +52,9 @@ pub use desired::{DesiredState, Provenance};
 pub use source::{PresenceSession, PresenceSource, Prober, TcpProber};
 
 use crate::balance::{Balance, Weights};
-use crate::model::{Registration, Registry, Rejection};
+use crate::model::{Registry, Rejection};
 use crate::sources::redis::RedisSourceError;
-use crate::state::{RedisOrigin, SyncedState};
+use crate::state::RedisOrigin;
 use crate::status::Status;
 use crate::upstreams::Upstreams;
 use desired::Publisher;
@@ -293,18 +293,14 @@ fn desired_state(
     origin: &RedisOrigin,
     followed: &Followed,
 ) -> DesiredState {
-    let members = |regs: Vec<Registration>| regs.iter().map(Registration::member).collect();
     DesiredState {
         version: 0,
         provenance,
         routed: upstreams.routed(registry),
         weights: weights.clone(),
-        persisted: SyncedState {
-            redis: Some(origin.clone()),
-            redis_run_id: followed.run_id.clone(),
-            members: members(registry.active()),
-            draining: members(registry.draining()),
-        },
+        registered: registry.clone(),
+        origin: origin.clone(),
+        run_id: followed.run_id.clone(),
     }
 }
 

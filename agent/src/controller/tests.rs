@@ -144,7 +144,7 @@ async fn nothing_is_published_as_synced_while_the_source_is_down() {
     run.redis.with(|d| d.down = false);
     let synced = run.until("synced", DesiredState::is_synced).await;
     assert_eq!(state_of(&synced, "a"), Some("active"));
-    assert_eq!(synced.persisted.redis_run_id.as_deref(), Some("run-1"));
+    assert_eq!(synced.persisted().redis_run_id.as_deref(), Some("run-1"));
     run.stop().await;
 }
 
@@ -169,8 +169,8 @@ async fn announcements_are_published_as_new_versions() {
     let drained = run
         .until("a draining", |d| state_of(d, "a") == Some("draining"))
         .await;
-    assert_eq!(drained.persisted.members, ["b/127.0.0.1:2"]);
-    assert_eq!(drained.persisted.draining, ["a/127.0.0.1:1"]);
+    assert_eq!(drained.persisted().members, ["b/127.0.0.1:2"]);
+    assert_eq!(drained.persisted().draining, ["a/127.0.0.1:1"]);
     // Re-reads of an unchanged set publish nothing new.
     let version = drained.version;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -205,7 +205,7 @@ async fn a_restarted_redis_gets_its_live_processes_back_and_loses_the_dead() {
     });
     let after = run
         .until("b dropped", |d| {
-            d.persisted.redis_run_id.as_deref() == Some("run-2") && state_of(d, "b").is_none()
+            d.persisted().redis_run_id.as_deref() == Some("run-2") && state_of(d, "b").is_none()
         })
         .await;
     assert_eq!(state_of(&after, "a"), Some("active"));
@@ -235,7 +235,7 @@ async fn a_dead_process_is_unrouted_and_evicted_through_a_plan() {
         .until("a dead", |d| state_of(d, "a") == Some("dead"))
         .await;
     assert!(
-        dead.persisted.members.is_empty(),
+        dead.persisted().members.is_empty(),
         "a dead process is not persisted"
     );
     let evict = run.written(|w| matches!(w, Write::Evict { .. })).await;

@@ -45,9 +45,12 @@ impl Entry {
 }
 
 /// The known processes: one endpoint per processId, each active or draining.
+///
+/// A persistent map: the controller publishes a copy per change (O(1)), and a copy
+/// compared with its predecessor skips the entries they share.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Registry {
-    processes: BTreeMap<ProcessId, Entry>,
+    processes: imbl::OrdMap<ProcessId, Entry>,
 }
 
 /// What a full read changed besides the registry itself.
@@ -272,20 +275,21 @@ impl Registry {
         &self,
         mut route: impl FnMut(&ProcessId, &Endpoint) -> Option<Endpoint>,
     ) -> Registry {
-        let processes = self
-            .processes
-            .iter()
-            .filter_map(|(pid, e)| {
-                let endpoint = route(pid, &e.endpoint)?;
-                Some((
-                    pid.clone(),
-                    Entry {
-                        endpoint,
-                        state: e.state,
-                    },
-                ))
-            })
-            .collect();
+        // Starts from a copy and changes only the entries routed elsewhere (DNS names) or
+        // left out, so the view shares the rest with `self` and with the previous view.
+        let mut processes = self.processes.clone();
+        for (pid, e) in &self.processes {
+            match route(pid, &e.endpoint) {
+                Some(endpoint) if endpoint == e.endpoint => {}
+                Some(endpoint) => {
+                    let state = e.state;
+                    processes.insert(pid.clone(), Entry { endpoint, state });
+                }
+                None => {
+                    processes.remove(pid);
+                }
+            }
+        }
         Registry { processes }
     }
 

@@ -101,7 +101,7 @@ mod tests {
     use crate::controller::desired::Publisher;
     use crate::model::Registry;
     use crate::sinks::envoy_files::{ClusterOptions, HealthCheck, CDS_FILE};
-    use crate::state::SyncedState;
+    use crate::state::RedisOrigin;
     use routing::ClusterNames;
     use std::path::Path;
     use std::time::Duration;
@@ -124,17 +124,20 @@ mod tests {
 
     fn state(members: &[&str], provenance: Provenance) -> DesiredState {
         let now = std::time::Instant::now();
+        let registry = Registry::default()
+            .from_members(members.iter().copied(), 1, now)
+            .0;
         DesiredState {
             version: 0,
             provenance,
-            routed: Registry::default()
-                .from_members(members.iter().copied(), 1, now)
-                .0,
+            routed: registry.clone(),
             weights: Weights::new(),
-            persisted: SyncedState {
-                members: members.iter().map(|m| (*m).to_owned()).collect(),
-                ..SyncedState::default()
+            registered: registry,
+            origin: RedisOrigin {
+                url: "redis://127.0.0.1:6379/0".into(),
+                db: 0,
             },
+            run_id: None,
         }
     }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use tracing::warn;
 
 use crate::controller::DesiredState;
+use crate::model::Registry;
 use crate::state::{self, SyncedState};
 
 /// Saves synced states, skipping identical writes.
@@ -14,11 +15,18 @@ pub struct StateFileSink {
     path: PathBuf,
     /// Last state saved (or restored from the file at start).
     saved: Option<SyncedState>,
+    /// The registrations and run_id that state was formatted from: an unchanged registry
+    /// is not formatted again (an O(1) comparison for an unchanged persistent map).
+    seen: Option<(Registry, Option<String>)>,
 }
 
 impl StateFileSink {
     pub fn new(path: PathBuf) -> Self {
-        Self { path, saved: None }
+        Self {
+            path,
+            saved: None,
+            seen: None,
+        }
     }
 
     /// Saves `state` if it was synced and differs from the file. A restored state is what
@@ -27,15 +35,24 @@ impl StateFileSink {
     pub fn apply(&mut self, state: &DesiredState) {
         if !state.is_synced() {
             if self.saved.is_none() {
-                self.saved = Some(state.persisted.clone());
+                self.saved = Some(state.persisted());
             }
             return;
         }
-        if self.saved.as_ref() == Some(&state.persisted) {
+        let seen = (state.registered.clone(), state.run_id.clone());
+        if self.seen.as_ref() == Some(&seen) {
             return;
         }
-        match state::save(&self.path, &state.persisted) {
-            Ok(()) => self.saved = Some(state.persisted.clone()),
+        let persisted = state.persisted();
+        if self.saved.as_ref() == Some(&persisted) {
+            self.seen = Some(seen);
+            return;
+        }
+        match state::save(&self.path, &persisted) {
+            Ok(()) => {
+                self.saved = Some(persisted);
+                self.seen = Some(seen);
+            }
             Err(e) => warn!(error = %e, "Cannot save the agent state file."),
         }
     }

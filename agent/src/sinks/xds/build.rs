@@ -146,7 +146,10 @@ impl Builder {
 
     /// The routable processes whose endpoint differs from (or is missing in) what was
     /// rendered, and the rendered ones no longer routable: one walk of both, in step.
-    fn changed_processes(&self, registry: &Registry) -> (Vec<(ProcessId, Endpoint)>, Vec<ProcessId>) {
+    fn changed_processes(
+        &self,
+        registry: &Registry,
+    ) -> (Vec<(ProcessId, Endpoint)>, Vec<ProcessId>) {
         let mut changed = Vec::new();
         let mut gone = Vec::new();
         let mut rendered = self.processes.iter().peekable();

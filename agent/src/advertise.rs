@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
-/// One advertised row, as far as the version is concerned.
-type Key = (String, routing::wire::ProcessState);
+use crate::status::rows::Rows;
 
 /// Shared by the sync loop (new registry), the warm-up follower (confirmations) and the API.
 #[derive(Debug)]
@@ -24,8 +23,9 @@ pub struct Advertised {
     gate: bool,
     /// processId -> when its cluster was written, for processes Envoy has not confirmed.
     warming: Mutex<HashMap<String, Instant>>,
-    /// The advertised rows of the last version.
-    last: Mutex<Vec<Key>>,
+    /// The advertised rows of the last version (a persistent map: copies are O(1), and
+    /// comparing two versions skips what they share).
+    last: Mutex<Rows>,
     version: watch::Sender<u64>,
     /// Set once the API shuts down: no long-poll is held from then on.
     closed: AtomicBool,
@@ -43,7 +43,7 @@ impl Advertised {
         Self {
             gate,
             warming: Mutex::new(HashMap::new()),
-            last: Mutex::new(Vec::new()),
+            last: Mutex::new(Rows::new()),
             version: watch::Sender::new(start),
             closed: AtomicBool::new(false),
             new_warming: Notify::new(),
@@ -72,24 +72,20 @@ impl Advertised {
             .unwrap_or_default()
     }
 
-    /// A new registry: processes routable now that were not (`was_routable`) start warming;
-    /// ones no longer routable stop.
-    pub fn note_routable<'a>(
-        &self,
-        routable: impl IntoIterator<Item = &'a str>,
-        was_routable: impl Fn(&str) -> bool,
-        now: Instant,
-    ) {
+    /// A new registry: processes that became routable (`started`) start warming; ones no
+    /// longer routable (`stopped`) stop.
+    pub fn note_routable(&self, started: &[String], stopped: &[String], now: Instant) {
         let Ok(mut warming) = self.warming.lock() else {
             return;
         };
-        let routable: std::collections::HashSet<&str> = routable.into_iter().collect();
-        warming.retain(|pid, _| routable.contains(pid.as_str()));
+        for pid in stopped {
+            warming.remove(pid);
+        }
         let mut added = false;
         if self.gate {
-            for pid in routable {
-                if !was_routable(pid) && !warming.contains_key(pid) {
-                    warming.insert(pid.to_owned(), now);
+            for pid in started {
+                if !warming.contains_key(pid) {
+                    warming.insert(pid.clone(), now);
                     added = true;
                 }
             }
@@ -126,19 +122,29 @@ impl Advertised {
         (confirmed, expired)
     }
 
-    /// Of `rows` (processId, state), the ones advertised: not warming. Bumps the version
-    /// when they differ from the last call's.
-    pub fn publish(&self, rows: Vec<Key>) {
-        let rows: Vec<Key> = rows
-            .into_iter()
-            .filter(|(pid, _)| !self.is_warming(pid))
-            .collect();
+    /// Of `rows`, the ones advertised: not warming. Bumps the version when they differ
+    /// from the last call's (in any field: a new weight reaches the filter too).
+    pub fn publish(&self, mut rows: Rows) {
+        if let Ok(warming) = self.warming.lock() {
+            for pid in warming.keys() {
+                rows.remove(pid);
+            }
+        }
         let Ok(mut last) = self.last.lock() else {
             return;
         };
         if *last != rows {
             *last = rows;
             self.version.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// The advertised rows and their version, read together: `publish` bumps the version
+    /// under the same lock, so the two always belong to each other.
+    pub fn current(&self) -> (u64, Rows) {
+        match self.last.lock() {
+            Ok(last) => (self.version(), last.clone()),
+            Err(_) => (self.version(), Rows::new()),
         }
     }
 
@@ -179,28 +185,44 @@ impl Advertised {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use routing::wire::ProcessState;
+    use routing::wire::{ProcessRow, ProcessState};
+
+    fn rows(pids: &[&str]) -> Rows {
+        pids.iter()
+            .map(|p| {
+                let row = ProcessRow {
+                    process_id: (*p).to_owned(),
+                    address: "127.0.0.1:1".into(),
+                    cluster: format!("colyseus-process-{p}"),
+                    state: ProcessState::Active,
+                    weight: Some(1),
+                    rooms: None,
+                    ccu: None,
+                };
+                ((*p).to_owned(), row)
+            })
+            .collect()
+    }
+
+    fn ids(pids: &[&str]) -> Vec<String> {
+        pids.iter().map(|p| (*p).to_owned()).collect()
+    }
 
     #[test]
     fn new_routable_processes_warm_until_confirmed_or_expired() {
         let adv = Advertised::new(true);
         let t0 = Instant::now();
         let v0 = adv.version();
-        adv.note_routable(["a", "b"], |p| p == "a", t0);
+        adv.note_routable(&ids(&["b"]), &[], t0);
         assert!(!adv.is_warming("a"));
         assert!(adv.is_warming("b"));
-        adv.publish(vec![
-            ("a".into(), ProcessState::Active),
-            ("b".into(), ProcessState::Active),
-        ]);
+        adv.publish(rows(&["a", "b"]));
         assert_eq!(adv.version(), v0 + 1);
+        assert_eq!(adv.current(), (v0 + 1, rows(&["a"])), "b is warming");
         // Same advertised rows: same version.
-        adv.publish(vec![
-            ("a".into(), ProcessState::Active),
-            ("b".into(), ProcessState::Active),
-        ]);
+        adv.publish(rows(&["a", "b"]));
         assert_eq!(adv.version(), v0 + 1);
-        adv.note_routable(["a", "b", "c"], |p| p != "c", t0);
+        adv.note_routable(&ids(&["c"]), &[], t0);
         let (ok, gone) = adv.confirm(
             |p| p == "b",
             t0 + Duration::from_millis(5),
@@ -215,28 +237,32 @@ mod tests {
         );
         assert!(ok.is_empty());
         assert_eq!(gone, ["c"]);
-        adv.publish(vec![
-            ("a".into(), ProcessState::Active),
-            ("b".into(), ProcessState::Active),
-        ]);
+        adv.publish(rows(&["a", "b"]));
         assert_eq!(adv.version(), v0 + 2);
+        // Any field counts: a new weight is a new version.
+        let mut weighted = rows(&["a", "b"]);
+        if let Some(r) = weighted.get_mut("a") {
+            r.weight = Some(5);
+        }
+        adv.publish(weighted);
+        assert_eq!(adv.version(), v0 + 3);
     }
 
     #[test]
     fn a_process_leaving_stops_warming_and_no_gate_never_warms() {
         let adv = Advertised::new(true);
-        adv.note_routable(["a"], |_| false, Instant::now());
-        adv.note_routable([], |_| false, Instant::now());
+        adv.note_routable(&ids(&["a"]), &[], Instant::now());
+        adv.note_routable(&[], &ids(&["a"]), Instant::now());
         assert!(adv.warming().is_empty());
         let open = Advertised::new(false);
-        open.note_routable(["a"], |_| false, Instant::now());
+        open.note_routable(&ids(&["a"]), &[], Instant::now());
         assert!(!open.is_warming("a"));
     }
 
     #[tokio::test]
     async fn waits_end_on_change_or_bound() {
         let adv = std::sync::Arc::new(Advertised::new(true));
-        adv.note_routable(["a"], |_| false, Instant::now());
+        adv.note_routable(&ids(&["a"]), &[], Instant::now());
         let v = adv.version();
         let waiter = {
             let adv = adv.clone();
@@ -244,7 +270,7 @@ mod tests {
         };
         tokio::task::yield_now().await;
         adv.confirm(|_| true, Instant::now(), Duration::from_secs(1));
-        adv.publish(vec![("a".into(), ProcessState::Active)]);
+        adv.publish(rows(&["a"]));
         waiter.await.unwrap();
         assert_ne!(adv.version(), v);
         // A change that never comes: the bound ends the wait.

@@ -137,7 +137,7 @@ async fn processes(
                 shards,
                 (PROCESSES_DIGEST_HEADER, digest.to_string()),
             ],
-            Json(rows),
+            Json(status.rows_with_rooms(&rows)),
         )
             .into_response(),
         Answer::Delta {

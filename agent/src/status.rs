@@ -11,16 +11,17 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::advertise::Advertised;
-use crate::balance::{Weights, DEFAULT_WEIGHT};
+use crate::balance::Weights;
 use crate::metrics::Metrics;
-use crate::model::{ProcessState, Registry};
+use crate::model::Registry;
 use crate::rooms::{RoomFeed, RoomIndex, RoomRejection};
 use crate::sources::RoomFetcher;
-use routing::wire::ProcessState as Shown;
 
 pub mod deltas;
 mod gated;
+pub mod rows;
 pub use gated::Resolved;
+use rows::{ProcessRows, Rows};
 
 /// One routed process, as the API shows it (the wire row of `/processes`).
 pub use routing::wire::ProcessRow as ProcessView;
@@ -32,7 +33,7 @@ pub struct Status {
     names: ClusterNames,
     /// Set once the first full sync has been written to Envoy's config.
     ready: AtomicBool,
-    processes: RwLock<Vec<ProcessView>>,
+    processes: RwLock<ProcessRows>,
     /// Rooms from the MongoDB listings; `None` without a room-listing source.
     rooms: Option<RwLock<RoomIndex>>,
     /// Source keys of the listings rejected since the last full read: each bad listing is
@@ -72,7 +73,7 @@ impl Status {
             metrics: Metrics::default(),
             names,
             ready: AtomicBool::new(false),
-            processes: RwLock::new(Vec::new()),
+            processes: RwLock::new(ProcessRows::default()),
             rooms: None,
             known_rejections: Mutex::new(HashSet::new()),
             fetcher: None,
@@ -133,47 +134,21 @@ impl Status {
     /// Records what Envoy now routes to (and the matchmaking weights written with it), and
     /// marks the agent ready. Rooms of processes that just left the registry leave the index.
     pub fn set_registry(&self, registry: &Registry, weights: &Weights) {
-        let views: Vec<ProcessView> = registry
-            .iter()
-            .map(|(pid, entry)| ProcessView {
-                process_id: pid.to_string(),
-                address: entry.endpoint.to_string(),
-                cluster: self.names.process(pid),
-                state: match entry.state {
-                    ProcessState::Active => Shown::Active,
-                    ProcessState::Draining { .. } => Shown::Draining,
-                    ProcessState::Dead { .. } => Shown::Dead,
-                },
-                weight: entry
-                    .is_active()
-                    .then(|| weights.get(pid).copied().unwrap_or(DEFAULT_WEIGHT)),
-                rooms: None,
-                ccu: None,
-            })
-            .collect();
         if let Ok(mut p) = self.processes.write() {
-            let before: BTreeSet<String> = p.iter().map(|v| v.process_id.clone()).collect();
-            let was_routable: BTreeSet<&str> = p
-                .iter()
-                .filter(|v| v.state.is_routable())
-                .map(|v| v.process_id.as_str())
-                .collect();
+            let changed = p.update(&self.names, registry, weights);
             self.advertised.note_routable(
-                views
-                    .iter()
-                    .filter(|v| v.state.is_routable())
-                    .map(|v| v.process_id.as_str()),
-                |pid| was_routable.contains(pid),
+                &changed.started,
+                &changed.stopped,
                 std::time::Instant::now(),
             );
-            *p = views;
-            if let Some(Ok(mut rooms)) = self.rooms.as_ref().map(RwLock::write) {
-                // A process never seen in the registry keeps its rooms: its listing may
-                // simply have arrived before its registration.
-                rooms.retain_processes(|pid| {
-                    registry.get(pid).is_some() || !before.contains(pid.as_str())
-                });
-                self.metrics.rooms.store(rooms.len() as u64, Relaxed);
+            if !changed.removed.is_empty() {
+                if let Some(Ok(mut rooms)) = self.rooms.as_ref().map(RwLock::write) {
+                    // Only processes that left the registry lose their rooms: one never seen
+                    // keeps them, as its listing may have arrived before its registration.
+                    let gone: BTreeSet<&str> = changed.removed.iter().map(String::as_str).collect();
+                    rooms.retain_processes(|pid| !gone.contains(pid.as_str()));
+                    self.metrics.rooms.store(rooms.len() as u64, Relaxed);
+                }
             }
         }
         self.republish();
@@ -186,11 +161,7 @@ impl Status {
         let rows = self
             .processes
             .read()
-            .map(|p| {
-                p.iter()
-                    .map(|v| (v.process_id.clone(), v.state))
-                    .collect::<Vec<_>>()
-            })
+            .map(|p| p.rows().clone())
             .unwrap_or_default();
         self.advertised.publish(rows);
     }
@@ -209,10 +180,16 @@ impl Status {
             .collect()
     }
 
-    /// The advertised processes (warming ones are left out, see [`Advertised`]).
+    /// The advertised processes (warming ones are left out, see [`Advertised`]), with their
+    /// rooms and clients.
     pub fn processes(&self) -> Vec<ProcessView> {
-        let mut views = self.processes.read().map(|p| p.clone()).unwrap_or_default();
-        views.retain(|v| !self.advertised.is_warming(&v.process_id));
+        self.rows_with_rooms(&self.advertised.current().1)
+    }
+
+    /// `rows` as a whole `/processes` answer shows them: with each process's rooms and
+    /// clients when there is a room index.
+    pub fn rows_with_rooms(&self, rows: &Rows) -> Vec<ProcessView> {
+        let mut views: Vec<ProcessView> = rows.values().cloned().collect();
         if let Some(Ok(rooms)) = self.rooms.as_ref().map(RwLock::read) {
             for v in &mut views {
                 let load = ProcessId::parse(&v.process_id)
@@ -226,21 +203,22 @@ impl Status {
         views
     }
 
+    /// The routable row of `process_id`, if there is one.
+    fn routable(&self, process_id: &str) -> Option<ProcessView> {
+        let processes = self.processes.read().ok()?;
+        let view = processes.rows().get(process_id)?;
+        view.state.is_routable().then(|| view.clone())
+    }
+
     /// Where `room_id` is, if it is listed and its process is routable (active or draining).
     pub fn room(&self, room_id: &str) -> Option<RoomLocation> {
         // Never hold both locks: `set_registry` takes them in the other order.
         let info = self.rooms.as_ref()?.read().ok()?.lookup(room_id)?.clone();
-        let processes = self.processes.read().ok()?;
-        let view = processes
-            .iter()
-            .find(|v| v.process_id == info.process_id.as_str())?;
-        if !view.state.is_routable() {
-            return None;
-        }
+        let view = self.routable(info.process_id.as_str())?;
         Some(RoomLocation {
             room_id: room_id.to_owned(),
-            process_id: view.process_id.clone(),
-            cluster: view.cluster.clone(),
+            process_id: view.process_id,
+            cluster: view.cluster,
             name: info.name.clone(),
             clients: info.clients,
             max_clients: info.max_clients,
@@ -253,15 +231,11 @@ impl Status {
     /// named if it is routable (see [`RoomLocation`]).
     pub fn locate(&self, room_id: &str, named: Option<&str>) -> Option<RoomLocation> {
         self.room(room_id).or_else(|| {
-            let named = named?;
-            let processes = self.processes.read().ok()?;
-            let view = processes
-                .iter()
-                .find(|v| v.process_id == named && v.state.is_routable())?;
+            let view = self.routable(named?)?;
             Some(RoomLocation {
                 room_id: room_id.to_owned(),
-                process_id: view.process_id.clone(),
-                cluster: view.cluster.clone(),
+                process_id: view.process_id,
+                cluster: view.cluster,
                 name: String::new(),
                 clients: 0,
                 max_clients: None,

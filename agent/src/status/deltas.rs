@@ -11,9 +11,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
+use imbl::ordmap::DiffItem;
 use routing::wire::{ProcessRow, ProcessesDelta};
+
+use super::rows::Rows;
 
 /// Sets kept to answer deltas against: the newest few, enough for every worker of every
 /// Envoy to be at most a few changes behind (a slower caller gets the whole set once).
@@ -23,7 +26,7 @@ const KEPT: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// The whole set.
-    Full { digest: u64, rows: Vec<ProcessRow> },
+    Full { digest: u64, rows: Rows },
     /// What changed since the set with digest `since`.
     Delta {
         digest: u64,
@@ -35,7 +38,10 @@ pub enum Answer {
 /// The recent sets, by digest, and how many answers of each kind were given.
 #[derive(Debug, Default)]
 pub struct Deltas {
-    recent: Mutex<VecDeque<(u64, Arc<Vec<ProcessRow>>)>>,
+    /// Persistent maps: keeping a set is an O(1) copy, and the sets of consecutive versions
+    /// share all but their changed rows, so digests and deltas between them cost what
+    /// changed.
+    recent: Mutex<VecDeque<(u64, Rows)>>,
     pub full_answers: AtomicU64,
     pub delta_answers: AtomicU64,
 }
@@ -43,17 +49,19 @@ pub struct Deltas {
 impl Deltas {
     /// The answer showing `rows` to a caller holding the set `since` (if any): a delta when
     /// that set is kept, else the whole set. `rows` is remembered for later callers.
-    pub fn answer(&self, mut rows: Vec<ProcessRow>, since: Option<u64>) -> Answer {
-        rows.sort_unstable_by(|a, b| a.process_id.cmp(&b.process_id));
-        let digest = digest(&rows);
+    pub fn answer(&self, rows: Rows, since: Option<u64>) -> Answer {
         let Ok(mut recent) = self.recent.lock() else {
-            return Answer::Full { digest, rows };
+            return Answer::Full {
+                digest: digest(&rows),
+                rows,
+            };
         };
+        let digest = digest_from(&recent, &rows);
         if !recent.iter().any(|(d, _)| *d == digest) {
             if recent.len() == KEPT {
                 recent.pop_front();
             }
-            recent.push_back((digest, Arc::new(rows.iter().map(stripped).collect())));
+            recent.push_back((digest, rows.clone()));
         }
         let base = since.and_then(|s| recent.iter().find(|(d, _)| *d == s).map(|(_, r)| r.clone()));
         drop(recent);
@@ -88,6 +96,24 @@ impl Deltas {
     }
 }
 
+/// The digest of `rows`, from a kept set when one is the same map or shares most of it
+/// (the newest), so an answer does not hash every row.
+fn digest_from(recent: &VecDeque<(u64, Rows)>, rows: &Rows) -> u64 {
+    if let Some((d, _)) = recent.iter().find(|(_, r)| r.ptr_eq(rows)) {
+        return *d;
+    }
+    let Some((d, newest)) = recent.back() else {
+        return digest(rows);
+    };
+    newest.diff(rows).fold(*d, |d, item| match item {
+        DiffItem::Add(_, r) => d.wrapping_add(row_hash(r)),
+        DiffItem::Update { old, new } => d
+            .wrapping_sub(row_hash(old.1))
+            .wrapping_add(row_hash(new.1)),
+        DiffItem::Remove(_, r) => d.wrapping_sub(row_hash(r)),
+    })
+}
+
 /// A row as far as a delta is concerned: without rooms and clients, which change all the
 /// time and which the filter does not read.
 fn stripped(row: &ProcessRow) -> ProcessRow {
@@ -107,8 +133,9 @@ fn same_row(a: &ProcessRow, b: &ProcessRow) -> bool {
         && a.weight == b.weight
 }
 
-/// FNV-1a over every field a delta carries, rows in processId order.
-pub fn digest(rows: &[ProcessRow]) -> u64 {
+/// FNV-1a over every field a delta carries, mixed (so that sums of them do not cancel
+/// along FNV's structure).
+fn row_hash(row: &ProcessRow) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for b in bytes.iter().chain([&0xff]) {
@@ -116,53 +143,44 @@ pub fn digest(rows: &[ProcessRow]) -> u64 {
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
     };
-    for row in rows {
-        eat(row.process_id.as_bytes());
-        eat(row.address.as_bytes());
-        eat(row.cluster.as_bytes());
-        eat(row.state.as_str().as_bytes());
-        eat(&row.weight.map_or([0xfe; 5], |w| {
-            let [a, b, c, d] = w.to_le_bytes();
-            [a, b, c, d, 0]
-        }));
-    }
-    h
+    eat(row.process_id.as_bytes());
+    eat(row.address.as_bytes());
+    eat(row.cluster.as_bytes());
+    eat(row.state.as_str().as_bytes());
+    eat(&row.weight.map_or([0xfe; 5], |w| {
+        let [a, b, c, d] = w.to_le_bytes();
+        [a, b, c, d, 0]
+    }));
+    // splitmix64's finalizer.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
-/// What turns `old` into `new` (both in processId order).
-pub fn diff(old: &[ProcessRow], new: &[ProcessRow]) -> ProcessesDelta {
+/// The digest of a set: the sum of its rows' hashes, so it does not depend on order and
+/// follows a change in O(1) per row.
+pub fn digest(rows: &Rows) -> u64 {
+    rows.values().fold(0u64, |d, r| d.wrapping_add(row_hash(r)))
+}
+
+/// What turns `old` into `new`: a walk that skips what the two sets share.
+pub fn diff(old: &Rows, new: &Rows) -> ProcessesDelta {
     let mut delta = ProcessesDelta::default();
-    let (mut i, mut j) = (0, 0);
-    loop {
-        match (old.get(i), new.get(j)) {
-            (None, None) => return delta,
-            (Some(o), None) => {
-                delta.removed.push(o.process_id.clone());
-                i += 1;
-            }
-            (None, Some(n)) => {
-                delta.changed.push(stripped(n));
-                j += 1;
-            }
-            (Some(o), Some(n)) => match o.process_id.cmp(&n.process_id) {
-                std::cmp::Ordering::Less => {
-                    delta.removed.push(o.process_id.clone());
-                    i += 1;
-                }
-                std::cmp::Ordering::Greater => {
+    for item in old.diff(new) {
+        match item {
+            DiffItem::Add(_, n) => delta.changed.push(stripped(n)),
+            DiffItem::Update {
+                old: (_, o),
+                new: (_, n),
+            } => {
+                if !same_row(o, n) {
                     delta.changed.push(stripped(n));
-                    j += 1;
                 }
-                std::cmp::Ordering::Equal => {
-                    if !same_row(o, n) {
-                        delta.changed.push(stripped(n));
-                    }
-                    i += 1;
-                    j += 1;
-                }
-            },
+            }
+            DiffItem::Remove(pid, _) => delta.removed.push(pid.clone()),
         }
     }
+    delta
 }
 
 #[cfg(test)]
@@ -182,10 +200,17 @@ mod tests {
         }
     }
 
+    /// A set of `rows`, by processId.
+    fn set(rows: Vec<ProcessRow>) -> Rows {
+        rows.into_iter()
+            .map(|r| (r.process_id.clone(), r))
+            .collect()
+    }
+
     /// Applies `delta` to `set` as the filter does.
-    fn apply(set: &[ProcessRow], delta: &ProcessesDelta) -> Vec<ProcessRow> {
-        let mut map: std::collections::BTreeMap<String, ProcessRow> = set
-            .iter()
+    fn apply(set: &Rows, delta: &ProcessesDelta) -> Rows {
+        let mut map: Rows = set
+            .values()
             .map(|r| (r.process_id.clone(), stripped(r)))
             .collect();
         for pid in &delta.removed {
@@ -194,7 +219,7 @@ mod tests {
         for r in &delta.changed {
             map.insert(r.process_id.clone(), r.clone());
         }
-        map.into_values().collect()
+        map
     }
 
     #[test]
@@ -204,15 +229,10 @@ mod tests {
             row("b", ProcessState::Active, Some(100)),
             row("a", ProcessState::Active, Some(100)),
         ];
-        let Answer::Full { digest: d1, rows } = deltas.answer(first.clone(), None) else {
+        let Answer::Full { digest: d1, rows } = deltas.answer(set(first.clone()), None) else {
             panic!("no set held: the whole set");
         };
-        assert_eq!(rows[0].process_id, "a", "sorted by processId");
-        assert_eq!(
-            rows[0].rooms,
-            Some(3),
-            "the whole set keeps rooms and clients"
-        );
+        assert_eq!(rows.keys().next().map(String::as_str), Some("a"));
         let second = vec![
             row("a", ProcessState::Draining, None),
             row("c", ProcessState::Active, Some(100)),
@@ -221,7 +241,7 @@ mod tests {
             digest: d2,
             since,
             delta,
-        } = deltas.answer(second.clone(), Some(d1))
+        } = deltas.answer(set(second.clone()), Some(d1))
         else {
             panic!("the set the caller holds is kept: a delta");
         };
@@ -234,9 +254,13 @@ mod tests {
             .collect();
         assert_eq!(changed, ["a", "c"]);
         assert!(delta.changed.iter().all(|r| r.rooms.is_none()));
-        let mut expected: Vec<ProcessRow> = second.iter().map(stripped).collect();
-        expected.sort_by(|a, b| a.process_id.cmp(&b.process_id));
+        let expected = set(second.iter().map(stripped).collect());
         assert_eq!(apply(&rows, &delta), expected);
+        assert_eq!(
+            d2,
+            digest(&set(second)),
+            "a digest followed by change is the digest"
+        );
         assert_eq!(
             digest(&apply(&rows, &delta)),
             d2,
@@ -252,15 +276,21 @@ mod tests {
         let quiet = busy.clone();
         busy.rooms = Some(40);
         busy.ccu = None;
-        assert_eq!(digest(&[busy]), digest(std::slice::from_ref(&quiet)));
+        assert_eq!(
+            digest(&set(vec![busy.clone()])),
+            digest(&set(vec![quiet.clone()]))
+        );
+        assert!(diff(&set(vec![quiet.clone()]), &set(vec![busy]))
+            .changed
+            .is_empty());
         let mut heavier = quiet.clone();
         heavier.weight = Some(200);
         assert_ne!(
-            digest(std::slice::from_ref(&heavier)),
-            digest(std::slice::from_ref(&quiet))
+            digest(&set(vec![heavier.clone()])),
+            digest(&set(vec![quiet.clone()]))
         );
         assert_eq!(
-            diff(&[quiet], &[heavier.clone()]).changed,
+            diff(&set(vec![quiet]), &set(vec![heavier.clone()])).changed,
             [stripped(&heavier)]
         );
     }
@@ -269,19 +299,19 @@ mod tests {
     fn an_unknown_or_evicted_set_gets_the_whole_set() {
         let deltas = Deltas::default();
         let Answer::Full { digest: first, .. } =
-            deltas.answer(vec![row("a", ProcessState::Active, Some(1))], None)
+            deltas.answer(set(vec![row("a", ProcessState::Active, Some(1))]), None)
         else {
             panic!("first answer");
         };
         assert!(matches!(
-            deltas.answer(vec![], Some(12345)),
+            deltas.answer(Rows::new(), Some(12345)),
             Answer::Full { .. }
         ));
         for i in 0..KEPT as u32 {
-            deltas.answer(vec![row("a", ProcessState::Active, Some(i + 2))], None);
+            deltas.answer(set(vec![row("a", ProcessState::Active, Some(i + 2))]), None);
         }
         assert!(
-            matches!(deltas.answer(vec![], Some(first)), Answer::Full { .. }),
+            matches!(deltas.answer(Rows::new(), Some(first)), Answer::Full { .. }),
             "only the newest {KEPT} sets are kept"
         );
     }
@@ -289,15 +319,15 @@ mod tests {
     #[test]
     fn the_same_set_gives_an_empty_delta() {
         let deltas = Deltas::default();
-        let set = vec![row("a", ProcessState::Active, Some(1))];
-        let Answer::Full { digest, .. } = deltas.answer(set.clone(), None) else {
+        let one = set(vec![row("a", ProcessState::Active, Some(1))]);
+        let Answer::Full { digest, .. } = deltas.answer(one.clone(), None) else {
             panic!("first answer");
         };
         let Answer::Delta {
             delta,
             digest: again,
             ..
-        } = deltas.answer(set, Some(digest))
+        } = deltas.answer(one, Some(digest))
         else {
             panic!("kept");
         };

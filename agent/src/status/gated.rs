@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use routing::wire::RoomLocation;
 
-use super::{ProcessView, Status};
+use super::{Rows, Status};
 use crate::ack_gate::{self, Gate, WaitOutcome};
 
 /// The answer to a room lookup.
@@ -63,38 +63,32 @@ impl Status {
         }
     }
 
-    /// `/processes` for the Envoy `node`, and its version: what [`Status::processes`] shows,
-    /// less the processes whose cluster that Envoy (streaming from this agent) lacks.
-    pub fn processes_for(&self, node: Option<&str>) -> (u64, Vec<ProcessView>) {
-        // The version before the rows: a change in between is seen again on the next call.
-        let version = self.advertised.version();
-        let rows = self.processes();
+    /// `/processes` for the Envoy `node`, and its version: the advertised rows, less the
+    /// processes whose cluster that Envoy (streaming from this agent) lacks. Without rooms
+    /// and clients (see [`Status::rows_with_rooms`]).
+    pub fn processes_for(&self, node: Option<&str>) -> (u64, Rows) {
+        let (version, mut rows) = self.advertised.current();
         let (Some(ads), Some(node)) = (self.xds.get(), node) else {
             return (version, rows);
         };
-        let (rows, withheld) = ads
+        let withheld = ads
             .clients
-            .with_acked(node, |acked| ack_gate::visible(rows, acked));
+            .with_acked(node, |acked| ack_gate::withheld_of(&rows, acked));
         if !withheld.is_empty() {
             self.ack_gate.withheld(withheld.len());
+            for pid in &withheld {
+                rows.remove(pid);
+            }
         }
         (ack_gate::view_version(version, &withheld), rows)
     }
 
-    /// The version [`Self::processes_for`] would answer now, without building the rows.
+    /// The version [`Self::processes_for`] would answer now, without copying the rows.
     fn version_for(&self, node: &str, ads: &crate::sinks::xds::server::Ads) -> u64 {
-        let version = self.advertised.version();
-        let Ok(rows) = self.processes.read() else {
-            return version;
-        };
-        let mut withheld: Vec<String> = ads.clients.with_acked(node, |acked| {
-            rows.iter()
-                .filter(|r| !self.advertised.is_warming(&r.process_id))
-                .filter(|r| ack_gate::withheld(r, acked))
-                .map(|r| r.process_id.clone())
-                .collect()
-        });
-        withheld.sort_unstable();
+        let (version, rows) = self.advertised.current();
+        let withheld = ads
+            .clients
+            .with_acked(node, |acked| ack_gate::withheld_of(&rows, acked));
         ack_gate::view_version(version, &withheld)
     }
 
@@ -151,8 +145,8 @@ mod tests {
         clients.ack(id, &pending, "s");
     }
 
-    fn ids(rows: &[ProcessView]) -> Vec<&str> {
-        rows.iter().map(|r| r.process_id.as_str()).collect()
+    fn ids(rows: &Rows) -> Vec<&str> {
+        rows.keys().map(String::as_str).collect()
     }
 
     /// No sockets: the status and the Envoys' registry as the API and the streams use them.

@@ -89,7 +89,8 @@ pub struct ProcessRow {
 }
 
 /// `GET /processes` response header: the version of the process set in the body. The
-/// version changes whenever the set (a processId or its state) changes, and a restarted
+/// version changes whenever a row changes (a process, its state, address or weight; not
+/// its rooms or clients), and a restarted
 /// agent never repeats an earlier agent's versions (they start at its start time).
 pub const PROCESSES_VERSION_HEADER: &str = "x-colyseus-envoy-processes-version";
 

@@ -121,6 +121,20 @@ pub fn register(conn: &mut redis::Connection, member: &str) {
     announce(conn, "SADD", "add", member);
 }
 
+/// Registers `members` at once: one `SADD` and one announcement each, in one pipeline, so
+/// the agent reads them as one burst (one change).
+pub fn register_all(conn: &mut redis::Connection, members: &[&str]) {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SADD").arg("colyseus:nodes").arg(members).ignore();
+    for member in members {
+        pipe.cmd("PUBLISH")
+            .arg("colyseus:nodes:discovery")
+            .arg(format!("\"add,{member}\""))
+            .ignore();
+    }
+    let _: () = pipe.query(conn).unwrap();
+}
+
 /// Unregisters `member` the same way: `SREM`, then `"remove,{member}"`.
 pub fn unregister(conn: &mut redis::Connection, member: &str) {
     announce(conn, "SREM", "remove", member);

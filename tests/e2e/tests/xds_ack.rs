@@ -8,7 +8,10 @@
 //! - A cluster Envoy refuses (NACK, through the agent's TEST-ONLY hook: no real input the
 //!   agent accepts is refused by Envoy) is logged with Envoy's detail, counted, not resent;
 //!   a process registered after it still reaches both Envoys and routes; the refused one
-//!   is never advertised to them.
+//!   is never advertised to them. Sent in one response with a valid cluster (Envoy then
+//!   refuses the response whole), each is resent alone: the valid one reaches both Envoys
+//!   and is advertised and looked up at once, the refused one is refused once more and
+//!   never resent.
 //!
 //! Cost: about 15 s on 2 cores (one agent, two Envoys, four game servers).
 #![cfg(feature = "e2e")]
@@ -249,5 +252,41 @@ fn lookups_wait_for_the_asking_envoys_ack_and_a_nack_stops_nothing() {
         gate.is_some_and(|l| !l.starts_with("ack gate: 0 ")),
         "{report}"
     );
-    drop(refused);
+
+    // (c) A registration Envoy refuses and one it takes, announced together so that they
+    // travel in one CDS response. Envoy refuses that response whole (one cluster fails
+    // validation): the agent sends each of them again alone, so the valid one reaches both
+    // Envoys, is advertised to them and looked up at once, and the refused one is refused
+    // once more, alone, and then never resent.
+    let refused_twin = std::net::TcpListener::bind(("127.0.0.3", refused_port)).unwrap();
+    let fine = std::net::TcpListener::bind("127.0.0.4:0").unwrap();
+    let (twin, mate) = ("nacktwin".to_owned(), "nackmate".to_owned());
+    register_all(
+        &mut redis.conn(),
+        &[
+            &format!("{twin}/127.0.0.3:{refused_port}"),
+            &format!("{mate}/{}", fine.local_addr().unwrap()),
+        ],
+    );
+    wait_for("each Envoy's NACK of both", Duration::from_secs(10), || {
+        (agent.metric("colyseus_envoy_xds_nacks_total") >= 4).then_some(())
+    });
+    for e in &envoys {
+        let mut held = pids(&servers);
+        held.push(mate.clone());
+        e.wait_clusters(held, Duration::from_secs(10));
+        let seen = processes(&agent, Some(&e.node_id), None).1;
+        assert!(seen.contains(&mate), "{}: {seen:?}", e.node_id);
+        assert!(!seen.contains(&twin), "{}: {seen:?}", e.node_id);
+        let (status, body, took) = lookup(&agent, "otherroom", &mate, Some(&e.node_id));
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            took < LOOKUP_WAIT,
+            "waited {took:?} for a cluster the Envoy has"
+        );
+    }
+    // The refused one went once more, alone, to each Envoy; then never again.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(agent.metric("colyseus_envoy_xds_nacks_total"), 6, "no loop");
+    drop((refused, refused_twin, fine));
 }

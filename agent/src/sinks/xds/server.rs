@@ -232,8 +232,9 @@ impl Registration<'_> {
         }
     }
 
-    /// Envoy refused the response `nonce` of `type_url`: logged with its detail and counted;
-    /// what it refused is not resent until it changes.
+    /// Envoy refused the response `nonce` of `type_url`: logged with its detail and counted.
+    /// (A delta stream resends alone what was refused with others: see
+    /// `DeltaSubscription::nacked`.)
     pub(super) fn nacked(
         &self,
         id: u64,
@@ -241,7 +242,7 @@ impl Registration<'_> {
         type_url: &str,
         status: &envoy_types::pb::google::rpc::Status,
     ) {
-        warn!(node = %self.node, nonce = %nonce, type_url = %type_url, code = status.code, detail = ?status.message, "Envoy refused (NACKed) resources; they are not resent until they change.");
+        warn!(node = %self.node, nonce = %nonce, type_url = %type_url, code = status.code, detail = ?status.message, "Envoy refused (NACKed) resources; a resource refused alone is not resent until it changes.");
         self.clients.nack(id, &status.message);
     }
 }
@@ -310,6 +311,9 @@ async fn delta(
                         match &req.error_detail {
                             Some(status) => {
                                 reg.nacked(id, &req.response_nonce, &req.type_url, status);
+                                if p.type_url == TYPES[t] {
+                                    state.sub.nacked(&p.changes);
+                                }
                             }
                             None => {
                                 let current = snapshots.borrow().version.clone();
@@ -351,28 +355,30 @@ async fn delta(
                 continue;
             }
             state.answered = true;
-            nonce += 1;
-            let mut response = delta_response(TYPES[t], &changes, &snapshot, nonce);
-            super::test_hook::apply(&mut response);
-            pending.insert(
-                response.nonce.clone(),
-                Pending {
-                    type_url: TYPES[t],
-                    changes: changes
-                        .resources
-                        .iter()
-                        .map(|r| (r.name.clone(), Some(r.version.clone())))
-                        .chain(changes.removed.iter().map(|n| (n.clone(), None)))
-                        .collect(),
-                    snapshot: snapshot.version.clone(),
-                    // A change older than the stream counts from the stream's start.
-                    created: snapshot.created.max(opened),
-                    complete: false,
-                },
-            );
-            debug!(node = %reg.node, type_url = TYPES[t], changed = changes.resources.len(), removed = changes.removed.len(), "Sending resources.");
-            if tx.send(Ok(response)).await.is_err() {
-                return;
+            for changes in state.sub.batches(changes) {
+                nonce += 1;
+                let mut response = delta_response(TYPES[t], &changes, &snapshot, nonce);
+                super::test_hook::apply(&mut response);
+                pending.insert(
+                    response.nonce.clone(),
+                    Pending {
+                        type_url: TYPES[t],
+                        changes: changes
+                            .resources
+                            .iter()
+                            .map(|r| (r.name.clone(), Some(r.version.clone())))
+                            .chain(changes.removed.iter().map(|n| (n.clone(), None)))
+                            .collect(),
+                        snapshot: snapshot.version.clone(),
+                        // A change older than the stream counts from the stream's start.
+                        created: snapshot.created.max(opened),
+                        complete: false,
+                    },
+                );
+                debug!(node = %reg.node, type_url = TYPES[t], changed = changes.resources.len(), removed = changes.removed.len(), "Sending resources.");
+                if tx.send(Ok(response)).await.is_err() {
+                    return;
+                }
             }
         }
         synced.clone_from(&snapshot.version);

@@ -212,6 +212,9 @@ pub struct DeltaSubscription {
     /// The snapshot whose resources of this type `known` reflects, since the subscription
     /// last changed: a diff against its successor compares only the names that changed.
     synced: Option<String>,
+    /// Halves of responses Envoy refused whole: each goes in a response of its own next
+    /// (see [`Self::nacked`]).
+    isolate: Vec<BTreeSet<String>>,
 }
 
 /// A delta response to send: changed resources and removed names.
@@ -328,6 +331,75 @@ impl DeltaSubscription {
         }
         changes.removed.sort();
         changes
+    }
+
+    /// Envoy refused (NACKed) a response of `changes` (name, version sent; `None`: a
+    /// removal). Envoy rejects a response whole when one resource fails validation, so the
+    /// others were not applied either, and one bad resource must not hold back the rest
+    /// forever. A response of one is refused for what it is: it stays recorded as sent, not
+    /// resent until it changes. A larger one is forgotten and sent again in two halves
+    /// ([`Self::batches`]): the half without the refused resource is applied, the other is
+    /// halved again, so after about 2·log2(n) responses only the refused resource is left
+    /// out, with no loop.
+    pub fn nacked(&mut self, changes: &[(String, Option<String>)]) {
+        if changes.len() <= 1 {
+            return;
+        }
+        for (name, version) in changes {
+            match version {
+                // Unless a newer version went out since.
+                Some(v) if self.known.get(name) == Some(v) => {
+                    self.known.remove(name);
+                }
+                Some(_) => {}
+                // The removal may not have happened: Envoy may still hold it.
+                None => {
+                    self.known.entry(name.clone()).or_default();
+                }
+            }
+        }
+        let (first, second) = changes.split_at(changes.len().div_ceil(2));
+        for half in [first, second] {
+            self.isolate
+                .push(half.iter().map(|(name, _)| name.clone()).collect());
+        }
+        self.synced = None;
+    }
+
+    /// `changes` as the responses to send: one for everything, except the halves of
+    /// responses refused whole, which go one response each ([`Self::nacked`]).
+    pub fn batches(&mut self, changes: DeltaChanges) -> Vec<DeltaChanges> {
+        if self.isolate.is_empty() {
+            return vec![changes];
+        }
+        let mut rest = DeltaChanges::default();
+        let mut halves: Vec<DeltaChanges> = self
+            .isolate
+            .iter()
+            .map(|_| DeltaChanges::default())
+            .collect();
+        let group = |name: &str| self.isolate.iter().position(|h| h.contains(name));
+        for r in changes.resources {
+            match group(&r.name) {
+                Some(k) => halves[k].resources.push(r),
+                None => rest.resources.push(r),
+            }
+        }
+        for name in changes.removed {
+            match group(&name) {
+                Some(k) => halves[k].removed.push(name),
+                None => rest.removed.push(name),
+            }
+        }
+        // What is not among the changes needs nothing (gone from the snapshot, say).
+        self.isolate.clear();
+        halves.retain(|h| !h.is_empty());
+        let mut out = Vec::new();
+        if !rest.is_empty() || halves.is_empty() {
+            out.push(rest);
+        }
+        out.extend(halves);
+        out
     }
 
     /// Records `changes`, diffed against the snapshot of `version`, as sent: they are not

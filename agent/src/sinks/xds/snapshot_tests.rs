@@ -113,3 +113,75 @@ fn a_stream_that_sent_the_predecessor_compares_only_what_changed() {
     subs[1].update(false, &["colyseus-all".into()], &[], &HashMap::new());
     assert!(subs[1].synced.is_none());
 }
+
+/// The (resources, removals) names of each batch.
+fn batch_names(batches: &[DeltaChanges]) -> Vec<(Vec<&str>, Vec<&str>)> {
+    batches
+        .iter()
+        .map(|b| {
+            (
+                b.resources.iter().map(|r| r.name.as_str()).collect(),
+                b.removed.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect()
+}
+
+/// A response's changes as the stream records them for its ACK or NACK.
+fn pending_of(changes: &DeltaChanges) -> Vec<(String, Option<String>)> {
+    changes
+        .resources
+        .iter()
+        .map(|r| (r.name.clone(), Some(r.version.clone())))
+        .chain(changes.removed.iter().map(|n| (n.clone(), None)))
+        .collect()
+}
+
+#[test]
+fn a_response_refused_whole_is_resent_in_halves_until_only_the_refused_one_is_left() {
+    let mut builder = Builder::new(options(), AllEndpoints::Eds);
+    let mut sub = DeltaSubscription::default();
+    sub.update(true, &[], &[], &HashMap::new());
+    let (one, _) = builder.build(&registry(&["a/127.0.0.1:1"]), &Weights::new());
+    let first = sub.diff(&one, CLUSTER_TYPE);
+    sub.sent(&first, &one.version);
+    // b and c arrive together (a leaves) and Envoy refuses the response (c is invalid).
+    let (two, _) = builder.build(
+        &registry(&["b/127.0.0.1:2", "c/127.0.0.1:3"]),
+        &Weights::new(),
+    );
+    let all = sub.diff(&two, CLUSTER_TYPE);
+    sub.sent(&all, &two.version);
+    assert_eq!(
+        batch_names(&sub.batches(sub.diff(&two, CLUSTER_TYPE))).len(),
+        1
+    );
+    sub.nacked(&pending_of(&all));
+    // Again, in two halves: the removal of a too (Envoy may still hold it).
+    let again = sub.diff(&two, CLUSTER_TYPE);
+    sub.sent(&again, &two.version);
+    let halves = sub.batches(again);
+    assert_eq!(
+        batch_names(&halves),
+        [
+            (vec!["colyseus-process-b", "colyseus-process-c"], vec![]),
+            (vec![], vec!["colyseus-process-a"]),
+        ]
+    );
+    // The half with c is refused: halved again.
+    sub.nacked(&pending_of(&halves[0]));
+    let again = sub.diff(&two, CLUSTER_TYPE);
+    sub.sent(&again, &two.version);
+    let alone = sub.batches(again);
+    assert_eq!(
+        batch_names(&alone),
+        [
+            (vec!["colyseus-process-b"], vec![]),
+            (vec!["colyseus-process-c"], vec![]),
+        ]
+    );
+    // c, refused alone, stays sent: nothing is resent.
+    sub.nacked(&pending_of(&alone[1]));
+    assert!(sub.diff(&two, CLUSTER_TYPE).is_empty());
+    assert_eq!(sub.batches(DeltaChanges::default()).len(), 1);
+}

@@ -165,6 +165,11 @@ fn servers_cluster(name: &str, servers: &[Endpoint], http2: bool) -> Value {
             "cluster_name": name,
             "endpoints": endpoints,
         },
+        // Envoy merges health-only changes (the check, an ejection) over a 1 s window by
+        // default: an agent that came back less than a second before the other died left
+        // the dead one looking healthy to the load balancer, and Envoy redialled it with
+        // growing backoff for 1-2 s (bench-converge failover). A few hosts: apply at once.
+        "common_lb_config": { "update_merge_window": "0s" },
     });
     if http2 {
         cluster["typed_extension_protocol_options"] = json!({
@@ -255,6 +260,10 @@ mod tests {
         assert_eq!(od["consecutive_local_origin_failure"], 1);
         assert_eq!(od["enforcing_consecutive_5xx"], 0);
         assert_eq!(xds["outlier_detection"], *od);
+        // Health changes reach the load balancer at once, not merged over a second.
+        for c in [agent, xds] {
+            assert_eq!(c["common_lb_config"]["update_merge_window"], "0s");
+        }
     }
 
     #[test]

@@ -118,40 +118,34 @@ impl Redis {
 /// Registers `member` (`pid/host:port`) as Colyseus 0.11-0.16 does: `SADD colyseus:nodes`,
 /// then `PUBLISH colyseus:nodes:discovery` of the JSON string `"add,{member}"`.
 pub fn register(conn: &mut redis::Connection, member: &str) {
-    announce(conn, "SADD", "add", member);
+    announce(conn, "SADD", "add", &[member]);
 }
 
 /// Registers `members` at once: one `SADD` and one announcement each, in one pipeline, so
 /// the agent reads them as one burst (one change).
 pub fn register_all(conn: &mut redis::Connection, members: &[&str]) {
-    let mut pipe = redis::pipe();
-    pipe.cmd("SADD").arg("colyseus:nodes").arg(members).ignore();
-    for member in members {
-        pipe.cmd("PUBLISH")
-            .arg("colyseus:nodes:discovery")
-            .arg(format!("\"add,{member}\""))
-            .ignore();
-    }
-    let _: () = pipe.query(conn).unwrap();
+    announce(conn, "SADD", "add", members);
 }
 
 /// Unregisters `member` the same way: `SREM`, then `"remove,{member}"`.
 pub fn unregister(conn: &mut redis::Connection, member: &str) {
-    announce(conn, "SREM", "remove", member);
+    announce(conn, "SREM", "remove", &[member]);
 }
 
-fn announce(conn: &mut redis::Connection, set_cmd: &str, action: &str, member: &str) {
-    let _: () = redis::pipe()
-        .cmd(set_cmd)
+/// `set_cmd` of `members` on the set, then one announcement of each, in one pipeline.
+fn announce(conn: &mut redis::Connection, set_cmd: &str, action: &str, members: &[&str]) {
+    let mut pipe = redis::pipe();
+    pipe.cmd(set_cmd)
         .arg("colyseus:nodes")
-        .arg(member)
-        .ignore()
-        .cmd("PUBLISH")
-        .arg("colyseus:nodes:discovery")
-        .arg(format!("\"{action},{member}\""))
-        .ignore()
-        .query(conn)
-        .unwrap();
+        .arg(members)
+        .ignore();
+    for member in members {
+        pipe.cmd("PUBLISH")
+            .arg("colyseus:nodes:discovery")
+            .arg(format!("\"{action},{member}\""))
+            .ignore();
+    }
+    let _: () = pipe.query(conn).unwrap();
 }
 
 /// Starts `redis-server` with `args` (no persistence unless `args` say otherwise), logging

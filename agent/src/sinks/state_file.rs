@@ -16,7 +16,8 @@ pub struct StateFileSink {
     /// Last state saved (or restored from the file at start).
     saved: Option<SyncedState>,
     /// The registrations and run_id that state was formatted from: an unchanged registry
-    /// is not formatted again (an O(1) comparison for an unchanged persistent map).
+    /// is not formatted again (an O(1) comparison for an unchanged persistent map). The
+    /// origin is not in it: it is fixed for the agent's run.
     seen: Option<(Registry, Option<String>)>,
 }
 
